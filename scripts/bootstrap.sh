@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Create .venv and install the project into it; a no-op when the requirement files are unchanged.
+# Usage: scripts/bootstrap.sh [--dev]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+
+"$PYTHON" - <<'PY' || { echo "traffic needs Python >= 3.11 (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
+import sys
+sys.exit(0 if sys.version_info >= (3, 11) else 1)
+PY
+
+files="requirements.txt requirements-nodeps.txt pyproject.toml"
+[ "$dev" = 1 ] && files="$files requirements-dev.txt"
+stamp=".venv/.bootstrap-$(cat $files | sha1sum | cut -c1-16)-$dev"
+if [ -f "$stamp" ]; then
+  exit 0
+fi
+
+start=$(date +%s)
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+pip=(.venv/bin/python -m pip --disable-pip-version-check)
+"${pip[@]}" install -q --upgrade pip
+echo "Installing dependencies into .venv (first run: a few minutes; torch is large)…"
+"${pip[@]}" install -q -r requirements.txt
+"${pip[@]}" install -q --no-deps -r requirements-nodeps.txt
+"${pip[@]}" install -q --no-deps --no-build-isolation -e .
+if [ "$dev" = 1 ]; then
+  "${pip[@]}" install -q -r requirements-dev.txt
+fi
+rm -f .venv/.bootstrap-*
+touch "$stamp"
+echo "Environment ready in $(( $(date +%s) - start )) s."

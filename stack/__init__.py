@@ -1,0 +1,1 @@
+"""The local stack: embedded Redis, demo media, process supervision, the ``traffic`` command."""

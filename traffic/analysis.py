@@ -1,0 +1,39 @@
+"""One frame's detection stage: detect, group, and describe each group for assessment."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from traffic.detector import Detector
+from traffic.grouping import find_groups
+from traffic.imaging import Image, image_size
+from traffic.models import Detection, GroupContext, TrafficGroup
+from traffic.settings import GroupingSettings
+
+
+@dataclass(frozen=True)
+class FrameAnalysis:
+    """What the detector stage found in one frame."""
+
+    image_size: tuple[int, int]
+    detections: tuple[Detection, ...]
+    groups: tuple[TrafficGroup, ...]
+
+    def context(self, group: TrafficGroup) -> GroupContext:
+        """The assessor's view of one group."""
+        members = tuple(self.detections[i] for i in group.member_indices)
+        return GroupContext(group=group, detections=members, image_size=self.image_size)
+
+
+def analyse_detections(
+    detections: Sequence[Detection], size: tuple[int, int], grouping: GroupingSettings
+) -> FrameAnalysis:
+    """Group already-detected objects of a frame of ``size`` (width, height)."""
+    found = tuple(detections)
+    return FrameAnalysis(image_size=size, detections=found, groups=tuple(find_groups(found, size, grouping)))
+
+
+def analyse_frame(image: Image, detector: Detector, grouping: GroupingSettings) -> FrameAnalysis:
+    """Detect objects in ``image`` and group them."""
+    return analyse_detections(detector.detect(image), image_size(image), grouping)

@@ -1,0 +1,163 @@
+"""Validated, immutable settings; built once by an entry point (see ``traffic.config``) and passed in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_CLASSES: tuple[str, ...] = (
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "bus",
+    "truck",
+    "traffic light",
+    "stop sign",
+)
+"""COCO class names kept by default, spelled as YOLO reports them."""
+
+DASHSCOPE_BASE_URL = "https://dashscope.aliyuncs.com/compatible-mode/v1"
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """How the object detector loads and runs."""
+
+    weights: str = "yolo11n.pt"
+    """A path, or a name Ultralytics knows (fetched only when ``allow_download``)."""
+    device: str = "auto"
+    """``auto`` (first CUDA device, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    imgsz: int = 640
+    half: bool = False
+    conf: float = 0.35
+    iou: float = 0.50
+    max_det: int = 200
+    classes: tuple[str, ...] = DEFAULT_CLASSES
+    """Allowlist of class names (after ``class_map``); empty keeps every class."""
+    class_map: tuple[tuple[str, str], ...] = ()
+    """Renames of the checkpoint's class names, e.g. (("Normal", "person"),)."""
+    allow_download: bool = False
+    """Whether Ultralytics may fetch missing weights at run time."""
+
+
+@dataclass(frozen=True)
+class GroupingSettings:
+    """How detections are clustered into traffic groups and cropped."""
+
+    distance_ratio: float = 150.0 / 720.0
+    """Link distance as a fraction of the image's shorter side (150 px at 1280x720)."""
+    min_group_size: int = 2
+    margin_px: int = 12
+    crop_jpeg_quality: int = 85
+    max_groups: int = 8
+    """At most this many groups per frame are sent to assessment (largest first)."""
+
+
+@dataclass(frozen=True)
+class RiskThresholds:
+    """Confidence needed for each level when the model names no valid level."""
+
+    low: float = 0.45
+    medium: float = 0.65
+    high: float = 0.80
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    """The OpenAI-compatible vision model and how it is called."""
+
+    enabled: bool = True
+    model: str = "qwen-vl-plus"
+    base_url: str = DASHSCOPE_BASE_URL
+    timeout_s: float = 30.0
+    cooldown_s: float = 3.0
+    """Minimum gap between assessments of one camera."""
+    language: str = "zh-CN"
+    """Language of free-text fields in the reply; levels are always English."""
+    max_tokens: int = 400
+    temperature: float = 0.1
+    max_retries: int = 2
+    """Retries of transient errors (5xx, timeouts) within the frame's deadline."""
+
+
+@dataclass(frozen=True)
+class AccountSpec:
+    """A provider account whose limits are shared by all of its keys."""
+
+    account_id: str
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One API key. ``api_key`` is a secret: it never leaves the process that loaded it."""
+
+    key_id: str
+    api_key: str = field(repr=False)
+    qps_limit: float | None = None
+    rpm_limit: int | None = None
+    priority: int = 1
+    """1 is the highest priority."""
+    enabled: bool = True
+    account: str | None = None
+    max_concurrency: int | None = None
+
+    @property
+    def masked(self) -> str:
+        """The key id with the secret's last four characters, safe to log."""
+        return f"{self.key_id}(…{self.api_key[-4:]})" if len(self.api_key) >= 8 else f"{self.key_id}(…)"
+
+
+@dataclass(frozen=True)
+class KeyPoolSettings:
+    """The pool of API keys and how one is chosen."""
+
+    strategy: str = "least_loaded"
+    """``round_robin``, ``least_loaded`` or ``priority``."""
+    keys: tuple[KeySpec, ...] = ()
+    accounts: tuple[AccountSpec, ...] = ()
+    default_cooldown_s: float = 10.0
+    max_cooldown_s: float = 120.0
+    lease_ttl_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """How cameras are sampled."""
+
+    frame_interval_s: float = 1.8
+    jpeg_quality: int = 85
+    frame_ttl_s: float = 30.0
+    max_in_flight: int = 2
+    """Frames of one camera waiting for the detector; more are dropped, not queued."""
+    frame_deadline_s: float = 15.0
+    """A frame's assessment must be final this long after capture."""
+    allow_file_sources: bool = False
+    """Whether ``file://`` and bare paths are accepted as camera URLs."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The web server."""
+
+    host: str = "127.0.0.1"
+    port: int = 5000
+    auth_token: str | None = field(default=None, repr=False)
+    cors_origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, grouped by subsystem."""
+
+    redis_url: str | None = field(default=None, repr=False)
+    """``None`` means: start an embedded local Redis. May hold a password, so kept out of repr."""
+    log_level: str = "INFO"
+    detector: DetectorSettings = field(default_factory=DetectorSettings)
+    grouping: GroupingSettings = field(default_factory=GroupingSettings)
+    risk: RiskThresholds = field(default_factory=RiskThresholds)
+    llm: LLMSettings = field(default_factory=LLMSettings)
+    keys: KeyPoolSettings = field(default_factory=KeyPoolSettings)
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)

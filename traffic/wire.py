@@ -1,0 +1,106 @@
+"""Conversion of domain values to the Socket.IO / WebSocket wire format (camelCase, contract)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from traffic.analysis import FrameAnalysis
+from traffic.models import Assessment, Detection, FrameVerdict, GroupVerdict, RiskLevel, TrafficGroup
+
+JSON = dict[str, Any]
+
+
+def iso_timestamp(epoch_s: float) -> str:
+    """ISO-8601 UTC with milliseconds and a ``Z`` suffix."""
+    moment = datetime.fromtimestamp(epoch_s, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _int_box(bbox: tuple[float, float, float, float]) -> list[int]:
+    """A bbox as integer pixels."""
+    return [int(round(v)) for v in bbox]
+
+
+def detection_json(detection: Detection) -> JSON:
+    """One ``detectedObjects`` entry."""
+    return {
+        "class": detection.cls,
+        "confidence": round(detection.confidence, 3),
+        "bbox": _int_box(detection.bbox),
+    }
+
+
+def group_json(group: TrafficGroup, level: RiskLevel | None) -> JSON:
+    """One ``trafficGroups`` entry; ``riskLevel`` is ``none`` until the group has a verdict."""
+    return {
+        "groupIndex": group.index,
+        "objectCount": group.object_count,
+        "bbox": _int_box(group.bbox),
+        "classes": list(group.classes),
+        "averageConfidence": round(group.average_confidence, 3),
+        "riskLevel": (level or RiskLevel.NONE).value,
+        "memberIndices": list(group.member_indices),
+    }
+
+
+def verdict_json(verdict: GroupVerdict) -> JSON:
+    """One ``dangerousDrivingResults`` entry (``type`` repeats the first risk type for old clients)."""
+    return {
+        "groupIndex": verdict.group_index,
+        "riskLevel": verdict.risk_level.value,
+        "confidence": round(verdict.confidence, 3),
+        "riskTypes": list(verdict.risk_types),
+        "type": verdict.risk_types[0] if verdict.risk_types else "",
+        "description": verdict.description,
+        "dangerObjectCount": verdict.danger_object_count,
+        "triggerObjectIds": list(verdict.trigger_object_ids),
+        "llmModel": verdict.model,
+    }
+
+
+def detection_result(
+    *,
+    camera_id: str | int,
+    frame_id: str,
+    captured_at: float,
+    analysis: FrameAnalysis,
+    model_type: str,
+    supported_classes: tuple[str, ...],
+    process_time_s: float,
+    assessment: Assessment,
+    verdict: FrameVerdict | None = None,
+    frame_data_uri: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> JSON:
+    """The ``detection_result`` payload: the fast-path one (no verdict) or the final one."""
+    levels = {v.group_index: v.risk_level for v in verdict.verdicts if v.ok} if verdict else {}
+    results = (
+        [verdict_json(v) for v in verdict.verdicts if v.ok and v.risk_level is not RiskLevel.NONE] if verdict else []
+    )
+    width, height = analysis.image_size
+    payload: JSON = {
+        "cameraId": camera_id,
+        "frameId": frame_id,
+        "timestamp": iso_timestamp(captured_at),
+        "imageWidth": width,
+        "imageHeight": height,
+        "detectedObjects": [detection_json(d) for d in analysis.detections],
+        "trafficGroups": [group_json(g, levels.get(g.index)) for g in analysis.groups],
+        "dangerousDrivingResults": results,
+        "hasDangerousDriving": bool(verdict and verdict.has_dangerous_driving),
+        "maxRiskLevel": (verdict.max_risk_level if verdict else RiskLevel.NONE).value,
+        "processTime": round(process_time_s, 4),
+        "llmLatency": round(verdict.llm_latency_s, 4) if verdict else 0.0,
+        "llmModel": verdict.llm_model if verdict else "",
+        "modelType": model_type,
+        "supportedClasses": list(supported_classes),
+        "trackingEnabled": False,
+        "assessment": assessment.value,
+    }
+    if frame_data_uri is not None:
+        payload["frame"] = frame_data_uri
+    if extra:
+        payload.update(extra)
+    return payload
