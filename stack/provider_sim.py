@@ -44,10 +44,11 @@ log = logging.getLogger(__name__)
 LEVELS = ("none", "low", "medium", "high")
 DEFAULT_LEVEL_WEIGHTS: Mapping[str, float] = {"none": 0.55, "low": 0.25, "medium": 0.13, "high": 0.07}
 DEFAULT_RISK_TYPES: Mapping[str, tuple[str, ...]] = {
-    "none": ("正常通行",),
-    "low": ("跟车距离较近", "车速偏快", "行人靠近车道"),
-    "medium": ("违规变道", "行人横穿马路", "占用非机动车道"),
-    "high": ("碰撞风险", "闯红灯", "逆向行驶"),
+    # The vocabulary ids the prompt offers (traffic/risk_types.py), as a compliant model answers.
+    "none": ("other",),
+    "low": ("close_following", "dense_traffic", "poor_visibility"),
+    "medium": ("tailgating", "jaywalking", "illegal_turn"),
+    "high": ("collision_risk", "red_light_running", "wrong_way"),
 }
 _CONFIDENCE_RANGES = {"none": (0.20, 0.44), "low": (0.45, 0.64), "medium": (0.65, 0.79), "high": (0.80, 0.97)}
 _LEVEL_WORDS = {"none": "无", "low": "低", "medium": "中", "high": "高"}

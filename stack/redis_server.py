@@ -136,7 +136,10 @@ class LocalRedis:
             args += ["--appendonly", "yes", "--save", ""]
         else:
             args += ["--appendonly", "no", "--save", ""]
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Own session: a Ctrl-C meant for the stack must not kill Redis before the workers have stopped.
+        self._proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

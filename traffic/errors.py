@@ -5,6 +5,7 @@ TrafficError
  ├── DetectorError               the detector cannot run
  │    └── WeightsUnavailable     weights missing and downloading is not allowed / impossible
  ├── ImageError                  bytes that are not a decodable image
+ ├── CameraError                 a camera id or URL that cannot be used (``code`` says why)
  └── ProviderError               the vision-model provider did not give a usable answer
       ├── RateLimited            429: slow down, ``retry_after`` seconds
       ├── KeyRejected            401/403, InvalidApiKey, Arrearage: the key is unusable
@@ -33,6 +34,14 @@ class WeightsUnavailable(DetectorError):
 
 class ImageError(TrafficError):
     """Bytes that cannot be decoded as an image."""
+
+
+class CameraError(TrafficError):
+    """A camera id or URL that cannot be used; ``code`` is a stable machine-readable reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ProviderError(TrafficError):

@@ -131,10 +131,32 @@ class CaptureSettings:
     frame_ttl_s: float = 30.0
     max_in_flight: int = 2
     """Frames of one camera waiting for the detector; more are dropped, not queued."""
-    frame_deadline_s: float = 15.0
-    """A frame's assessment must be final this long after capture."""
+    frame_deadline_s: float = 45.0
+    """Every frame that enters assessment is final this long after capture (partial if need be)."""
     allow_file_sources: bool = False
     """Whether ``file://`` and bare paths are accepted as camera URLs."""
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Task limits, gating and alerting of the Celery pipeline."""
+
+    visibility_timeout_s: float = 25.0
+    """Redis redelivers an unacknowledged task this long after delivery (a dead worker's task)."""
+    assess_time_limit_s: float = 15.0
+    """Hard limit of one ``assess_group`` run; calls and retries fit inside it and the deadline."""
+    retry_backoff_s: float = 1.0
+    """First retry delay of a transient provider error; doubles per retry."""
+    dedupe_window_s: float = 30.0
+    """A group unchanged since a verdict this recent reuses it instead of calling the model."""
+    budget_per_minute: int = 60
+    """At most this many group assessments per camera per minute."""
+    alert_level: str = "medium"
+    """Lowest level that raises an alert."""
+    alert_end_after_s: float = 10.0
+    """An alert not seen again for this long ends."""
+    latest_ttl_s: float = 3600.0
+    """How long a camera's latest result stays in Redis."""
 
 
 @dataclass(frozen=True)
@@ -160,4 +182,5 @@ class Settings:
     llm: LLMSettings = field(default_factory=LLMSettings)
     keys: KeyPoolSettings = field(default_factory=KeyPoolSettings)
     capture: CaptureSettings = field(default_factory=CaptureSettings)
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     server: ServerSettings = field(default_factory=ServerSettings)

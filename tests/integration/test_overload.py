@@ -1,0 +1,60 @@
+"""Overload: frames offered faster than the detector runs are dropped, never queued without bound."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stack.demo import make_demo_clip
+from stack.redis_server import LocalRedis
+from tests.integration.harness import Stack, bus_jpeg, stack_env
+from traffic import keys
+from traffic.cameras import Camera
+from workers.camera_registry import CameraRegistry
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MAX_IN_FLIGHT = 2
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("overload")
+    env = {"TRAFFIC_FRAME_INTERVAL": "0.04", "TRAFFIC_MAX_IN_FLIGHT": str(MAX_IN_FLIGHT), "TRAFFIC_FRAME_DEADLINE": "5"}
+    with LocalRedis(tmp / "redis") as server:
+        running = Stack(server.url, tmp, stack_env(server.url, tmp, None, **env))
+        try:
+            running.start("gpu", "llm", "default")
+            yield running
+        finally:
+            running.stop()
+
+
+def test_frames_beyond_the_in_flight_cap_are_dropped_and_counted(stack: Stack, tmp_path: Path) -> None:
+    clip = make_demo_clip(tmp_path / "demo.avi")
+    registry = CameraRegistry(stack.redis)
+    registry.add(Camera(camera_id="busy", url=str(clip), wire_id="busy"))
+    stack.start("capture")
+    depths = []
+    end = time.monotonic() + 12
+    while time.monotonic() < end:
+        depths.append(int(stack.redis.llen("gpu")))
+        time.sleep(0.02)
+    stats = registry.stats("busy")
+    stack.group.stop("capture")
+    assert max(depths) <= MAX_IN_FLIGHT, f"gpu queue grew to {max(depths)}"
+    assert stats.get("dropped_inflight", 0) > 0, stats
+    assert stats.get("detected", 0) > 0, stats
+    assert stats["captured"] + stats["dropped_inflight"] > 2 * stats["detected"], "offered at least twice capacity"
+
+
+def test_a_frame_past_its_deadline_is_dropped_by_the_detector(stack: Stack) -> None:
+    frame_id = stack.inject_frame("late-cam", bus_jpeg(), deadline_s=-1.0)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not stack.redis.hget(keys.camera_stats("late-cam"), "dropped_age"):
+        time.sleep(0.1)
+    assert stack.redis.hget(keys.camera_stats("late-cam"), "dropped_age") == b"1"
+    assert stack.redis.get(keys.frame_analysis(frame_id)) is None, "no detection was stored for it"

@@ -1,0 +1,138 @@
+"""The Celery pipeline end to end: real redis-server, real worker processes, the provider simulator."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stack.demo import make_demo_clip
+from stack.provider_sim import ProviderSimulator, SimConfig, SimKey
+from stack.redis_server import LocalRedis
+from tests.integration.harness import API_KEY, EventClient, Stack, bus_jpeg, result_for, stack_env
+from traffic import keys
+from workers.dead_letters import DeadLetters
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+OLD_FIELDS = {
+    "cameraId", "timestamp", "imageWidth", "imageHeight", "detectedObjects", "trafficGroups",
+    "dangerousDrivingResults", "hasDangerousDriving", "maxRiskLevel", "processTime", "llmLatency",
+    "llmModel", "modelType", "supportedClasses", "trackingEnabled",
+}  # fmt: skip
+LEVELS = {"none", "low", "medium", "high"}
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[ProviderSimulator]:
+    with ProviderSimulator(SimConfig(keys={API_KEY: SimKey(key_id="k1")})) as simulator:
+        yield simulator
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, sim: ProviderSimulator) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("pipeline")
+    with LocalRedis(tmp / "redis") as server:
+        running = Stack(server.url, tmp, stack_env(server.url, tmp, sim))
+        try:
+            running.start("web", "gpu", "llm", "default", "capture")
+            yield running
+        finally:
+            running.stop()
+
+
+@pytest.fixture
+def client(stack: Stack) -> Iterator[EventClient]:
+    events = EventClient(stack.web_url)
+    yield events
+    events.close()
+
+
+def test_a_file_camera_yields_a_pending_then_a_final_result(
+    stack: Stack, client: EventClient, sim: ProviderSimulator, tmp_path: Path
+) -> None:
+    sim.reset()
+    clip = make_demo_clip(tmp_path / "demo.avi")
+    ack = client.call("start_stream", {"cameraId": 7, "rtspUrl": str(clip)})
+    assert ack == {"cameraId": 7, "started": True}
+    _, online = client.wait_for(lambda e, d: e == "camera_status" and d.get("status") == 1, timeout=60)
+    assert online["cameraId"] == 7
+    _, pending = client.wait_for(lambda e, d: e == "detection_result" and d.get("assessment") == "pending", 90)
+    _, final = client.wait_for(result_for(pending["frameId"], "complete", "partial", "unavailable"), 60)
+    client.call("stop_stream", {"cameraId": 7})
+
+    assert OLD_FIELDS <= pending.keys() and OLD_FIELDS <= final.keys()
+    assert final["assessment"] == "complete"
+    assert final["cameraId"] == 7 and final["frameId"] == pending["frameId"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", final["timestamp"])
+    assert (final["imageWidth"], final["imageHeight"]) == (1280, 720)
+    assert final["trafficGroups"] and all(g["riskLevel"] in LEVELS for g in final["trafficGroups"])
+    assert final["maxRiskLevel"] in LEVELS and final["llmModel"] == "qwen-vl-plus"
+    assert final["detectedObjects"][0].keys() == {"class", "confidence", "bbox"}
+    for result in final["dangerousDrivingResults"]:
+        assert {"groupIndex", "riskLevel", "confidence", "riskTypes", "description", "dangerObjectCount",
+                "triggerObjectIds"} <= result.keys()  # fmt: skip
+    assert "frame" not in final, "frames travel by reference, not inside every event"
+    assert sim.stats()["accepted"] >= 1
+    assert stack.redis.get(keys.camera_latest("7")) is not None
+
+
+def test_failed_assessment_is_labelled_dead_lettered_and_replays(
+    stack: Stack, client: EventClient, sim: ProviderSimulator
+) -> None:
+    sim.reset()
+    sim.script(500, 500, 500, 500, 500, 500)
+    client.call("subscribe", {"cameraIds": ["dlq-cam"]})
+    frame_id = stack.inject_frame("dlq-cam", bus_jpeg())
+    _, final = client.wait_for(result_for(frame_id, "unavailable", "partial", "complete"), 60)
+    assert final["assessment"] == "unavailable"
+    assert final["maxRiskLevel"] == "none" and final["hasDangerousDriving"] is False
+    letters = [e for e in DeadLetters(stack.redis).list() if e.frame_id == frame_id]
+    assert [e.reason for e in letters] == ["provider_unavailable"]
+    assert sim.stats()["by_status"].get("500", 0) == 3, "the first try and two retries"
+
+    sim.script()
+    replay = subprocess.run(
+        [sys.executable, "-m", "stack.cli", "dlq", "replay", "--all"],
+        env={**os.environ, **stack.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert replay.returncode == 0, replay.stderr
+    replay_done = result_for(frame_id, "complete")
+    _, replayed = client.wait_for(lambda e, d: replay_done(e, d) and d.get("finalisedBy") == "replay")
+    assert replayed["llmModel"] == "qwen-vl-plus"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(e.frame_id == frame_id for e in DeadLetters(stack.redis).list()):
+        time.sleep(0.2)
+    assert not [e for e in DeadLetters(stack.redis).list() if e.frame_id == frame_id]
+
+
+def test_a_rate_limited_key_still_gives_a_verdict_after_its_cooldown(
+    stack: Stack, client: EventClient, sim: ProviderSimulator
+) -> None:
+    sim.reset()
+    sim.script(429)
+    client.call("subscribe", {"cameraIds": ["rl-cam"]})
+    frame_id = stack.inject_frame("rl-cam", bus_jpeg())
+    _, final = client.wait_for(result_for(frame_id, "complete", "partial", "unavailable"), 60)
+    assert final["assessment"] == "complete"
+    assert sim.stats()["by_status"].get("429") == 1
+
+
+def test_frames_without_groups_are_final_at_once(stack: Stack, client: EventClient) -> None:
+    import numpy as np
+
+    from traffic.imaging import encode_jpeg
+
+    client.call("subscribe", {"cameraIds": ["empty-cam"]})
+    frame_id = stack.inject_frame("empty-cam", encode_jpeg(np.zeros((360, 640, 3), dtype=np.uint8)))
+    _, final = client.wait_for(result_for(frame_id, "skipped", "complete"), 60)
+    assert final["assessment"] == "skipped" and final["trafficGroups"] == []

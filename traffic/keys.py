@@ -1,0 +1,126 @@
+"""Names of every Redis key, pub/sub channel and Socket.IO room, in one place."""
+
+from __future__ import annotations
+
+PREFIX = "traffic:"
+
+CAMERAS = PREFIX + "cameras"
+"""Hash: camera id → camera JSON (the desired camera set, see ``traffic.cameras``)."""
+CAMERAS_CHANGED = PREFIX + "cameras:changed"
+"""Pub/sub channel: a camera was added, changed or removed (payload: its id)."""
+CAPTURE_OWNERS = PREFIX + "capture:owners"
+"""Sorted set: capture process (lease owner) id → last heartbeat (Redis server time, epoch s)."""
+FRAMES_PENDING = PREFIX + "frames:pending"
+"""Sorted set: frame id → deadline (epoch s) for frames that entered assessment and are not final."""
+DLQ = PREFIX + "dlq:assess"
+"""List: JSON records of group assessments that exhausted their retries."""
+ALERT_LOG = PREFIX + "alerts:log"
+"""List (newest first, capped): JSON alert events."""
+KEY_STATE = PREFIX + "keypool"
+"""Prefix of the key pool's state (ids and counters only, never secrets)."""
+SOCKETIO_CHANNEL = "traffic-socketio"
+"""Redis pub/sub channel the Socket.IO message queue uses between workers and web servers."""
+
+
+def camera_lease(camera_id: str) -> str:
+    """String: id of the capture process that owns the camera (expiring)."""
+    return f"{PREFIX}camera:{camera_id}:lease"
+
+
+def camera_latest(camera_id: str) -> str:
+    """String: the camera's latest final ``detection_result`` JSON."""
+    return f"{PREFIX}camera:{camera_id}:latest"
+
+
+def camera_latest_frame(camera_id: str) -> str:
+    """String: JPEG of the camera's most recent captured frame."""
+    return f"{PREFIX}camera:{camera_id}:frame"
+
+
+def camera_status(camera_id: str) -> str:
+    """Hash: the camera's connection status (status, message, since, latencyMs)."""
+    return f"{PREFIX}camera:{camera_id}:status"
+
+
+def camera_inflight(camera_id: str) -> str:
+    """Sorted set: frame id → enqueue time, frames waiting for or inside the detector."""
+    return f"{PREFIX}camera:{camera_id}:inflight"
+
+
+def camera_stats(camera_id: str) -> str:
+    """Hash: counters (captured, dropped_inflight, dropped_age, detected, assessed …)."""
+    return f"{PREFIX}camera:{camera_id}:stats"
+
+
+def camera_cooldown(camera_id: str) -> str:
+    """String with TTL: present while the camera's LLM cooldown runs."""
+    return f"{PREFIX}camera:{camera_id}:cooldown"
+
+
+def camera_budget(camera_id: str, minute: int) -> str:
+    """Counter: group assessments of the camera in one wall-clock minute."""
+    return f"{PREFIX}camera:{camera_id}:budget:{minute}"
+
+
+def camera_recent_verdicts(camera_id: str) -> str:
+    """Hash: group signature → JSON of the latest verdict for it (for unchanged-scene dedupe)."""
+    return f"{PREFIX}camera:{camera_id}:recent"
+
+
+def camera_alerts(camera_id: str) -> str:
+    """Hash: alert identity → JSON of the active alert."""
+    return f"{PREFIX}camera:{camera_id}:alerts"
+
+
+def frame_image(frame_id: str) -> str:
+    """String: the frame's JPEG (short TTL)."""
+    return f"{PREFIX}frame:{frame_id}:jpeg"
+
+
+def frame_meta(frame_id: str) -> str:
+    """Hash: camera id, capture time, deadline of a frame."""
+    return f"{PREFIX}frame:{frame_id}:meta"
+
+
+def frame_analysis(frame_id: str) -> str:
+    """String: JSON of the frame's detections and groups."""
+    return f"{PREFIX}frame:{frame_id}:analysis"
+
+
+def frame_verdicts(frame_id: str) -> str:
+    """Hash: group index → JSON verdict, written as each assessment ends."""
+    return f"{PREFIX}frame:{frame_id}:verdicts"
+
+
+def frame_final(frame_id: str) -> str:
+    """String: set once when the frame is finalised (by the chord or the sweeper)."""
+    return f"{PREFIX}frame:{frame_id}:final"
+
+
+def group_crop(frame_id: str, group_index: int) -> str:
+    """String: JPEG crop of one group."""
+    return f"{PREFIX}frame:{frame_id}:crop:{group_index}"
+
+
+def task_deliveries(task_id: str) -> str:
+    """Counter: how many times a task was delivered (bounds redelivery after worker loss)."""
+    return f"{PREFIX}task:{task_id}:deliveries"
+
+
+def camera_room(camera_id: str) -> str:
+    """Socket.IO room of one camera's events."""
+    return f"camera:{camera_id}"
+
+
+ALERTS_ROOM = "alerts"
+"""Socket.IO room that receives every camera's alerts."""
+
+
+def camera_latest_time(camera_id: str) -> str:
+    """String: capture time of the frame in ``camera_latest`` (older results never overwrite newer)."""
+    return f"{PREFIX}camera:{camera_id}:latest:ts"
+
+
+def dead_letter_input(entry_id: str, part: str) -> str:
+    """String: a saved input (``crop`` or ``record``) of a dead-lettered assessment, kept for replay."""
+    return f"{PREFIX}dlq:{entry_id}:{part}"

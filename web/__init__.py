@@ -1,0 +1,47 @@
+"""Flask-SocketIO server: camera rooms, the old event protocol, REST API, dashboard."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from flask import Flask
+from flask_socketio import SocketIO
+
+from traffic import keys
+from traffic.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ASYNC_MODE = "threading"
+"""Explicit: Flask-SocketIO would otherwise pick eventlet whenever it is installed."""
+
+socketio = SocketIO()
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """The Flask app with Socket.IO attached; settings default to the environment's."""
+    if settings is None:
+        from stack.runtime import bootstrap
+
+        settings = bootstrap(configure_log=False)
+    if not settings.redis_url:
+        raise RuntimeError("the web server needs REDIS_URL (traffic run sets it)")
+    app = Flask(__name__)
+    app.config["TRAFFIC_SETTINGS"] = settings
+    app.extensions["traffic_redis"] = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    cors: Any = list(settings.server.cors_origins) or []
+    socketio.init_app(
+        app,
+        async_mode=ASYNC_MODE,
+        message_queue=settings.redis_url,
+        channel=keys.SOCKETIO_CHANNEL,
+        cors_allowed_origins=cors,
+        json=None,
+    )
+    from web import api, events
+
+    app.register_blueprint(api.blueprint)
+    events.register(socketio)
+    return app

