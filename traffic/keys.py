@@ -124,3 +124,8 @@ def camera_latest_time(camera_id: str) -> str:
 def dead_letter_input(entry_id: str, part: str) -> str:
     """String: a saved input (``crop`` or ``record``) of a dead-lettered assessment, kept for replay."""
     return f"{PREFIX}dlq:{entry_id}:{part}"
+
+
+def frame_timings(frame_id: str) -> str:
+    """Hash: stage → epoch time (detect_start, detect_end, assessed:<group>, final) for latency figures."""
+    return f"{PREFIX}frame:{frame_id}:timings"

@@ -71,6 +71,7 @@ def publish(ctx: WorkerContext, store: FrameStore, record: FrameRecord, verdict:
     payload = payload_of(record, verdict, verdict.assessment)
     payload["finalisedBy"] = by
     newest = store.set_latest(record.camera_id, record.captured_at, payload, ctx.settings.pipeline.latest_ttl_s)
+    store.stamp(record.frame_id, "final", record.deadline)
     ctx.emitter.to_camera(record.camera_id, "detection_result", payload)
     store.count(record.camera_id, f"final_{verdict.assessment.value}")
     if newest:

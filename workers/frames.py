@@ -123,6 +123,20 @@ class FrameStore:
         fields = {as_text(k): as_text(v) for k, v in raw.items()}
         return FrameMeta(fields["camera_id"], float(fields["captured_at"]), float(fields["deadline"]))
 
+    def load_for_detection(self, frame_id: str) -> tuple[FrameMeta | None, bytes | None]:
+        """Meta and JPEG in one round trip, stamping when the detector received the frame."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hgetall(keys.frame_meta(frame_id))
+        pipe.get(keys.frame_image(frame_id))
+        pipe.hset(keys.frame_timings(frame_id), "received", repr(time.time()))
+        pipe.expire(keys.frame_timings(frame_id), 600)
+        raw, data, _, _ = pipe.execute()
+        meta = None
+        if raw:
+            fields = {as_text(k): as_text(v) for k, v in raw.items()}
+            meta = FrameMeta(fields["camera_id"], float(fields["captured_at"]), float(fields["deadline"]))
+        return meta, (as_bytes(data) if data is not None else None)
+
     def image(self, frame_id: str) -> bytes | None:
         """The frame's JPEG, or None once it expired."""
         data = self._r.get(keys.frame_image(frame_id))
@@ -158,7 +172,26 @@ class FrameStore:
         pipe = self._r.pipeline(transaction=False)
         pipe.hset(name, str(verdict.group_index), json.dumps(verdict_to_json(verdict)))
         pipe.pexpire(name, _ttl_ms(deadline))
+        self._stamp(pipe, frame_id, f"assessed:{verdict.group_index}", deadline)
         pipe.execute()
+
+    def stamp(self, frame_id: str, stage: str, deadline: float, durations: dict[str, float] | None = None) -> None:
+        """Record when a stage of the frame happened, plus named durations (latency figures, metrics)."""
+        pipe = self._r.pipeline(transaction=False)
+        self._stamp(pipe, frame_id, stage, deadline)
+        if durations:
+            pipe.hset(keys.frame_timings(frame_id), mapping={k: repr(v) for k, v in durations.items()})
+        pipe.execute()
+
+    def timings(self, frame_id: str) -> dict[str, float]:
+        """Every recorded stage time of the frame."""
+        return {as_text(k): float(as_text(v)) for k, v in self._r.hgetall(keys.frame_timings(frame_id)).items()}
+
+    @staticmethod
+    def _stamp(pipe: Any, frame_id: str, stage: str, deadline: float) -> None:
+        """Queue the HSET of one stage time."""
+        pipe.hset(keys.frame_timings(frame_id), stage, repr(time.time()))
+        pipe.pexpire(keys.frame_timings(frame_id), _ttl_ms(deadline))
 
     def verdicts(self, frame_id: str) -> list[GroupVerdict]:
         """Every verdict recorded for the frame so far."""

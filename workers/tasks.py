@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import replace
@@ -12,18 +11,16 @@ from celery import chord
 from celery.signals import setup_logging, worker_process_init
 
 from traffic import keys
-from traffic.codec import recent_verdict_from_json, verdict_to_json
-from traffic.errors import DetectorError, ImageError
-from traffic.gate import RecentVerdict, decide, group_signature
-from traffic.imaging import crop_jpeg, decode_jpeg
-from traffic.models import Assessment, GroupVerdict
+from traffic.codec import verdict_to_json
+from traffic.models import GroupVerdict
 from traffic.risk import error_verdict
 from workers import app
 from workers.assessment import Transient, assess_with_pool
 from workers.context import WorkerContext, worker_context
 from workers.dead_letters import DeadLetter, DeadLetters, replay_verdict
-from workers.finalize import end_stale_alerts, finalise, payload_of
-from workers.frames import FrameRecord, FrameStore, as_text
+from workers.detection import detect_and_route, wire_id_of
+from workers.finalize import end_stale_alerts, finalise
+from workers.frames import FrameStore, as_text
 
 log = logging.getLogger(__name__)
 
@@ -63,121 +60,15 @@ def detect_frame(self: Any, camera_id: str, frame_id: str, captured_at: float) -
     ctx = worker_context()
     store = FrameStore(ctx.redis)
     try:
-        _detect(ctx, store, camera_id, frame_id, captured_at, self.request.delivery_info or {})
+        detect_and_route(ctx, store, camera_id, frame_id, captured_at, start_assessment=_start_chord)
     finally:
         store.done_inflight(camera_id, frame_id)
 
 
-def _detect(
-    ctx: WorkerContext, store: FrameStore, camera_id: str, frame_id: str, captured_at: float, _info: dict[str, Any]
-) -> None:
-    """The body of ``detect_frame``."""
-    meta = store.meta(frame_id)
-    jpeg = store.image(frame_id)
-    now = time.time()
-    deadline = meta.deadline if meta else captured_at + ctx.settings.capture.frame_deadline_s
-    if meta is None or jpeg is None or now >= deadline:
-        store.count(camera_id, "dropped_age")
-        log.info("frame %s dropped: %s", frame_id, "expired" if meta is None or jpeg is None else "past its deadline")
-        return
-    started = time.perf_counter()
-    try:
-        image = decode_jpeg(jpeg)
-        from traffic.analysis import analyse_frame
-
-        analysis = analyse_frame(image, ctx.detector, ctx.settings.grouping)
-    except (ImageError, DetectorError) as exc:
-        store.count(camera_id, "detect_errors")
-        log.error("frame %s: %s", frame_id, exc)
-        return
-    process_time = time.perf_counter() - started
-    contexts = [analysis.context(g) for g in analysis.groups]
-    signatures = {c.group.index: group_signature(c) for c in contexts}
-    decision = _gate(ctx, camera_id, contexts, now)
-    record = FrameRecord(
-        frame_id=frame_id,
-        camera_id=camera_id,
-        wire_id=_wire_id(ctx, camera_id),
-        captured_at=captured_at,
-        deadline=deadline,
-        analysis=analysis,
-        model_type=ctx.detector.model_type,
-        supported_classes=ctx.detector.supported_classes,
-        process_time_s=process_time,
-        assess=decision.assess,
-        expected=decision.expected,
-        dropped=decision.dropped,
-        skipped=decision.skipped_reason.value if decision.skipped_reason else None,
-        signatures=signatures,
-    )
-    groups = {g.index: g for g in analysis.groups}
-    crops = {i: crop_jpeg(image, groups[i].bbox, ctx.settings.grouping.crop_jpeg_quality) for i in decision.assess}
-    store.save(record, crops, [v for _, v in decision.reuse])
-    store.count(camera_id, "detected")
-    if decision.assess:
-        store.mark_pending(frame_id, deadline)
-        fast = payload_of(record, None, Assessment.PENDING)
-        ctx.emitter.to_camera(camera_id, "detection_result", fast)
-        header = [assess_group.s(camera_id, frame_id, i, deadline).set(queue="llm") for i in decision.assess]
-        chord(header)(aggregate_frame.s(camera_id, frame_id).set(queue="default"))
-        store.count(camera_id, "assessed_groups", len(decision.assess))
-    else:
-        finalise(ctx, frame_id, by="detector")
-
-
-def _gate(ctx: WorkerContext, camera_id: str, contexts: list[Any], now: float) -> Any:
-    """Cooldown, unchanged-scene reuse and per-minute budget for this frame's groups."""
-    settings = ctx.settings
-    r = ctx.redis
-    minute = int(now // 60)
-    pipe = r.pipeline(transaction=False)
-    pipe.exists(keys.camera_cooldown(camera_id))
-    pipe.get(keys.camera_budget(camera_id, minute))
-    pipe.hgetall(keys.camera_recent_verdicts(camera_id))
-    cooling, used, recent_raw = pipe.execute()
-    recent: dict[str, RecentVerdict] = {}
-    for signature, raw in recent_raw.items():
-        try:
-            recent[as_text(signature)] = recent_verdict_from_json(_loads(raw))
-        except ValueError:
-            continue
-    # Cooldown and budget ration calls to the paid model; the offline rules assessor needs neither.
-    rationed = ctx.llm is not None
-    decision = decide(
-        contexts,
-        now=now,
-        cooldown_active=bool(cooling) and rationed,
-        recent=recent,
-        budget_left=max(0, settings.pipeline.budget_per_minute - int(used or 0)) if rationed else len(contexts),
-        max_groups=max(1, settings.grouping.max_groups),
-        dedupe_window_s=settings.pipeline.dedupe_window_s,
-    )
-    if decision.assess and rationed:
-        pipe = r.pipeline(transaction=False)
-        if settings.llm.cooldown_s > 0:
-            pipe.set(keys.camera_cooldown(camera_id), "1", px=int(settings.llm.cooldown_s * 1000))
-        pipe.incrby(keys.camera_budget(camera_id, minute), len(decision.assess))
-        pipe.expire(keys.camera_budget(camera_id, minute), 120)
-        pipe.execute()
-    return decision
-
-
-def _loads(raw: bytes | str) -> Any:
-    """JSON from a Redis reply."""
-    return json.loads(raw)
-
-
-def _wire_id(ctx: WorkerContext, camera_id: str) -> str | int:
-    """The id as clients know it (old clients use integers), from the camera registry."""
-    raw = ctx.redis.hget(keys.CAMERAS, camera_id)
-    if raw:
-        try:
-            wire = _loads(raw).get("wireId", camera_id)
-            if isinstance(wire, int | str) and not isinstance(wire, bool):
-                return wire
-        except (ValueError, AttributeError):
-            pass
-    return camera_id
+def _start_chord(camera_id: str, frame_id: str, groups: tuple[int, ...], deadline: float) -> None:
+    """One ``assess_group`` per group (queue llm), then ``aggregate_frame`` (queue default)."""
+    header = [assess_group.s(camera_id, frame_id, i, deadline).set(queue="llm") for i in groups]
+    chord(header)(aggregate_frame.s(camera_id, frame_id).set(queue="default"))
 
 
 @app.task(name="workers.tasks.assess_group", bind=True, acks_late=True, max_retries=None)
@@ -278,9 +169,8 @@ def _report_orphan(ctx: WorkerContext, camera_id: str) -> None:
         return
     message = "no capture process holds this camera"
     r.hset(keys.camera_status(camera_id), mapping={"status": "0", "message": message, "since": str(time.time())})
-    ctx.emitter.to_camera(
-        camera_id, "camera_status", {"cameraId": _wire_id(ctx, camera_id), "status": 0, "message": message}
-    )
+    wire_id = wire_id_of(camera_id, r.hget(keys.CAMERAS, camera_id))
+    ctx.emitter.to_camera(camera_id, "camera_status", {"cameraId": wire_id, "status": 0, "message": message})
 
 
 @app.task(name="workers.tasks.record_gauges", ignore_result=True)

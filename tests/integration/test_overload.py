@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from stack.demo import make_demo_clip
+from stack.harness import Stack, bus_jpeg, stack_env
 from stack.redis_server import LocalRedis
-from tests.integration.harness import Stack, bus_jpeg, stack_env
 from traffic import keys
 from traffic.cameras import Camera
 from workers.camera_registry import CameraRegistry

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from stack.demo import make_demo_clip
+from stack.harness import API_KEY, EventClient, Stack, bus_jpeg, result_for, stack_env
 from stack.provider_sim import ProviderSimulator, SimConfig, SimKey
 from stack.redis_server import LocalRedis
-from tests.integration.harness import API_KEY, EventClient, Stack, bus_jpeg, result_for, stack_env
 from traffic import keys
 from workers.dead_letters import DeadLetters
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from stack.harness import API_KEY, EventClient, Stack, bus_jpeg, result_for, stack_env
 from stack.processes import ProcessSpec
 from stack.provider_sim import ProviderSimulator, SimConfig, SimKey
 from stack.redis_server import LocalRedis
-from tests.integration.harness import API_KEY, EventClient, Stack, bus_jpeg, result_for, stack_env
 from traffic import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -1,4 +1,4 @@
-"""A real stack for integration tests: worker processes, web server, Socket.IO client, frame injection."""
+"""A real stack for tests and benchmarks: worker processes, web server, Socket.IO client, frame injection."""
 
 from __future__ import annotations
 
@@ -112,8 +112,8 @@ class Stack:
         now = time.time()
         pipe = self.redis.pipeline()
         pipe.set(keys.frame_image(frame_id), jpeg, ex=120)
-        meta = {"camera_id": camera_id, "wire_id": json.dumps(camera_id), "captured_at": now}
-        meta["deadline"] = now + deadline_s
+        meta: dict[Any, Any] = {"camera_id": camera_id, "wire_id": json.dumps(camera_id), "captured_at": repr(now)}
+        meta["deadline"] = repr(now + deadline_s)
         pipe.hset(keys.frame_meta(frame_id), mapping=meta)
         pipe.expire(keys.frame_meta(frame_id), 300)
         pipe.execute()

@@ -1,0 +1,171 @@
+"""Pipeline latency: frame → first ``detection_result`` against bare inference, and chord → final emit.
+
+Self-contained: starts its own redis-server, provider simulator and Celery workers (gpu, llm,
+default) and stops them. Frames are sent one at a time (no queueing), so the figures are the
+pipeline's own overhead: Celery delivery, Redis reads/writes, grouping, crops, the emit.
+
+    python -m bench.pipeline [--quick] [--frames N]
+
+Last line: ``overhead_ms_p50=… chord_emit_ms_p50=… frames=…``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import redis
+
+from bench.common import frame_set, machine_line, percentile, summary
+from stack.demo import packaged_detector_settings
+from stack.harness import API_KEY, Stack, stack_env
+from stack.provider_sim import ProviderSimulator, SimConfig, SimKey
+from stack.redis_server import LocalRedis
+from traffic import keys
+from traffic.imaging import decode_jpeg
+from traffic.settings import DetectorSettings
+from traffic.yolo_detector import UltralyticsDetector
+from workers.frames import FrameStore
+
+
+class Listener:
+    """Records when each frame's first and final ``detection_result`` reach the Socket.IO queue."""
+
+    def __init__(self, url: str) -> None:
+        self._client = redis.Redis.from_url(url)
+        self._pubsub = self._client.pubsub()
+        self._pubsub.subscribe(keys.SOCKETIO_CHANNEL)
+        self.first: dict[str, float] = {}
+        self.final: dict[str, float] = {}
+        self.process_ms: dict[str, float] = {}
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self._pubsub.get_message(timeout=0.2)
+            now = time.time()
+            if not message or message["type"] != "message":
+                continue
+            packet = json.loads(message["data"])
+            if packet.get("event") != "detection_result":
+                continue
+            data = packet["data"][0]
+            with self._cond:
+                self.first.setdefault(data["frameId"], now)
+                self.process_ms.setdefault(data["frameId"], float(data.get("processTime", 0.0)) * 1000)
+                if data.get("assessment") != "pending":
+                    self.final[data["frameId"]] = now
+                self._cond.notify_all()
+
+    def wait_final(self, frame_id: str, timeout: float) -> bool:
+        """True once the frame's final result arrived."""
+        with self._cond:
+            return self._cond.wait_for(lambda: frame_id in self.final, timeout)
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._stop.set()
+        self._thread.join(2)
+        self._pubsub.close()
+        self._client.close()
+
+
+def bare_inference_ms(frames: Sequence[tuple[object, bytes]]) -> list[float]:
+    """Per-frame time of ``detector.detect`` alone on the decoded frames (model warmed up)."""
+    detector = UltralyticsDetector(packaged_detector_settings(DetectorSettings()))
+    images = [decode_jpeg(jpeg) for _, jpeg in frames]
+    for image in images[:3]:
+        detector.detect(image)
+    times = []
+    for image in images:
+        started = time.perf_counter()
+        detector.detect(image)
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def run(frame_count: int) -> dict[str, object]:
+    """Measure and print; returns the figures of the closing line."""
+    frames = frame_set(frame_count)
+    print(f"frames: {frame_count} demo frames at 1280x720")
+    bare = bare_inference_ms(frames)
+    print(summary("bare inference", bare))
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp, LocalRedis(Path(tmp) / "redis") as server:
+        with ProviderSimulator(SimConfig(keys={API_KEY: SimKey(key_id="k1")})) as sim:
+            stack = Stack(server.url, Path(tmp), stack_env(server.url, Path(tmp), sim, TRAFFIC_LOG_LEVEL="WARNING"))
+            try:
+                stack.start("gpu", "llm", "default")
+                return _measure(stack, frames, bare)
+            finally:
+                stack.stop()
+
+
+def _measure(stack: Stack, frames: Sequence[tuple[object, bytes]], bare: list[float]) -> dict[str, object]:
+    """Send frames one by one and collect the latencies."""
+    listener = Listener(stack.redis_url)
+    try:
+        for _, jpeg in frames[:3]:  # warm up: the worker loads its model on the first frame
+            listener.wait_final(stack.inject_frame("warm", jpeg), 120)
+        overhead, first_ms, chord_emit, queue_ms, worker_ms, own = [], [], [], [], [], []
+        for i, (_, jpeg) in enumerate(frames):
+            sent = time.time()
+            frame_id = stack.inject_frame("bench", jpeg)
+            if not listener.wait_final(frame_id, 60):
+                print(f"frame {frame_id}: no final result within 60 s")
+                continue
+            first = (listener.first[frame_id] - sent) * 1000
+            first_ms.append(first)
+            worker_ms.append(listener.process_ms[frame_id])
+            overhead.append(first - bare[i])
+            stamps = _timings(stack, frame_id)
+            queue_ms.append((stamps["received"] - sent) * 1000)
+            own.append(first - stamps["analyse_s"] * 1000)
+            timings = {k: v for k, v in stamps.items() if k.startswith("assessed:")}
+            if timings:
+                chord_emit.append((listener.final[frame_id] - max(timings.values())) * 1000)
+    finally:
+        listener.close()
+    print(summary("frame -> first detection_result", first_ms))
+    print(summary("overhead over bare inference", overhead))
+    print(summary("  in the worker: decode + detect + group (processTime)", worker_ms))
+    print(summary("overhead over the worker's own detect + group time", own))
+    print(summary("  of which: sent -> detector received the frame", queue_ms))
+    print(summary("last group verdict -> final emit", chord_emit))
+    print(f"frames with groups (chord): {len(chord_emit)} of {len(first_ms)}")
+    return {
+        "overhead_ms_p50": percentile(overhead, 50),
+        "overhead_ms_p90": percentile(overhead, 90),
+        "overhead_excl_worker_inference_ms_p50": percentile(own, 50),
+        "chord_emit_ms_p50": percentile(chord_emit, 50),
+        "chord_emit_ms_p90": percentile(chord_emit, 90),
+        "bare_ms_p50": statistics.median(bare),
+        "frames": len(first_ms),
+    }
+
+
+def _timings(stack: Stack, frame_id: str) -> dict[str, float]:
+    """The stage times the pipeline recorded for a frame."""
+    return FrameStore(stack.redis).timings(frame_id)
+
+
+def main() -> None:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10 frames instead of 60")
+    parser.add_argument("--frames", type=int, help="number of measured frames")
+    args = parser.parse_args()
+    count = args.frames or (10 if args.quick else 60)
+    print(machine_line(run(count)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The detector stage of one frame: detect, group, gate, emit the fast result, hand groups to assessment."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from traffic import keys
+from traffic.analysis import FrameAnalysis, analyse_frame
+from traffic.codec import recent_verdict_from_json
+from traffic.errors import DetectorError, ImageError
+from traffic.gate import GateDecision, RecentVerdict, decide, group_signature
+from traffic.imaging import crop_jpeg, decode_jpeg
+from traffic.models import Assessment, GroupContext
+from workers.context import WorkerContext
+from workers.finalize import finalise, payload_of
+from workers.frames import FrameRecord, FrameStore, as_text
+
+log = logging.getLogger(__name__)
+
+StartAssessment = Callable[[str, str, tuple[int, ...], float], None]
+"""(camera id, frame id, group indexes, deadline) → starts the group assessments and the aggregation."""
+
+
+def detect_and_route(
+    ctx: WorkerContext,
+    store: FrameStore,
+    camera_id: str,
+    frame_id: str,
+    captured_at: float,
+    *,
+    start_assessment: StartAssessment,
+) -> None:
+    """Run the detector stage of one frame; frames past their deadline or expired are dropped and counted."""
+    meta, jpeg = store.load_for_detection(frame_id)
+    now = time.time()
+    deadline = meta.deadline if meta else captured_at + ctx.settings.capture.frame_deadline_s
+    if meta is None or jpeg is None or now >= deadline:
+        store.count(camera_id, "dropped_age")
+        log.info("frame %s dropped: %s", frame_id, "expired" if meta is None or jpeg is None else "past its deadline")
+        return
+    started = time.perf_counter()
+    try:
+        image = decode_jpeg(jpeg)
+        decoded = time.perf_counter()
+        analysis = analyse_frame(image, ctx.detector, ctx.settings.grouping)
+    except (ImageError, DetectorError) as exc:
+        store.count(camera_id, "detect_errors")
+        log.error("frame %s: %s", frame_id, exc)
+        return
+    analysed = time.perf_counter()
+    process_time = analysed - started
+    contexts = [analysis.context(g) for g in analysis.groups]
+    decision, wire_id = _gate(ctx, camera_id, contexts, now)
+    record = _record(ctx, frame_id, camera_id, wire_id, captured_at, deadline, analysis, process_time, decision)
+    if decision.assess:
+        # The fast path first: browsers see boxes and groups while the model is still thinking.
+        ctx.emitter.to_camera(camera_id, "detection_result", payload_of(record, None, Assessment.PENDING))
+    groups = {g.index: g for g in analysis.groups}
+    quality = ctx.settings.grouping.crop_jpeg_quality
+    crops = {i: crop_jpeg(image, groups[i].bbox, quality) for i in decision.assess}
+    store.save(record, crops, [v for _, v in decision.reuse])
+    store.count(camera_id, "detected")
+    store.stamp(frame_id, "detected", deadline, {"decode_s": decoded - started, "analyse_s": analysed - decoded})
+    if decision.assess:
+        store.mark_pending(frame_id, deadline)
+        start_assessment(camera_id, frame_id, decision.assess, deadline)
+        store.count(camera_id, "assessed_groups", len(decision.assess))
+    else:
+        finalise(ctx, frame_id, by="detector")
+
+
+def _record(
+    ctx: WorkerContext,
+    frame_id: str,
+    camera_id: str,
+    wire_id: str | int,
+    captured_at: float,
+    deadline: float,
+    analysis: FrameAnalysis,
+    process_time: float,
+    decision: GateDecision,
+) -> FrameRecord:
+    """Everything later stages need about the frame."""
+    return FrameRecord(
+        frame_id=frame_id,
+        camera_id=camera_id,
+        wire_id=wire_id,
+        captured_at=captured_at,
+        deadline=deadline,
+        analysis=analysis,
+        model_type=ctx.detector.model_type,
+        supported_classes=ctx.detector.supported_classes,
+        process_time_s=process_time,
+        assess=decision.assess,
+        expected=decision.expected,
+        dropped=decision.dropped,
+        skipped=decision.skipped_reason.value if decision.skipped_reason else None,
+        signatures={g.index: group_signature(analysis.context(g)) for g in analysis.groups},
+    )
+
+
+def _gate(
+    ctx: WorkerContext, camera_id: str, contexts: Sequence[GroupContext], now: float
+) -> tuple[GateDecision, str | int]:
+    """Cooldown, unchanged-scene reuse and per-minute budget; also the camera's wire id (same round trip)."""
+    settings = ctx.settings
+    minute = int(now // 60)
+    pipe = ctx.redis.pipeline(transaction=False)
+    pipe.exists(keys.camera_cooldown(camera_id))
+    pipe.get(keys.camera_budget(camera_id, minute))
+    pipe.hgetall(keys.camera_recent_verdicts(camera_id))
+    pipe.hget(keys.CAMERAS, camera_id)
+    cooling, used, recent_raw, camera_raw = pipe.execute()
+    # Cooldown and budget ration calls to the paid model; the offline rules assessor needs neither.
+    rationed = ctx.llm is not None
+    decision = decide(
+        contexts,
+        now=now,
+        cooldown_active=bool(cooling) and rationed,
+        recent=_recent(recent_raw),
+        budget_left=max(0, settings.pipeline.budget_per_minute - int(used or 0)) if rationed else len(contexts),
+        max_groups=max(1, settings.grouping.max_groups),
+        dedupe_window_s=settings.pipeline.dedupe_window_s,
+    )
+    if decision.assess and rationed:
+        pipe = ctx.redis.pipeline(transaction=False)
+        if settings.llm.cooldown_s > 0:
+            pipe.set(keys.camera_cooldown(camera_id), "1", px=int(settings.llm.cooldown_s * 1000))
+        pipe.incrby(keys.camera_budget(camera_id, minute), len(decision.assess))
+        pipe.expire(keys.camera_budget(camera_id, minute), 120)
+        pipe.execute()
+    return decision, wire_id_of(camera_id, camera_raw)
+
+
+def _recent(raw: dict[Any, Any]) -> dict[str, RecentVerdict]:
+    """Decode the camera's recent verdicts by signature, skipping corrupt entries."""
+    recent: dict[str, RecentVerdict] = {}
+    for signature, value in raw.items():
+        try:
+            recent[as_text(signature)] = recent_verdict_from_json(json.loads(value))
+        except ValueError:
+            continue
+    return recent
+
+
+def wire_id_of(camera_id: str, camera_raw: bytes | str | None) -> str | int:
+    """The id as clients know it (old clients use integers), from the camera's registry entry."""
+    if camera_raw:
+        try:
+            wire = json.loads(camera_raw).get("wireId", camera_id)
+            if isinstance(wire, int | str) and not isinstance(wire, bool):
+                return wire
+        except (ValueError, AttributeError):
+            pass
+    return camera_id
