@@ -13,8 +13,18 @@ import sys
 sys.exit(0 if sys.version_info >= (3, 11) else 1)
 PY
 
-files="requirements.txt requirements-nodeps.txt pyproject.toml"
+files="requirements.txt requirements-nodeps.txt pyproject.toml package.json package-lock.json"
 [ "$dev" = 1 ] && files="$files requirements-dev.txt"
+if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  # Browser tests drive Debian's Chromium (no browser downloads at test time).
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "Installing chromium for the browser tests…"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null
+  else
+    echo "warning: chromium is missing; browser tests will fail (apt-get install chromium)" >&2
+  fi
+fi
+
 stamp=".venv/.bootstrap-$(cat $files | sha1sum | cut -c1-16)-$dev"
 if [ -f "$stamp" ]; then
   exit 0
@@ -30,6 +40,12 @@ echo "Installing dependencies into .venv (first run: a few minutes; torch is lar
 "${pip[@]}" install -q --no-deps --no-build-isolation -e .
 if [ "$dev" = 1 ]; then
   "${pip[@]}" install -q -r requirements-dev.txt
+fi
+# The dashboard serves the official socket.io client from node_modules (no CDN).
+if command -v npm >/dev/null 2>&1; then
+  npm ci --no-audit --no-fund --loglevel=error
+else
+  echo "warning: npm not found; the dashboard needs it for socket.io-client (apt-get install npm)" >&2
 fi
 rm -f .venv/.bootstrap-*
 touch "$stamp"

@@ -129,3 +129,44 @@ def dead_letter_input(entry_id: str, part: str) -> str:
 def frame_timings(frame_id: str) -> str:
     """Hash: stage → epoch time (detect_start, detect_end, assessed:<group>, final) for latency figures."""
     return f"{PREFIX}frame:{frame_id}:timings"
+
+
+def frame_preview(frame_id: str) -> str:
+    """String: a small JPEG of the frame for dashboards (short TTL); events never carry images."""
+    return f"{PREFIX}frame:{frame_id}:preview"
+
+
+KEY_POOL_LAST = KEY_STATE + ":last"
+"""String: id of the key granted last (where round robin goes on)."""
+KEY_ALERT_EVENT = "key_alert"
+"""Socket.IO event (room ``ALERTS_ROOM``): an API key was disabled by the provider or an operator."""
+
+
+def key_pool_key(key_id: str) -> str:
+    """Hash: one API key's pool state and counters (disabled, cooldown, calls …; never the secret)."""
+    return f"{KEY_STATE}:key:{key_id}"
+
+
+def key_pool_window(key_id: str, span: str) -> str:
+    """Sorted set: lease id → grant time (µs) of the key's grants in its ``second`` or ``minute`` window."""
+    return f"{KEY_STATE}:key-{span}:{key_id}"
+
+
+def key_pool_leases(key_id: str) -> str:
+    """Sorted set: lease id → expiry (µs) of the key's leases out now."""
+    return f"{KEY_STATE}:key-leases:{key_id}"
+
+
+def key_pool_account(account_id: str) -> str:
+    """Hash: one provider account's pool state and counters."""
+    return f"{KEY_STATE}:account:{account_id}"
+
+
+def key_pool_account_window(account_id: str) -> str:
+    """Sorted set: lease id → grant time (µs) of the account's grants in the last minute."""
+    return f"{KEY_STATE}:account-minute:{account_id}"
+
+
+def key_pool_account_tokens(account_id: str) -> str:
+    """Sorted set: ``leaseid|tokens`` → grant time (µs): the account's tokens in the last minute."""
+    return f"{KEY_STATE}:account-tokens:{account_id}"

@@ -20,8 +20,12 @@ ASYNC_MODE = "threading"
 socketio = SocketIO()
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """The Flask app with Socket.IO attached; settings default to the environment's."""
+def create_app(settings: Settings | None = None, *, message_queue: bool = True) -> Flask:
+    """The Flask app with Socket.IO attached; settings default to the environment's.
+
+    ``message_queue=False`` serves only this process's clients (Flask-SocketIO's in-process test
+    client needs that); workers' emits then do not reach it.
+    """
     if settings is None:
         from stack.runtime import bootstrap
 
@@ -35,13 +39,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     socketio.init_app(
         app,
         async_mode=ASYNC_MODE,
-        message_queue=settings.redis_url,
+        message_queue=settings.redis_url if message_queue else None,
         channel=keys.SOCKETIO_CHANNEL,
         cors_allowed_origins=cors,
         json=None,
     )
-    from web import api, events
+    from web import api, auth, dashboard, events, ws_gateway
 
+    auth.install(app)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(dashboard.blueprint)
+    app.register_blueprint(ws_gateway.blueprint)
     events.register(socketio)
     return app

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import logging
+import socket
+
+from werkzeug.serving import WSGIRequestHandler
 
 from stack.runtime import bootstrap
 from web import create_app, socketio
 
 log = logging.getLogger(__name__)
+
+
+class NoDelayRequestHandler(WSGIRequestHandler):
+    """Disables Nagle on each client socket: small Socket.IO frames otherwise wait for the peer's ACK."""
+
+    def setup(self) -> None:
+        """Set TCP_NODELAY once the connection is accepted."""
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def main() -> None:
@@ -16,7 +28,9 @@ def main() -> None:
     app = create_app(settings)
     host, port = settings.server.host, settings.server.port
     log.info("web server on http://%s:%d", host, port)
-    socketio.run(app, host=host, port=port, allow_unsafe_werkzeug=True, log_output=False)
+    socketio.run(
+        app, host=host, port=port, allow_unsafe_werkzeug=True, log_output=False, request_handler=NoDelayRequestHandler
+    )
 
 
 if __name__ == "__main__":

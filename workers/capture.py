@@ -33,7 +33,7 @@ from stack.runtime import bootstrap
 from traffic import keys
 from traffic.cameras import Camera, mask_url, next_tick, reconnect_delay, validate_camera_url
 from traffic.errors import CameraError
-from traffic.imaging import Image, encode_jpeg, image_size
+from traffic.imaging import Image, encode_jpeg, image_size, resize
 from traffic.settings import Settings
 from workers import app
 from workers.camera_registry import CameraRegistry
@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 DETECT_TASK = "workers.tasks.detect_frame"
 DETECT_QUEUE = "gpu"
 LATEST_FRAME_TTL_S = 60
+PREVIEW_WIDTH = 640
+"""Dashboard tiles get this width: a camera wall never shows a 1280-wide tile, so events stay small."""
+PREVIEW_QUALITY = 70
 META_GRACE_S = 60.0
 """Frame metadata outlives the frame's deadline by this much (for late finalisation)."""
 
@@ -624,9 +627,10 @@ class CaptureService:
             self._redis.hincrby(keys.camera_stats(camera_id), "dropped_inflight", 1)
             return None
         jpeg = encode_jpeg(frame.image, cfg.jpeg_quality)
+        preview = preview_jpeg(frame.image)
         frame_id = f"{camera_id}-{uuid.uuid4().hex[:12]}"
         deadline = frame.captured_at + cfg.frame_deadline_s
-        self._store_frame(camera, frame_id, frame, jpeg, deadline)
+        self._store_frame(camera, frame_id, frame, jpeg, preview, deadline)
         try:
             self._send_task(
                 DETECT_TASK,
@@ -649,7 +653,9 @@ class CaptureService:
         pipe.zcard(inflight)
         return int(pipe.execute()[1])
 
-    def _store_frame(self, camera: Camera, frame_id: str, frame: Frame, jpeg: bytes, deadline: float) -> None:
+    def _store_frame(
+        self, camera: Camera, frame_id: str, frame: Frame, jpeg: bytes, preview: bytes, deadline: float
+    ) -> None:
         """Write the frame's JPEG, metadata, the camera's latest frame, in-flight entry and counter at once."""
         cfg = self.settings.capture
         camera_id = camera.camera_id
@@ -665,6 +671,7 @@ class CaptureService:
         inflight = keys.camera_inflight(camera_id)
         pipe = self._redis.pipeline(transaction=True)
         pipe.set(keys.frame_image(frame_id), jpeg, px=int(cfg.frame_ttl_s * 1000))
+        pipe.set(keys.frame_preview(frame_id), preview, px=int(cfg.frame_ttl_s * 1000))
         pipe.hset(keys.frame_meta(frame_id), mapping=meta)
         pipe.pexpireat(keys.frame_meta(frame_id), int((deadline + META_GRACE_S) * 1000))
         pipe.set(keys.camera_latest_frame(camera_id), jpeg, ex=LATEST_FRAME_TTL_S)
@@ -672,6 +679,14 @@ class CaptureService:
         pipe.expire(inflight, int(cfg.frame_deadline_s + META_GRACE_S))
         pipe.hincrby(keys.camera_stats(camera_id), "captured", 1)
         pipe.execute()
+
+
+def preview_jpeg(image: Image) -> bytes:
+    """A small JPEG of the frame for dashboard tiles (at most ``PREVIEW_WIDTH`` wide)."""
+    width, height = image_size(image)
+    if width > PREVIEW_WIDTH:
+        image = resize(image, PREVIEW_WIDTH, max(1, round(height * PREVIEW_WIDTH / width)))
+    return encode_jpeg(image, PREVIEW_QUALITY)
 
 
 # --------------------------------------------------------------------------- entry point

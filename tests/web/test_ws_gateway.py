@@ -1,0 +1,92 @@
+"""The plain-WebSocket ``/ws`` gateway for old clients, on a real threaded server and a real Redis."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import websocket
+from werkzeug.serving import make_server
+
+from traffic.config import load_settings
+from web import create_app
+from web.__main__ import NoDelayRequestHandler
+from workers.emitter import Emitter
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def server_url(redis_url: str) -> Iterator[str]:
+    app = create_app(load_settings({"REDIS_URL": redis_url}))
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=NoDelayRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"ws://127.0.0.1:{server.server_port}/ws"
+    server.shutdown()
+
+
+def receive(ws: websocket.WebSocket) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads(ws.recv())
+    return message
+
+
+def test_old_clients_get_the_same_protocol_as_type_data_messages(server_url: str, redis_url: str) -> None:
+    ws = websocket.create_connection(server_url, timeout=5)
+    assert receive(ws)["type"] == "connection_ack"
+    ws.send(json.dumps({"type": "ping", "data": {}}))
+    assert receive(ws)["type"] == "pong"
+
+    ws.send(json.dumps({"type": "subscribe", "data": {"cameraIds": [1]}}))
+    emitter = Emitter(redis_url)
+    for _ in range(50):  # the relay subscribes on first join; emit until it is listening
+        emitter.to_camera("1", "detection_result", {"cameraId": 1, "frameId": "f1"})
+        ws.settimeout(0.2)
+        try:
+            message = receive(ws)
+            break
+        except websocket.WebSocketTimeoutException:
+            continue
+    else:
+        raise AssertionError("no broadcast reached the gateway client")
+    assert message == {"type": "detection_result", "data": {"cameraId": 1, "frameId": "f1"}}
+    ws.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("not json", "invalid_json"),
+        ("[1, 2]", "invalid_message"),
+        (json.dumps({"data": {}}), "invalid_message"),
+        (json.dumps({"type": "fly", "data": {}}), "unknown_event"),
+        (json.dumps({"type": "subscribe", "data": {"cameraIds": "x"}}), "invalid_payload"),
+        (json.dumps({"type": "start_stream", "data": {"cameraId": 1, "rtspUrl": "gopher://x"}}), "scheme_not_allowed"),
+    ],
+)
+def test_bad_messages_get_an_error_and_the_connection_survives(server_url: str, raw: str, code: str) -> None:
+    ws = websocket.create_connection(server_url, timeout=5)
+    receive(ws)
+    ws.send(raw)
+    reply = receive(ws)
+    assert reply["type"] == "error" and reply["data"]["code"] == code and reply["data"]["message"]
+    ws.send(json.dumps({"type": "ping"}))
+    assert receive(ws)["type"] == "pong"
+    ws.close()
+
+
+def test_a_configured_token_is_required(redis_url: str) -> None:
+    app = create_app(load_settings({"REDIS_URL": redis_url, "TRAFFIC_AUTH_TOKEN": "s3cret-token-xyz"}))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(websocket.WebSocketBadStatusException):
+            websocket.create_connection(f"ws://127.0.0.1:{server.server_port}/ws", timeout=5)
+        ws = websocket.create_connection(f"ws://127.0.0.1:{server.server_port}/ws?token=s3cret-token-xyz", timeout=5)
+        assert receive(ws)["type"] == "connection_ack"
+        ws.close()
+    finally:
+        server.shutdown()

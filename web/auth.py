@@ -1,0 +1,68 @@
+"""Optional shared-token authentication and the CORS allowlist, for REST and Socket.IO alike."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from flask import Flask, Request, current_app, jsonify, request
+
+from traffic.settings import Settings
+
+PUBLIC_PATHS = ("/api/health/", "/static/", "/api/openapi.json", "/docs")
+"""Paths served without a token: liveness, the dashboard's assets, the API description."""
+
+
+def settings() -> Settings:
+    """The app's settings."""
+    value: Settings = current_app.config["TRAFFIC_SETTINGS"]
+    return value
+
+
+def token_matches(given: object, expected: str | None) -> bool:
+    """True when no token is configured, or ``given`` equals it (constant-time)."""
+    if not expected:
+        return True
+    return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def request_token(req: Request) -> str | None:
+    """The token of a REST request: ``Authorization: Bearer …``, ``X-Auth-Token`` or ``?token=``."""
+    header = req.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return req.headers.get("X-Auth-Token") or req.args.get("token")
+
+
+def socket_token(auth: Any, req: Request) -> str | None:
+    """The token of a Socket.IO connection: the ``auth`` payload's ``token`` or ``?token=``."""
+    if isinstance(auth, dict) and isinstance(auth.get("token"), str):
+        return str(auth["token"])
+    return req.args.get("token")
+
+
+def install(app: Flask) -> None:
+    """Require the token on every non-public HTTP path; answer CORS for allowlisted origins only."""
+
+    @app.before_request
+    def _require_token() -> Any:
+        if request.method == "OPTIONS" or request.path == "/" or request.path.startswith(PUBLIC_PATHS):
+            return None
+        expected = settings().server.auth_token
+        if token_matches(request_token(request), expected):
+            return None
+        response = jsonify({"code": 401, "msg": "missing or wrong token", "data": {"error": "unauthorized"}})
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.after_request
+    def _cors(response: Any) -> Any:
+        origin = request.headers.get("Origin")
+        allowed = settings().server.cors_origins
+        if origin and ("*" in allowed or origin in allowed):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, X-Auth-Token"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+        return response

@@ -1,0 +1,625 @@
+"""The OpenAPI 3.1 description of the REST API, served at ``GET /api/openapi.json``.
+
+Kept beside ``web.api`` and ``web.validation`` and checked against them by the tests: every route
+under ``/api`` is described, the document validates, and fuzzing from it finds no undocumented
+status, body or header.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import traffic
+from web.validation import (
+    CAMERA_ID_PATTERN,
+    MAX_BODY_BYTES,
+    MAX_JSON_INTEGER,
+    MAX_NAME_LENGTH,
+    MAX_QUERY_LENGTH,
+    SINCE_PATTERN,
+)
+
+JSON = dict[str, Any]
+
+MAX_URL_LENGTH = 2048
+LEVELS = ["none", "low", "medium", "high"]
+KEY_STATES = ["ready", "busy", "cooling", "disabled", "rejected", "off", "unknown"]
+"""The live pool's key states, and ``unknown`` (enabled, state not known: the settings source)."""
+
+
+def ref(name: str, kind: str = "schemas") -> JSON:
+    """A ``$ref`` to a component."""
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def nullable(schema: JSON) -> JSON:
+    """``schema`` or null."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def obj(properties: JSON, required: list[str] | None = None, *, extra: bool = False, **more: Any) -> JSON:
+    """An object schema; ``required`` defaults to every property, unknown properties refused unless ``extra``."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+        "additionalProperties": extra,
+        **more,
+    }
+
+
+def array(items: JSON, **more: Any) -> JSON:
+    """An array schema."""
+    return {"type": "array", "items": items, **more}
+
+
+def envelope(data: JSON, code: int) -> JSON:
+    """The success envelope ``{code, msg, data}`` around ``data``."""
+    return obj({"code": {"const": code}, "msg": {"type": "string", "minLength": 1}, "data": data})
+
+
+def ok(description: str, data: JSON, code: int = 200) -> JSON:
+    """A JSON success response."""
+    return {"description": description, "content": {"application/json": {"schema": envelope(data, code)}}}
+
+
+def errors(*codes: int) -> JSON:
+    """The named error responses plus ``default`` (every other error, same envelope)."""
+    names = {
+        400: "BadRequest",
+        401: "Unauthorized",
+        404: "NotFound",
+        413: "PayloadTooLarge",
+        415: "UnsupportedMediaType",
+        503: "Unavailable",
+    }
+    return {**{str(c): ref(names[c], "responses") for c in codes}, "default": ref("OtherError", "responses")}
+
+
+def body(schema: str, description: str) -> JSON:
+    """A required JSON request body."""
+    return {"required": True, "description": description, "content": {"application/json": {"schema": ref(schema)}}}
+
+
+# --------------------------------------------------------------------------- schemas
+
+ERROR_CODES = {
+    "bad request": ["invalid_json", "invalid_body", "duplicate_field", "unknown_field", "missing_field"],
+    "field values": ["invalid_type", "invalid_length", "invalid_value", "duplicate_parameter"],
+    "cameras (traffic.cameras)": [
+        "invalid_camera_id",
+        "invalid_url",
+        "scheme_not_allowed",
+        "file_sources_disabled",
+        "file_not_found",
+    ],
+    "not found": ["not_found", "camera_not_found", "no_result", "no_frame"],
+    "other": [
+        "method_not_allowed",
+        "body_too_large",
+        "unsupported_media_type",
+        "unavailable",
+        "internal_error",
+    ],
+}
+
+WIRE_CAMERA_ID = {
+    "description": "A camera id as the client spelled it: an integer, or 1-64 of A-Z a-z 0-9 _ . : -.",
+    "oneOf": [
+        {"type": "integer", "minimum": 0, "maximum": MAX_JSON_INTEGER},
+        {"type": "string", "pattern": CAMERA_ID_PATTERN},
+    ],
+}
+CAMERA_KEY = {"type": "string", "pattern": CAMERA_ID_PATTERN, "description": "The camera's id as a string."}
+URL = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_URL_LENGTH,
+    "description": (
+        "Camera source: rtsp://, rtsps://, http:// or https:// with a host (and a valid port); file:// URLs "
+        "and bare paths of existing files only when the server allows file sources. No whitespace or control "
+        "characters. Sending back the masked URL a GET returned keeps the stored one (and its credentials)."
+    ),
+}
+NAME = {"type": "string", "maxLength": MAX_NAME_LENGTH, "description": "Display name."}
+TIMESTAMP = {"type": "string", "format": "date-time", "description": "ISO-8601 UTC with milliseconds and Z."}
+BOX = array({"type": "integer"}, minItems=4, maxItems=4, description="[x1, y1, x2, y2] in pixels.")
+BOX_NUMBERS = array({"type": "number"}, minItems=4, maxItems=4, description="[x1, y1, x2, y2] in pixels.")
+LEVEL = {"type": "string", "enum": LEVELS}
+ALERT_PROPERTIES: JSON = {
+    "alertId": {"type": "string", "description": "Stable identity camera:primaryType:CxR."},
+    "cameraId": CAMERA_KEY,
+    "level": {"type": "string", "enum": LEVELS[1:]},
+    "riskTypes": array({"type": "string"}),
+    "description": {"type": "string"},
+    "firstSeen": TIMESTAMP,
+    "lastSeen": TIMESTAMP,
+    "frameId": {"type": "string", "description": "The latest frame that saw it."},
+    "bbox": BOX,
+    "count": {"type": "integer", "minimum": 1, "description": "Frames that saw it."},
+}
+
+SCHEMAS: JSON = {
+    "ErrorData": obj(
+        {
+            "error": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Machine-readable reason: "
+                + "; ".join(f"{group}: {', '.join(codes)}" for group, codes in ERROR_CODES.items())
+                + "; http_<status> for other HTTP errors.",
+            },
+            "field": {"type": "string", "description": "The body field or parameter at fault."},
+        },
+        ["error"],
+    ),
+    "Error": obj(
+        {
+            "code": {"type": "integer", "minimum": 400, "maximum": 599, "description": "Equals the HTTP status."},
+            "msg": {"type": "string", "minLength": 1, "description": "What was wrong, for people."},
+            "data": ref("ErrorData"),
+        }
+    ),
+    "Health": obj(
+        {
+            "status": {"type": "string", "enum": ["UP", "DEGRADED"], "description": "DEGRADED: Redis unreachable."},
+            "service": {"const": "traffic"},
+            "version": {"type": "string"},
+        }
+    ),
+    "CameraStatus": obj(
+        {
+            "status": {"type": "integer", "enum": [0, 1], "description": "1 connected, 0 not."},
+            "message": {"type": "string"},
+            "since": {"type": "number", "description": "Epoch seconds of the last change."},
+            "latencyMs": {"type": "integer"},
+        },
+        ["status", "message", "since"],
+    ),
+    "Camera": obj(
+        {
+            "cameraId": CAMERA_KEY,
+            "wireId": WIRE_CAMERA_ID,
+            "url": {"type": "string", "description": "Source URL with credentials masked as ***."},
+            "name": {"type": "string"},
+            "enabled": {"type": "boolean"},
+            "status": {**nullable(ref("CameraStatus")), "description": "Null until the capture service reports."},
+            "stats": {
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+                "description": "Counters: captured, dropped_inflight, dropped_age, detected, final_<assessment>…",
+            },
+        }
+    ),
+    "CameraCreate": obj(
+        {"cameraId": WIRE_CAMERA_ID, "url": URL, "name": {**NAME, "default": ""}, "enabled": {"type": "boolean"}},
+        ["cameraId", "url"],
+        description="A whole camera; unknown fields are errors. enabled defaults to true.",
+    ),
+    "CameraPatch": obj(
+        {"url": URL, "name": NAME, "enabled": {"type": "boolean"}},
+        [],
+        description="The fields to change; unknown fields are errors.",
+    ),
+    "CameraDeleted": obj({"cameraId": WIRE_CAMERA_ID, "deleted": {"const": True}}),
+    "DetectedObject": obj({"class": {"type": "string"}, "confidence": {"type": "number"}, "bbox": BOX}, extra=True),
+    "TrafficGroup": obj(
+        {
+            "groupIndex": {"type": "integer", "minimum": 0},
+            "objectCount": {"type": "integer", "minimum": 0},
+            "bbox": BOX,
+            "classes": array({"type": "string"}),
+            "averageConfidence": {"type": "number"},
+            "riskLevel": LEVEL,
+            "memberIndices": array({"type": "integer", "minimum": 0}),
+        },
+        extra=True,
+    ),
+    "DangerousDrivingResult": obj(
+        {
+            "groupIndex": {"type": "integer", "minimum": 0},
+            "riskLevel": LEVEL,
+            "confidence": {"type": "number"},
+            "riskTypes": array({"type": "string"}),
+            "type": {"type": "string", "description": "The first risk type, for old clients."},
+            "description": {"type": "string"},
+            "dangerObjectCount": {"type": "integer", "minimum": 0},
+            "triggerObjectIds": array({"type": "integer"}),
+            "llmModel": {"type": "string"},
+        },
+        ["groupIndex", "riskLevel", "confidence", "riskTypes", "description", "dangerObjectCount", "triggerObjectIds"],
+        extra=True,
+    ),
+    "DetectionResult": obj(
+        {
+            "cameraId": WIRE_CAMERA_ID,
+            "frameId": {"type": "string"},
+            "timestamp": TIMESTAMP,
+            "imageWidth": {"type": "integer", "minimum": 0},
+            "imageHeight": {"type": "integer", "minimum": 0},
+            "detectedObjects": array(ref("DetectedObject")),
+            "trafficGroups": array(ref("TrafficGroup")),
+            "dangerousDrivingResults": array(ref("DangerousDrivingResult")),
+            "hasDangerousDriving": {"type": "boolean"},
+            "maxRiskLevel": LEVEL,
+            "processTime": {"type": "number", "description": "Seconds."},
+            "llmLatency": {"type": "number", "description": "Seconds."},
+            "llmModel": {"type": "string"},
+            "modelType": {"type": "string"},
+            "supportedClasses": array({"type": "string"}),
+            "trackingEnabled": {"type": "boolean"},
+            "assessment": {"type": "string", "enum": ["pending", "complete", "partial", "skipped", "unavailable"]},
+            "frame": {"type": "string", "description": "Data URI of the frame (optional)."},
+            "finalisedBy": {"type": "string", "description": "Which step finalised the frame (chord, sweeper)."},
+        },
+        [
+            "cameraId",
+            "frameId",
+            "timestamp",
+            "imageWidth",
+            "imageHeight",
+            "detectedObjects",
+            "trafficGroups",
+            "dangerousDrivingResults",
+            "hasDangerousDriving",
+            "maxRiskLevel",
+            "processTime",
+            "llmLatency",
+            "llmModel",
+            "modelType",
+            "supportedClasses",
+            "trackingEnabled",
+            "assessment",
+        ],
+        extra=True,
+        description="The final detection_result of the Socket.IO protocol (fields may be added, never removed).",
+    ),
+    "AlertEvent": obj(
+        {"kind": {"type": "string", "enum": ["new", "update", "end"]}, **ALERT_PROPERTIES},
+        description="One lifecycle step of an alert, as the alert Socket.IO event carries it.",
+    ),
+    "ActiveAlert": obj(ALERT_PROPERTIES, description="An alert that has not ended."),
+    "KeyStatus": obj(
+        {
+            "keyId": {"type": "string"},
+            "masked": {"type": "string", "description": "…abcd: the secret's last four characters (8+ only)."},
+            "enabled": {"type": "boolean", "description": "As configured (settings source only)."},
+            "account": nullable({"type": "string"}),
+            "priority": {"type": "integer", "description": "1 is the highest."},
+            "state": {"type": "string", "enum": KEY_STATES},
+            "limits": obj(
+                {
+                    "qps": nullable({"type": "number"}),
+                    "rpm": nullable({"type": "integer"}),
+                    "maxConcurrency": nullable({"type": "integer"}),
+                },
+                extra=True,
+            ),
+        },
+        ["keyId", "masked", "account", "priority", "state", "limits"],
+        extra=True,
+        description="One API key, never its secret. The live view adds counters, cooldown and last error.",
+    ),
+    "AccountStatus": obj(
+        {
+            "accountId": {"type": "string"},
+            "keys": array({"type": "string"}, description="Ids of the account's keys."),
+            "limits": obj({"rpm": nullable({"type": "integer"}), "tpm": nullable({"type": "integer"})}, extra=True),
+        },
+        extra=True,
+        description="A provider account whose limits its keys share. The live view adds its state and counters.",
+    ),
+    "KeyPoolStatus": obj(
+        {
+            "source": {
+                "type": "string",
+                "enum": ["live", "settings"],
+                "description": "live: the pool's state in Redis; settings: as configured (no live state).",
+            },
+            "strategy": {"type": "string", "enum": ["round_robin", "least_loaded", "priority"]},
+            "keys": array(ref("KeyStatus")),
+            "accounts": array(ref("AccountStatus")),
+        },
+        extra=True,
+    ),
+    "QueueDepths": obj(
+        {
+            "queues": obj({name: {"type": "integer", "minimum": 0} for name in ("gpu", "llm", "default")}),
+            "framesPending": {"type": "integer", "minimum": 0, "description": "Frames in assessment, not yet final."},
+            "deadLetters": {"type": "integer", "minimum": 0, "description": "Assessments that exhausted retries."},
+        }
+    ),
+}
+
+# --------------------------------------------------------------------------- parameters, responses
+
+
+def error_response(description: str, codes: list[int] | None = None) -> JSON:
+    """An error response in the envelope."""
+    schema: JSON = ref("Error")
+    if codes:
+        schema = {"allOf": [ref("Error"), {"properties": {"code": {"enum": codes}}}]}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+PARAMETERS: JSON = {
+    "CameraIdPath": {
+        "name": "cameraId",
+        "in": "path",
+        "required": True,
+        "description": "The camera's id (numeric ids as digits).",
+        "schema": {"type": "string", "pattern": CAMERA_ID_PATTERN},
+    },
+    "CameraIdQuery": {
+        "name": "cameraId",
+        "in": "query",
+        "required": False,
+        "description": "Only this camera.",
+        "schema": {"type": "string", "pattern": CAMERA_ID_PATTERN},
+    },
+    "Level": {
+        "name": "level",
+        "in": "query",
+        "required": False,
+        "description": "Minimum alert level.",
+        "schema": {"type": "string", "enum": LEVELS[1:]},
+    },
+    "Since": {
+        "name": "since",
+        "in": "query",
+        "required": False,
+        "description": "Only events whose lastSeen is at or after this time: epoch seconds, or an ISO-8601 "
+        "date-time with Z or ±hh:mm.",
+        "schema": {"type": "string", "maxLength": MAX_QUERY_LENGTH, "pattern": SINCE_PATTERN},
+    },
+    "Limit": {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": "At most this many events.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
+    },
+}
+
+RESPONSES: JSON = {
+    "BadRequest": error_response(
+        "Invalid input: malformed JSON, a body that is not an object, an unknown/missing/duplicate field, a value "
+        "of the wrong type, size or format, or a query parameter given twice. data.field names the culprit.",
+        [400],
+    ),
+    "Unauthorized": {
+        "description": "A token is configured and the request did not carry it (Authorization: Bearer, "
+        "X-Auth-Token or ?token=).",
+        "headers": {"WWW-Authenticate": {"schema": {"const": "Bearer"}}},
+        "content": {
+            "application/json": {
+                "schema": obj(
+                    {
+                        "code": {"const": 401},
+                        "msg": {"type": "string", "minLength": 1},
+                        "data": nullable(ref("ErrorData")),
+                    }
+                )
+            }
+        },
+    },
+    "NotFound": error_response("No such camera, result or frame (or no such path).", [404]),
+    "PayloadTooLarge": error_response(f"The body is larger than {MAX_BODY_BYTES} bytes.", [413]),
+    "UnsupportedMediaType": error_response("The body is not sent as application/json.", [415]),
+    "Unavailable": {
+        **error_response("Redis is unreachable; retry later.", [503]),
+        "headers": {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds."}},
+    },
+    "OtherError": error_response("Any other error in the same envelope: 405 (with Allow), 500 (a server bug, logged)."),
+}
+
+# --------------------------------------------------------------------------- paths
+
+CAMERA_PARAM = [ref("CameraIdPath", "parameters")]
+
+PATHS: JSON = {
+    "/api/health/health_check": {
+        "get": {
+            "operationId": "healthCheck",
+            "tags": ["health"],
+            "summary": "Liveness and Redis reachability (public).",
+            "security": [],
+            "responses": {"200": ok("The service is up.", ref("Health")), "default": ref("OtherError", "responses")},
+        }
+    },
+    "/api/openapi.json": {
+        "get": {
+            "operationId": "openApiDocument",
+            "tags": ["meta"],
+            "summary": "This document (public, not enveloped).",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "The OpenAPI 3.1 document.",
+                    "content": {"application/json": {"schema": {"type": "object", "required": ["openapi", "paths"]}}},
+                },
+                "default": ref("OtherError", "responses"),
+            },
+        }
+    },
+    "/api/cameras": {
+        "get": {
+            "operationId": "listCameras",
+            "tags": ["cameras"],
+            "summary": "Every camera, by id, with status and counters; URL credentials masked.",
+            "responses": {"200": ok("The cameras.", array(ref("Camera"))), **errors(401, 503)},
+        },
+        "post": {
+            "operationId": "putCamera",
+            "tags": ["cameras"],
+            "summary": "Create a camera, or replace the camera with this id.",
+            "requestBody": body("CameraCreate", "The camera."),
+            "responses": {
+                "200": ok("Replaced.", ref("Camera")),
+                "201": ok("Created.", ref("Camera"), 201),
+                **errors(400, 401, 413, 415, 503),
+            },
+        },
+    },
+    "/api/cameras/{cameraId}": {
+        "parameters": CAMERA_PARAM,
+        "get": {
+            "operationId": "getCamera",
+            "tags": ["cameras"],
+            "summary": "One camera.",
+            "responses": {"200": ok("The camera.", ref("Camera")), **errors(400, 401, 404, 503)},
+        },
+        "patch": {
+            "operationId": "patchCamera",
+            "tags": ["cameras"],
+            "summary": "Change a camera's url, name or enabled flag.",
+            "requestBody": body("CameraPatch", "The fields to change."),
+            "responses": {"200": ok("Updated.", ref("Camera")), **errors(400, 401, 404, 413, 415, 503)},
+        },
+        "delete": {
+            "operationId": "deleteCamera",
+            "tags": ["cameras"],
+            "summary": "Remove a camera; the capture service stops it.",
+            "responses": {"200": ok("Deleted.", ref("CameraDeleted")), **errors(400, 401, 404, 503)},
+        },
+    },
+    "/api/cameras/{cameraId}/latest": {
+        "parameters": CAMERA_PARAM,
+        "get": {
+            "operationId": "getLatestResult",
+            "tags": ["cameras"],
+            "summary": "The camera's latest final detection_result.",
+            "responses": {"200": ok("The result.", ref("DetectionResult")), **errors(400, 401, 404, 503)},
+        },
+    },
+    "/api/cameras/{cameraId}/frame.jpg": {
+        "parameters": CAMERA_PARAM,
+        "get": {
+            "operationId": "getLatestFrame",
+            "tags": ["cameras"],
+            "summary": "The camera's most recently captured frame as JPEG (Cache-Control: no-store).",
+            "responses": {
+                "200": {
+                    "description": "The JPEG.",
+                    "headers": {"Cache-Control": {"schema": {"const": "no-store"}}},
+                    "content": {"image/jpeg": {}},
+                },
+                **errors(400, 401, 404, 503),
+            },
+        },
+    },
+    "/api/frames/{frameId}/preview.jpg": {
+        "parameters": [
+            {
+                "name": "frameId",
+                "in": "path",
+                "required": True,
+                "description": "A frame id from a detection_result.",
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,100}$"},
+            }
+        ],
+        "get": {
+            "operationId": "getFramePreview",
+            "tags": ["cameras"],
+            "summary": "A small JPEG (at most 640 px wide) of one captured frame; frames live about 30 s.",
+            "responses": {
+                "200": {
+                    "description": "The JPEG.",
+                    "headers": {"Cache-Control": {"schema": {"const": "no-store"}}},
+                    "content": {"image/jpeg": {}},
+                },
+                **errors(400, 401, 404, 503),
+            },
+        },
+    },
+    "/api/alerts": {
+        "get": {
+            "operationId": "listAlerts",
+            "tags": ["alerts"],
+            "summary": "Recent alert events (new/update/end), newest first; the server keeps the last 1,000.",
+            "parameters": [
+                ref("CameraIdQuery", "parameters"),
+                ref("Level", "parameters"),
+                ref("Since", "parameters"),
+                ref("Limit", "parameters"),
+            ],
+            "responses": {"200": ok("The events.", array(ref("AlertEvent"), maxItems=500)), **errors(400, 401, 503)},
+        },
+    },
+    "/api/alerts/active": {
+        "get": {
+            "operationId": "listActiveAlerts",
+            "tags": ["alerts"],
+            "summary": "Active alerts of one camera, or of every registered camera; by camera and alert id.",
+            "parameters": [ref("CameraIdQuery", "parameters")],
+            "responses": {"200": ok("The active alerts.", array(ref("ActiveAlert"))), **errors(400, 401, 503)},
+        },
+    },
+    "/api/keys": {
+        "get": {
+            "operationId": "getKeyPool",
+            "tags": ["pipeline"],
+            "summary": "The API-key pool: live state when the pool reports it, else as configured. Never a secret.",
+            "responses": {"200": ok("The key pool.", ref("KeyPoolStatus")), **errors(401, 503)},
+        },
+    },
+    "/api/queues": {
+        "get": {
+            "operationId": "getQueues",
+            "tags": ["pipeline"],
+            "summary": "Celery queue depths now, frames awaiting their verdict, dead letters.",
+            "responses": {"200": ok("The depths.", ref("QueueDepths")), **errors(401, 503)},
+        },
+    },
+}
+
+DESCRIPTION = f"""\
+REST API of the traffic-camera risk analytics backend (live events travel over Socket.IO).
+
+Every JSON response is the envelope `{{code, msg, data}}` with `code` equal to the HTTP status. Errors
+carry `data: {{error, field?}}`: `error` is a stable machine code, `field` the body field or query
+parameter at fault, `msg` a sentence for people. Bad input is always a 4xx; an unreachable Redis a 503.
+
+Bodies: one JSON object (UTF-8, `Content-Type: application/json`, at most {MAX_BODY_BYTES} bytes);
+unknown, duplicate or missing fields are errors; `null` is never accepted. Query parameters: each at
+most once and at most {MAX_QUERY_LENGTH} characters; parameters an operation does not define are ignored.
+
+Authentication: when the server is configured with a token (`TRAFFIC_AUTH_TOKEN`), every operation
+except the health check and this document needs it, as `Authorization: Bearer <token>`,
+`X-Auth-Token: <token>` or `?token=<token>`; without a configured token no credentials are needed.
+"""
+
+
+def document() -> JSON:
+    """The OpenAPI document (a fresh copy each call: callers may change it)."""
+    return copy.deepcopy(
+        {
+            "openapi": "3.1.0",
+            "info": {
+                "title": "traffic REST API",
+                "version": traffic.__version__,
+                "description": DESCRIPTION,
+                "license": {"name": "MIT", "identifier": "MIT"},
+            },
+            "tags": [
+                {"name": "health", "description": "Liveness."},
+                {"name": "meta", "description": "This description."},
+                {"name": "cameras", "description": "The desired camera set, latest results and frames."},
+                {"name": "alerts", "description": "Alert history and active alerts."},
+                {"name": "pipeline", "description": "Key pool and queues."},
+            ],
+            "security": [{"bearerAuth": []}, {"tokenHeader": []}, {"tokenQuery": []}, {}],
+            "paths": PATHS,
+            "components": {
+                "schemas": SCHEMAS,
+                "parameters": PARAMETERS,
+                "responses": RESPONSES,
+                "securitySchemes": {
+                    "bearerAuth": {"type": "http", "scheme": "bearer"},
+                    "tokenHeader": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"},
+                    "tokenQuery": {"type": "apiKey", "in": "query", "name": "token"},
+                },
+            },
+        }
+    )

@@ -1,0 +1,196 @@
+"""The client protocol, independent of transport: validate a client event, act, return the reply.
+
+Socket.IO (``web.events``) and the plain-WebSocket gateway (``web.ws_gateway``) both call these; a
+handler raises ``EventError`` (code + message) for anything it cannot serve, and the transport turns
+it into an ``error`` event while the connection stays open.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from traffic import keys
+from traffic.cameras import Camera, mask_url, normalise_camera_id, validate_camera_url
+from traffic.errors import CameraError
+from traffic.settings import Settings
+from workers.camera_registry import CameraRegistry
+
+log = logging.getLogger(__name__)
+
+MAX_SUBSCRIPTIONS = 256
+MAX_NAME_LENGTH = 128
+CHECK_TIMEOUT_S = 5.0
+
+CLIENT_EVENTS = ("ping", "start_stream", "stop_stream", "check_camera", "subscribe", "unsubscribe")
+
+
+class EventError(Exception):
+    """A client event that cannot be served; becomes an ``error`` event, the connection stays."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a handler wants sent: events to the caller, rooms to join or leave, and an ack value."""
+
+    ack: Any = None
+    events: tuple[tuple[str, dict[str, Any]], ...] = ()
+    join: tuple[str, ...] = ()
+    leave: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Context:
+    """What handlers need from the server."""
+
+    settings: Settings
+    redis: redis.Redis
+
+    @property
+    def registry(self) -> CameraRegistry:
+        """The camera set."""
+        return CameraRegistry(self.redis)
+
+
+def error_payload(code: str, message: str, event: str | None = None) -> dict[str, Any]:
+    """The ``error`` event's data."""
+    payload: dict[str, Any] = {"code": code, "message": message}
+    if event:
+        payload["event"] = event[:64]
+    return payload
+
+
+def _object(data: Any, event: str) -> dict[str, Any]:
+    """``data`` as a JSON object, or an EventError."""
+    if not isinstance(data, dict):
+        raise EventError("invalid_payload", f"{event} expects a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _camera_id(value: Any) -> tuple[str, str | int]:
+    """The normalised (key, wire) camera id."""
+    try:
+        return normalise_camera_id(value)
+    except CameraError as exc:
+        raise EventError(exc.code, str(exc)) from None
+
+
+def _camera_ids(data: dict[str, Any], event: str, *, allow_empty: bool) -> list[tuple[str, str | int]]:
+    """The ``cameraIds`` list of ``data``, each normalised."""
+    ids = data.get("cameraIds")
+    if not isinstance(ids, list) or (not ids and not allow_empty) or len(ids) > MAX_SUBSCRIPTIONS:
+        raise EventError("invalid_payload", f"{event}: cameraIds must be a list of 1..{MAX_SUBSCRIPTIONS} ids")
+    return [_camera_id(raw) for raw in ids]
+
+
+def _url(ctx: Context, value: Any) -> str:
+    """A validated camera URL."""
+    try:
+        return validate_camera_url(value, allow_files=ctx.settings.capture.allow_file_sources)
+    except CameraError as exc:
+        raise EventError(exc.code, str(exc)) from None
+
+
+def on_ping(ctx: Context, data: Any) -> Reply:
+    """Heartbeat."""
+    return Reply(ack={"timestamp": time.time()}, events=(("pong", {"timestamp": time.time()}),))
+
+
+def on_subscribe(ctx: Context, data: Any) -> Reply:
+    """Join the cameras' rooms and replay each camera's latest result."""
+    ids = _camera_ids(_object(data, "subscribe"), "subscribe", allow_empty=False)
+    pipe = ctx.redis.pipeline(transaction=False)
+    for key, _ in ids:
+        pipe.get(keys.camera_latest(key))
+    latest = [json.loads(raw) for raw in pipe.execute() if raw]
+    return Reply(
+        ack={"subscribed": [wire for _, wire in ids]},
+        events=tuple(("detection_result", payload) for payload in latest),
+        join=tuple(keys.camera_room(key) for key, _ in ids),
+    )
+
+
+def on_unsubscribe(ctx: Context, data: Any) -> Reply:
+    """Leave the cameras' rooms."""
+    ids = _camera_ids(_object(data, "unsubscribe"), "unsubscribe", allow_empty=True)
+    return Reply(ack={"unsubscribed": [wire for _, wire in ids]}, leave=tuple(keys.camera_room(k) for k, _ in ids))
+
+
+def on_start_stream(ctx: Context, data: Any) -> Reply:
+    """Add (or restart) a camera in the server-side camera set and join its room."""
+    payload = _object(data, "start_stream")
+    key, wire = _camera_id(payload.get("cameraId"))
+    url = _url(ctx, payload.get("rtspUrl"))
+    name = payload.get("name", "")
+    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH:
+        raise EventError("invalid_payload", f"name must be a string of at most {MAX_NAME_LENGTH} characters")
+    ctx.registry.add(Camera(camera_id=key, url=url, name=name, wire_id=wire))
+    log.info("camera %s started by a client (%s)", key, mask_url(url))
+    return Reply(ack={"cameraId": wire, "started": True}, join=(keys.camera_room(key),))
+
+
+def on_stop_stream(ctx: Context, data: Any) -> Reply:
+    """Remove a camera from the server-side camera set (the capture service stops it)."""
+    key, wire = _camera_id(_object(data, "stop_stream").get("cameraId"))
+    if not ctx.registry.remove(key):
+        raise EventError("camera_not_found", f"camera {wire!r} is not running")
+    return Reply(ack={"cameraId": wire, "stopped": True})
+
+
+def on_check_camera(ctx: Context, data: Any) -> Reply:
+    """Probe a camera URL once (connect and read one frame) and report it as ``camera_status``."""
+    from workers.sources import SourceError, open_source
+
+    payload = _object(data, "check_camera")
+    _, wire = _camera_id(payload.get("cameraId"))
+    url = _url(ctx, payload.get("rtspUrl"))
+    started = time.perf_counter()
+    try:
+        source = open_source(url, timeout_s=CHECK_TIMEOUT_S)
+        try:
+            source.read()
+        finally:
+            source.close()
+    except SourceError as exc:
+        status = {"cameraId": wire, "status": 0, "message": f"unreachable: {exc.reason}"}
+    else:
+        latency = round((time.perf_counter() - started) * 1000)
+        status = {"cameraId": wire, "status": 1, "message": "reachable", "latencyMs": latency}
+    return Reply(ack=status, events=(("camera_status", status),))
+
+
+HANDLERS: dict[str, Callable[[Context, Any], Reply]] = {
+    "ping": on_ping,
+    "subscribe": on_subscribe,
+    "unsubscribe": on_unsubscribe,
+    "start_stream": on_start_stream,
+    "stop_stream": on_stop_stream,
+    "check_camera": on_check_camera,
+}
+
+
+def handle(ctx: Context, event: str, data: Any) -> Reply:
+    """Dispatch one client event; unknown events and handler bugs are EventErrors too."""
+    handler = HANDLERS.get(event)
+    if handler is None:
+        raise EventError("unknown_event", f"unknown event {event[:64]!r}; known: {', '.join(CLIENT_EVENTS)}")
+    try:
+        return handler(ctx, data)
+    except EventError:
+        raise
+    except redis.RedisError as exc:
+        log.warning("event %s: Redis unavailable: %s", event, exc)
+        raise EventError("unavailable", "the server's store is unavailable; try again shortly") from None
+    except Exception:  # noqa: BLE001 - a handler bug must not drop the connection
+        log.exception("event %s failed", event)
+        raise EventError("internal_error", "the server could not handle this event") from None
