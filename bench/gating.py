@@ -1,0 +1,445 @@
+"""Gating: a simulated camera fleet run through ``traffic.gate.decide``; calls, escalations caught, peak rate.
+
+Pure and fast: no processes. Each camera is sampled every ``capture.frame_interval_s`` (1.8 s) on its
+own phase; its scene is a set of scripted group *tracks* built from real ``Detection`` boxes and
+grouped by ``traffic.grouping.find_groups``:
+
+- queued groups (vehicles at a light, a stalled car): stay put for 36 s to 5 min;
+- slow groups: drift up to 30 px per tick for 15-70 s, staying on screen;
+- passing groups: cross the picture at 120-300 px per tick and are gone after 1-3 ticks;
+- every box jitters by a normal 2 px per edge each tick, each member is missed by the detector on 3 %
+  of ticks, and queued/slow groups gain or lose a member on 1 % of ticks;
+- scripted escalations: 30 % of queued and slow groups that live long enough get their true risk
+  raised to medium/high for 3-20 ticks, half "in place" (same members, same coarse position: e.g. a
+  pedestrian stepping off the kerb in front of a queued car) and half "with change" (a member joins
+  as the risk rises: e.g. a motorcycle cutting in).
+
+Each tick runs ``decide`` exactly as ``workers/detection.py`` calls it when a paid model is
+configured (cooldown, budget per wall-clock minute, unchanged-scene reuse, ``max_groups``), with the
+production defaults from ``traffic.settings``. A fake model answers every call with the group's true
+risk at that tick; its verdicts become reusable when the frame is final (``--llm-latency`` later),
+as ``workers.finalize.remember_assessed`` stores them. The first minute is a warm-up (empty caches,
+every group new) and is not counted.
+
+    python -m bench.gating [--quick] [--minutes M] [--cameras N] [--seed S]
+
+Last line: ``calls=… naive_calls=… missed_escalations=… peak_rpm=…``
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import random
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bench.common import machine_line, percentile
+from traffic.gate import RecentVerdict, decide, group_signature
+from traffic.grouping import find_groups
+from traffic.models import Detection, GroupContext, GroupVerdict, RiskLevel, VerdictStatus
+from traffic.settings import CaptureSettings, GroupingSettings, LLMSettings, PipelineSettings
+
+WIDTH, HEIGHT = 1280, 720
+EPOCH = 1_700_000_040.0
+"""Simulated start: on a wall-clock minute boundary, like the budget's minute buckets."""
+WARM_UP_S = 60.0
+JITTER_PX = 2.0
+MISS_PROB = 0.03
+MEMBER_CHANGE_PROB = 0.01
+ESCALATION_PROB = 0.3
+VEHICLES = ("car", "car", "car", "car", "truck", "bus", "motorcycle", "bicycle", "person", "person")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The gate's settings (production defaults unless overridden)."""
+
+    tick_s: float = CaptureSettings().frame_interval_s
+    cooldown_s: float = LLMSettings().cooldown_s
+    dedupe_window_s: float = PipelineSettings().dedupe_window_s
+    budget_per_minute: int = PipelineSettings().budget_per_minute
+    max_groups: int = GroupingSettings().max_groups
+    llm_latency_s: float = 1.5
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """True risk of a track rises to ``level`` on tick ``tick`` and falls back on tick ``until``."""
+
+    tick: int
+    until: int
+    level: RiskLevel
+    manner: str
+    """``in_place`` or ``with_change``."""
+
+
+Box = tuple[float, float, float, float]
+Member = tuple[str, Box]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one scripted escalation."""
+
+    manner: str
+    delay: int | None
+    """Ticks from the rise to the first call for the group while escalated; None if there was none."""
+    window: tuple[str, ...]
+    """The group's fate on ticks e .. e + window (assessed, reused, cooldown, budget, not visible)."""
+
+    @property
+    def missed(self) -> bool:
+        """Not sent to the model within the window."""
+        return self.delay is None or self.delay >= len(self.window)
+
+    @property
+    def cause(self) -> str:
+        """Why a missed escalation was missed: the first of these outcomes found in its window."""
+        return next((c for c in ("reused", "budget", "cooldown") if c in self.window), "not visible")
+
+
+@dataclass
+class Track:
+    """One scripted group on one camera, alive on ticks ``start`` .. ``end - 1``."""
+
+    kind: str
+    start: int
+    end: int
+    members: list[Member]
+    velocity: tuple[float, float]
+    base: RiskLevel
+    escalation: Escalation | None = None
+    changes: dict[int, str] = field(default_factory=dict)
+
+    def risk(self, tick: int) -> RiskLevel:
+        """True risk on ``tick``."""
+        e = self.escalation
+        return e.level if e is not None and e.tick <= tick < e.until else self.base
+
+
+def _pick(rng: random.Random, weights: dict[RiskLevel, float]) -> RiskLevel:
+    return rng.choices(list(weights), list(weights.values()))[0]
+
+
+def _new_member(rng: random.Random, near: tuple[float, float] | None, cls: str | None = None) -> Member:
+    """A class and box; centred within 90 px of ``near`` so that members always link into one group."""
+    cls = cls or rng.choice(VEHICLES)
+    w, h = (rng.uniform(30, 60), rng.uniform(70, 140)) if cls in ("person", "bicycle") else (
+        rng.uniform(80, 220), rng.uniform(60, 150))  # fmt: skip
+    if near is None:
+        cx, cy = rng.uniform(150, WIDTH - 150), rng.uniform(250, HEIGHT - 100)
+    else:
+        angle, dist = rng.uniform(0, 2 * math.pi), rng.uniform(40, 90)
+        cx, cy = near[0] + dist * math.cos(angle), near[1] + dist * math.sin(angle)
+    return cls, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+
+
+def _centre(box: Box) -> tuple[float, float]:
+    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+
+
+def make_track(rng: random.Random, kind: str, start: int) -> Track:
+    """A scripted group of ``kind`` appearing on tick ``start``."""
+    first = _new_member(rng, None)
+    members = [first] + [_new_member(rng, _centre(first[1])) for _ in range(rng.choice((1, 1, 2, 2, 3)))]
+    if kind == "queued":
+        life, velocity = rng.randint(20, 170), (0.0, 0.0)
+        base = _pick(rng, {RiskLevel.NONE: 0.6, RiskLevel.LOW: 0.4})
+    elif kind == "slow":
+        # Towards the farther side, slow enough to stay on screen for its whole life.
+        life, (cx, _) = rng.randint(8, 40), _centre(first[1])
+        room = max(cx, WIDTH - cx) - 80
+        speed = min(rng.uniform(6, 30), room / life)
+        velocity = (speed if cx < WIDTH / 2 else -speed, rng.uniform(-2, 2))
+        base = _pick(rng, {RiskLevel.NONE: 0.5, RiskLevel.LOW: 0.4, RiskLevel.MEDIUM: 0.1})
+    else:
+        life, velocity = rng.randint(1, 3), (rng.choice((-1, 1)) * rng.uniform(120, 300), 0.0)
+        base = _pick(rng, {RiskLevel.NONE: 0.5, RiskLevel.LOW: 0.3, RiskLevel.MEDIUM: 0.15, RiskLevel.HIGH: 0.05})
+    track = Track(kind, start, start + life, members, velocity, base)
+    if kind != "passing":
+        for tick in range(start + 1, start + life):
+            if rng.random() < MEMBER_CHANGE_PROB:
+                track.changes[tick] = rng.choice(("join", "leave"))
+        if life >= 8 and rng.random() < ESCALATION_PROB:
+            tick = rng.randint(start + 3, start + life - 4)
+            higher = [level for level in (RiskLevel.MEDIUM, RiskLevel.HIGH) if level.rank > base.rank]
+            level = rng.choices(higher, [0.7, 0.3][-len(higher) :])[0]
+            manner = rng.choice(("in_place", "with_change"))
+            track.escalation = Escalation(tick, min(start + life, tick + rng.randint(3, 20)), level, manner)
+            if manner == "with_change":
+                track.changes[tick] = "join"
+            else:
+                track.changes.pop(tick, None)  # in place means no member change on that tick
+    return track
+
+
+def make_scene(rng: random.Random, ticks: int) -> list[Track]:
+    """Every track of one camera over ``ticks`` ticks (some already on screen at tick 0)."""
+    tracks: list[Track] = []
+    for kind, slots in (("queued", rng.choice((0, 1, 1, 2, 2, 3))), ("slow", rng.choice((0, 1, 1, 2)))):
+        for _ in range(slots):
+            tick = -rng.randint(0, 60)
+            while tick < ticks:
+                track = make_track(rng, kind, tick)
+                tracks.append(track)
+                tick = track.end + rng.randint(0, 10)
+    rate = rng.uniform(0.05, 0.4)
+    tracks += [make_track(rng, "passing", t) for t in range(ticks) if rng.random() < rate]
+    return tracks
+
+
+def _frame_detections(rng: random.Random, track: Track, tick: int) -> list[Detection]:
+    """The track's members as the detector reports them on ``tick``: moved, jittered, some missed."""
+    if tick in track.changes:
+        if track.changes[tick] == "join":
+            anchor = _centre(track.members[0][1])
+            escalating = track.escalation is not None and track.escalation.tick == tick
+            track.members.append(_new_member(rng, anchor, "motorcycle" if escalating else None))
+        elif len(track.members) > 2:
+            track.members.pop()
+        del track.changes[tick]  # applied once; members persist
+    dx, dy = (v * (tick - track.start) for v in track.velocity)
+    found = []
+    for cls, (x1, y1, x2, y2) in track.members:
+        if rng.random() < MISS_PROB:
+            continue
+        box = [x1 + dx, y1 + dy, x2 + dx, y2 + dy]
+        box = [c + rng.gauss(0.0, JITTER_PX) for c in box]
+        x1, y1, x2, y2 = max(0.0, box[0]), max(0.0, box[1]), min(WIDTH, box[2]), min(HEIGHT, box[3])
+        if x2 - x1 > 4 and y2 - y1 > 4:
+            found.append(Detection(cls, 0.8, (x1, y1, x2, y2)))
+    return found
+
+
+@dataclass
+class Tally:
+    """What the run counted (after warm-up)."""
+
+    calls: list[float] = field(default_factory=list)
+    naive: list[float] = field(default_factory=list)
+    cooldown_only: list[float] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    stale: Counter[str] = field(default_factory=Counter)
+    escalations: list[Outcome] = field(default_factory=list)
+    groups_per_frame: list[int] = field(default_factory=list)
+    per_camera_peak: list[int] = field(default_factory=list)
+    tracks: Counter[str] = field(default_factory=Counter)
+
+
+def simulate_camera(
+    rng: random.Random, policy: Policy, ticks: int, warm_ticks: int, window_ticks: int, tally: Tally
+) -> None:
+    """Run one camera's scene through the gate; add its figures to ``tally``."""
+    origin = EPOCH + rng.uniform(0, policy.tick_s)
+    tracks = make_scene(rng, ticks)
+    recent: dict[str, RecentVerdict] = {}
+    landing: list[tuple[float, str, GroupVerdict]] = []
+    cooldown_until = naive_cooldown_until = -math.inf
+    budget: Counter[int] = Counter()
+    assessed: dict[int, list[int]] = {}  # track number -> ticks it was sent to the model
+    seen: dict[int, dict[int, str]] = {}  # track number -> tick -> outcome
+    camera_calls: list[float] = []
+    for tick in range(ticks):
+        now = origin + tick * policy.tick_s
+        counted = tick >= warm_ticks
+        while landing and landing[0][0] <= now:
+            at, signature, verdict = landing.pop(0)
+            recent[signature] = RecentVerdict(verdict, at)
+        frame: list[tuple[int, GroupContext]] = []
+        for number, track in enumerate(tracks):
+            if not track.start <= tick < track.end:
+                continue
+            found = _frame_detections(rng, track, tick)
+            groups = find_groups(found, (WIDTH, HEIGHT), GroupingSettings())
+            if not groups:
+                seen.setdefault(number, {})[tick] = "not visible"
+                continue
+            group = max(groups, key=lambda g: g.object_count)
+            members = tuple(found[i] for i in group.member_indices)
+            group = dataclasses.replace(group, index=len(frame) + 1, member_indices=tuple(range(len(members))))
+            frame.append((number, GroupContext(group, members, (WIDTH, HEIGHT))))
+        contexts = [context for _, context in frame]
+        decision = decide(
+            contexts,
+            now=now,
+            cooldown_active=now < cooldown_until,
+            recent=recent,
+            budget_left=max(0, policy.budget_per_minute - budget[int(now // 60)]),
+            max_groups=max(1, policy.max_groups),
+            dedupe_window_s=policy.dedupe_window_s,
+        )
+        if decision.assess:
+            if policy.cooldown_s > 0:
+                cooldown_until = now + policy.cooldown_s
+            budget[int(now // 60)] += len(decision.assess)
+        reused = dict(decision.reuse)
+        for number, context in frame:
+            index, track = context.group.index, tracks[number]
+            truth = track.risk(tick)
+            if index in decision.assess:
+                outcome = "assessed"
+                assessed.setdefault(number, []).append(tick)
+                verdict = GroupVerdict(
+                    index, VerdictStatus.OK, truth, 0.8, model="fake", latency_s=policy.llm_latency_s
+                )
+                if policy.dedupe_window_s > 0:
+                    landing.append((now + policy.llm_latency_s, group_signature(context), verdict))
+            elif index in reused:
+                outcome = "reused"
+                given = reused[index].risk_level
+                if counted:
+                    tally.stale[
+                        "below" if given.rank < truth.rank else "above" if given.rank > truth.rank else "equal"
+                    ] += 1
+            elif index in decision.dropped:
+                outcome = "budget"
+            else:
+                outcome = "cooldown"
+            seen.setdefault(number, {})[tick] = outcome
+            if counted:
+                tally.outcomes[outcome] += 1
+        cooldown_only = bool(frame) and now >= naive_cooldown_until
+        if cooldown_only:
+            naive_cooldown_until = now + policy.cooldown_s
+        if counted:
+            tally.groups_per_frame.append(len(frame))
+            camera_calls += [now] * len(decision.assess)
+            tally.naive += [now] * len(frame)
+            tally.cooldown_only += [now] * (len(frame) if cooldown_only else 0)
+    tally.calls += camera_calls
+    tally.per_camera_peak.append(peak_per_minute(camera_calls))
+    for number, track in enumerate(tracks):
+        if track.end > warm_ticks:
+            tally.tracks[track.kind] += 1
+        e = track.escalation
+        if e is None or e.tick < warm_ticks or e.tick + window_ticks >= ticks:
+            continue
+        calls_after = [t for t in assessed.get(number, []) if e.tick <= t < e.until]
+        window = tuple(seen.get(number, {}).get(t, "not visible") for t in range(e.tick, e.tick + window_ticks + 1))
+        tally.escalations.append(Outcome(e.manner, calls_after[0] - e.tick if calls_after else None, window))
+
+
+def peak_per_minute(times: Sequence[float]) -> int:
+    """Most calls in any sliding 60-s window."""
+    ordered = sorted(times)
+    best, j = 0, 0
+    for i, start in enumerate(ordered):
+        while j < len(ordered) and ordered[j] - start < 60.0:
+            j += 1
+        best = max(best, j - i)
+    return best
+
+
+def run(cameras: int, minutes: float, seed: int, policy: Policy, window_ticks: int) -> dict[str, object]:
+    """Simulate, print, and return the closing line's figures."""
+    warm_ticks = math.ceil(WARM_UP_S / policy.tick_s)
+    ticks = warm_ticks + math.ceil(minutes * 60 / policy.tick_s)
+    tally = Tally()
+    rng = random.Random(seed)
+    for _ in range(cameras):
+        simulate_camera(random.Random(rng.getrandbits(64)), policy, ticks, warm_ticks, window_ticks, tally)
+    counted_ticks = ticks - warm_ticks
+    window_s = window_ticks * policy.tick_s
+    missed = [e for e in tally.escalations if e.missed]
+    group_frames = sum(tally.outcomes.values())
+
+    print(
+        f"simulated: {cameras} cameras x {counted_ticks} ticks ({policy.tick_s} s apart, {minutes:g} min) after a "
+        f"{WARM_UP_S:.0f}-s warm-up that is not counted; seed {seed}"
+    )
+    print(
+        f"scene: {statistics.fmean(tally.groups_per_frame):.2f} groups per frame on average (max "
+        f"{max(tally.groups_per_frame)}); group tracks: {dict(tally.tracks)}; box jitter {JITTER_PX} px, "
+        f"detector misses {MISS_PROB:.0%} of members, members join/leave on {MEMBER_CHANGE_PROB:.0%} of ticks"
+    )
+    print(
+        f"gate: cooldown {policy.cooldown_s:g} s per camera, dedupe window {policy.dedupe_window_s:g} s "
+        f"(classes + 8x8-grid box), budget {policy.budget_per_minute}/camera/wall-clock minute, max "
+        f"{policy.max_groups} groups per frame; verdicts reusable {policy.llm_latency_s:g} s after the call"
+    )
+    print(
+        f"group-frames: {group_frames}; sent to the model {tally.outcomes['assessed']}, reused a recent verdict "
+        f"{tally.outcomes['reused']}, waited out the cooldown {tally.outcomes['cooldown']}, dropped by budget or "
+        f"max_groups {tally.outcomes['budget']}"
+    )
+    minutes_total = counted_ticks * policy.tick_s / 60
+    print(f"calls: {len(tally.calls)} ({len(tally.calls) / minutes_total / cameras:.1f} per camera per minute)")
+    print(
+        f"naive_calls: {len(tally.naive)} = one call per group per sampled frame: every group of every frame "
+        f"of every camera, with no cooldown, dedupe, budget or max_groups cap"
+    )
+    print(
+        f"cooldown_only_calls: {len(tally.cooldown_only)} = every group of a frame whenever the camera's "
+        f"{policy.cooldown_s:g}-s cooldown has passed, nothing else (the old system's llm.cooldown_seconds alone)"
+    )
+    print(
+        f"peak calls in any sliding 60-s window, all cameras: gate {peak_per_minute(tally.calls)}, naive "
+        f"{peak_per_minute(tally.naive)}, cooldown-only {peak_per_minute(tally.cooldown_only)}; one camera at most "
+        f"{max(tally.per_camera_peak)} (the budget counts wall-clock minutes, so a sliding minute can hold up to 2x)"
+    )
+    print(
+        f"escalations: {len(tally.escalations)} (true risk rises to medium/high on tick e while the group stays "
+        f"on screen); missed = not sent to the model on ticks e..e+{window_ticks} (within {window_s:.1f} s): "
+        f"{len(missed)}"
+    )
+    for manner in ("in_place", "with_change"):
+        group = [e for e in tally.escalations if e.manner == manner]
+        delays = [e.delay * policy.tick_s for e in group if e.delay is not None]
+        print(
+            f"  {manner}: {len(group)}, missed {sum(1 for e in group if e.missed)}, never sent while escalated "
+            f"{sum(1 for e in group if e.delay is None)}; rise -> first call p50={percentile(delays, 50):.1f}s "
+            f"p95={percentile(delays, 95):.1f}s max={max(delays, default=math.nan):.1f}s"
+        )
+    window_outcomes = Counter(outcome for e in missed for outcome in e.window)
+    print(f"  outcomes on ticks e..e+{window_ticks} of the missed ones: {dict(window_outcomes)}")
+    print(
+        f"reused verdicts below the group's true level at that tick: {tally.stale['below']} of "
+        f"{sum(tally.stale.values())} reuses (above it, after the risk fell back: {tally.stale['above']})"
+    )
+    causes = Counter(e.cause for e in missed)
+    if missed:
+        print(
+            f"FINDING: the gate missed {len(missed)} of {len(tally.escalations)} escalations; by cause (first of "
+            f"reused > budget > cooldown > not visible on the window's ticks): {dict(causes)}"
+        )
+    if causes["reused"]:
+        print(
+            f"  reused: unchanged-scene reuse keys on the classes and a coarse box only, so a group whose risk rises "
+            f"in place is given its old verdict until that verdict is {policy.dedupe_window_s:g} s old (reuse does "
+            f"not refresh it); try --dedupe-window 0 for the same scenes without reuse"
+        )
+    return {
+        "calls": len(tally.calls),
+        "naive_calls": len(tally.naive),
+        "missed_escalations": len(missed),
+        "peak_rpm": peak_per_minute(tally.calls),
+        "escalations": len(tally.escalations),
+        "cooldown_only_calls": len(tally.cooldown_only),
+        "stale_reuses": tally.stale["below"],
+    }
+
+
+def main() -> None:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 simulated minutes instead of 10")
+    parser.add_argument("--minutes", type=float, help="simulated minutes (after the warm-up)")
+    parser.add_argument("--cameras", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--llm-latency", type=float, default=1.5, help="seconds from call to reusable verdict")
+    parser.add_argument("--window-ticks", type=int, default=2, help="an escalation counts as missed after this")
+    parser.add_argument("--dedupe-window", type=float, help="override the 30-s dedupe window (0 turns reuse off)")
+    args = parser.parse_args()
+    policy = Policy(llm_latency_s=args.llm_latency)
+    if args.dedupe_window is not None:
+        policy = dataclasses.replace(policy, dedupe_window_s=args.dedupe_window)
+    minutes = args.minutes or (2.0 if args.quick else 10.0)
+    print(machine_line(run(args.cameras, minutes, args.seed, policy, args.window_ticks)))
+
+
+if __name__ == "__main__":
+    main()
