@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from traffic.errors import BadModelReply
 from traffic.models import GroupContext, GroupVerdict, Usage
@@ -37,8 +38,14 @@ class LLMAssessor:
         api_key: str,
         key_id: str | None = None,
         timeout_s: float | None = None,
+        repair_key: Callable[[], str | None] | None = None,
     ) -> GroupVerdict:
-        """A verdict for ``context``; raises RateLimited/KeyRejected/ProviderUnavailable/BadModelReply."""
+        """A verdict for ``context``; raises RateLimited/KeyRejected/ProviderUnavailable/BadModelReply.
+
+        An unusable reply gets one repair turn. ``repair_key`` supplies the key for that second call
+        (so a rate limiter can grant it like any other call); it returns None when no call may be made,
+        and the reply then stays a ``BadModelReply``. Without it the repair reuses ``api_key``.
+        """
         prompt = build_group_prompt(context, language=self._llm.language)
         valid_ids = context.group.member_indices
         started = time.perf_counter()
@@ -49,9 +56,12 @@ class LLMAssessor:
         try:
             reply = parse_reply(completion.text, valid_object_ids=valid_ids)
         except BadModelReply as first:
+            second_key = repair_key() if repair_key is not None else api_key
+            if second_key is None:
+                raise
             log.info("group %d: unusable reply, asking once more (%s)", context.group.index, first)
             repair = self._client.complete(
-                api_key,
+                second_key,
                 system=prompt.system,
                 user=prompt.user,
                 image_jpeg=crop_jpeg,

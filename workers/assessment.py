@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -72,33 +73,67 @@ def assess_with_pool(
         lease: Lease = got
         call_started = time.perf_counter()
         timeout = max(0.1, min(end - time.time(), ctx.settings.llm.timeout_s))
+        held = [lease]
+
         try:
-            verdict = llm.assess(context, crop, api_key=lease.key.api_key, key_id=lease.key_id, timeout_s=timeout)
+            verdict = llm.assess(
+                context,
+                crop,
+                api_key=lease.key.api_key,
+                key_id=lease.key_id,
+                timeout_s=timeout,
+                repair_key=_repair_grant(ctx, held, call_started, end),
+            )
         except RateLimited as exc:
-            _release(ctx, lease, Outcome.RATE_LIMITED, retry_after_s=exc.retry_after, error=_error_code(exc))
+            _release_held(ctx, held, Outcome.RATE_LIMITED, retry_after_s=exc.retry_after, error=_error_code(exc))
             continue
         except KeyRejected as exc:
-            _release(ctx, lease, Outcome.REJECTED, error=_error_code(exc))
-            _key_alert(ctx, lease, _error_code(exc))
+            rejected = _release_held(ctx, held, Outcome.REJECTED, error=_error_code(exc))
+            if rejected is not None:
+                _key_alert(ctx, rejected, _error_code(exc))
             continue
         except ProviderUnavailable as exc:
-            _release(ctx, lease, Outcome.UNAVAILABLE, error=_error_code(exc))
+            _release_held(ctx, held, Outcome.UNAVAILABLE, error=_error_code(exc))
             log.info("group %d: provider unavailable with key %s: %s", index, lease.key_id, exc)
             return Transient("provider_unavailable")
         except BadModelReply as exc:
-            _release(ctx, lease, Outcome.FAILED, error=_error_code(exc))
+            _release_held(ctx, held, Outcome.FAILED, error=_error_code(exc))
             log.warning("group %d: unusable model reply after one repair: %s", index, exc)
             return error_verdict(index, "bad_model_reply", model=llm.model, latency_s=time.time() - started)
         except ProviderError as exc:
-            _release(ctx, lease, Outcome.FAILED, error=_error_code(exc))
+            _release_held(ctx, held, Outcome.FAILED, error=_error_code(exc))
             log.error("group %d: provider error %s: %s", index, exc.status, exc)
             return error_verdict(index, f"provider_error:{exc.status}", model=llm.model)
         except BaseException:
-            _release(ctx, lease, Outcome.CANCELLED)  # e.g. a time limit: never leave the slot taken
+            _release_held(ctx, held, Outcome.CANCELLED)  # e.g. a time limit: never leave the slot taken
             raise
         latency = time.perf_counter() - call_started
-        _release(ctx, lease, Outcome.OK, latency_s=latency, tokens=verdict.usage.total_tokens or None)
+        _release_held(ctx, held, Outcome.OK, latency_s=latency, tokens=verdict.usage.total_tokens or None)
         return verdict
+
+
+def _repair_grant(ctx: WorkerContext, held: list[Lease], call_started: float, end: float) -> Callable[[], str | None]:
+    """The repair turn's key, granted like any call: the first call's slot is released, a new one taken."""
+
+    def grant() -> str | None:
+        if held:
+            _release(ctx, held.pop(), Outcome.OK, latency_s=time.perf_counter() - call_started)
+        second = ctx.key_pool.acquire(until=end - MIN_CALL_S, ttl_s=max(1.0, end - time.time()) + LEASE_SLACK_S)
+        if isinstance(second, NoKey):
+            return None
+        held.append(second)
+        return second.key.api_key
+
+    return grant
+
+
+def _release_held(ctx: WorkerContext, held: list[Lease], outcome: Outcome, **details: Any) -> Lease | None:
+    """Release the lease of the call in progress, if one is held; returns it."""
+    if not held:
+        return None
+    lease = held.pop()
+    _release(ctx, lease, outcome, **details)
+    return lease
 
 
 def _release(ctx: WorkerContext, lease: Lease, outcome: Outcome, **details: Any) -> None:

@@ -229,7 +229,16 @@ class FakeLLM:
         self.steps = list(steps)
         self.keys: list[str | None] = []
 
-    def assess(self, context: object, crop: bytes, *, api_key: str, key_id: str | None, timeout_s: float) -> object:
+    def assess(
+        self,
+        context: object,
+        crop: bytes,
+        *,
+        api_key: str,
+        key_id: str | None,
+        timeout_s: float,
+        repair_key: object = None,
+    ) -> object:
         self.keys.append(key_id)
         step = self.steps.pop(0) if self.steps else None
         if step is not None:

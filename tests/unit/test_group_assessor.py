@@ -74,3 +74,22 @@ def test_provider_errors_propagate_typed(assessor: LLMAssessor, sim: ProviderSim
         assessor.assess(*_context(), api_key=KEY)
     with pytest.raises(KeyRejected):
         assessor.assess(*_context(), api_key="sk-not-a-known-key-123")
+
+
+def test_the_repair_turn_asks_for_its_own_key(assessor: LLMAssessor, sim: ProviderSimulator) -> None:
+    sim.script("not_json", 200)
+    granted: list[str] = []
+
+    def grant() -> str | None:
+        granted.append(KEY)
+        return KEY
+
+    assert assessor.assess(*_context(), api_key=KEY, repair_key=grant).ok
+    assert granted == [KEY]
+
+
+def test_no_repair_when_no_key_is_granted(assessor: LLMAssessor, sim: ProviderSimulator) -> None:
+    sim.script("not_json", 200)
+    with pytest.raises(BadModelReply):
+        assessor.assess(*_context(), api_key=KEY, repair_key=lambda: None)
+    assert sim.stats()["total"] == 1, "the ungranted repair call was never made"
