@@ -44,11 +44,12 @@ def create_app(settings: Settings | None = None, *, message_queue: bool = True) 
         cors_allowed_origins=cors,
         json=None,
     )
-    from web import api, auth, dashboard, events, ws_gateway
+    from web import api, auth, dashboard, events, metrics, ws_gateway
 
     auth.install(app)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(dashboard.blueprint)
     app.register_blueprint(ws_gateway.blueprint)
+    app.register_blueprint(metrics.blueprint)
     events.register(socketio)
     return app

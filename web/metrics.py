@@ -1,0 +1,130 @@
+"""``/metrics``: Prometheus exposition of the pipeline's state as Redis holds it, and the key pool.
+
+Everything here is read from Redis at scrape time (queues, pending frames, dead letters, per-camera
+counters and status), so any web process answers for the whole cluster. Task metrics are Flower's
+to export; they are not repeated here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from flask import Blueprint, Response, current_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from traffic import keys
+from traffic.settings import Settings
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("metrics", __name__)
+
+QUEUES = ("gpu", "llm", "default")
+CAMERA_COUNTERS = {
+    "captured": "Frames captured and sent to the detector",
+    "dropped_inflight": "Frames dropped because the camera had too many in flight",
+    "dropped_age": "Frames dropped by the detector as past their deadline",
+    "detected": "Frames through the detector",
+    "assessed_groups": "Groups sent to assessment",
+    "detect_errors": "Frames the detector could not process",
+    "send_failed": "Frames the capture service could not enqueue",
+}
+FINAL_STATES = ("complete", "partial", "skipped", "unavailable")
+
+
+class PipelineCollector(Collector):
+    """Queue depths, frames awaiting a verdict, dead letters, per-camera counters and status."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    def collect(self) -> Iterator[Any]:
+        """One consistent read of Redis per scrape."""
+        up = GaugeMetricFamily("traffic_redis_up", "1 when the web process could read Redis")
+        try:
+            families = list(self._families())
+        except redis.RedisError as exc:
+            log.warning("metrics: Redis unavailable: %s", exc)
+            up.add_metric([], 0.0)
+            yield up
+            return
+        up.add_metric([], 1.0)
+        yield up
+        yield from families
+
+    def _families(self) -> Iterator[Any]:
+        r = self._redis
+        depth = GaugeMetricFamily("traffic_queue_depth", "Messages waiting in a Celery queue", labels=["queue"])
+        for queue in QUEUES:
+            depth.add_metric([queue], float(r.llen(queue)))
+        yield depth
+        yield _gauge("traffic_frames_pending", "Frames in assessment, not yet final", r.zcard(keys.FRAMES_PENDING))
+        yield _gauge("traffic_dead_letters", "Group assessments in the dead-letter list", r.llen(keys.DLQ))
+        cameras = [c.decode() if isinstance(c, bytes) else str(c) for c in r.hkeys(keys.CAMERAS)]
+        yield _gauge("traffic_cameras", "Cameras in the desired camera set", len(cameras))
+        yield from self._camera_families(cameras)
+
+    def _camera_families(self, cameras: list[str]) -> Iterator[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        for camera in cameras:
+            pipe.hgetall(keys.camera_stats(camera))
+            pipe.hget(keys.camera_status(camera), "status")
+        replies = pipe.execute()
+        counters = {
+            name: CounterMetricFamily(f"traffic_camera_{name}", help_text, labels=["camera"])
+            for name, help_text in CAMERA_COUNTERS.items()
+        }
+        finals = CounterMetricFamily(
+            "traffic_camera_frames_final", "Frames finalised, by assessment state", labels=["camera", "assessment"]
+        )
+        online = GaugeMetricFamily("traffic_camera_online", "1 while the camera delivers frames", labels=["camera"])
+        for index, camera in enumerate(cameras):
+            stats = {_text(k): float(_text(v)) for k, v in (replies[2 * index] or {}).items()}
+            for name, family in counters.items():
+                family.add_metric([camera], stats.get(name, 0.0))
+            for state in FINAL_STATES:
+                finals.add_metric([camera, state], stats.get(f"final_{state}", 0.0))
+            status = replies[2 * index + 1]
+            online.add_metric([camera], 1.0 if status is not None and _text(status) == "1" else 0.0)
+        yield from counters.values()
+        yield finals
+        yield online
+
+
+def _text(value: bytes | str) -> str:
+    """A Redis reply as text."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _gauge(name: str, help_text: str, value: Any) -> GaugeMetricFamily:
+    """A label-less gauge."""
+    family = GaugeMetricFamily(name, help_text)
+    family.add_metric([], float(value))
+    return family
+
+
+def build_registry(client: redis.Redis, settings: Settings) -> CollectorRegistry:
+    """A registry of this app's collectors (not the global one: several apps may live in one process)."""
+    from workers.key_pool_metrics import KeyPoolCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PipelineCollector(client))
+    registry.register(KeyPoolCollector(client, settings))
+    return registry
+
+
+@blueprint.get("/metrics")
+def metrics() -> Response:
+    """The Prometheus text exposition (protected by the API token when one is configured)."""
+    registry: CollectorRegistry | None = current_app.extensions.get("traffic_metrics")
+    if registry is None:
+        settings: Settings = current_app.config["TRAFFIC_SETTINGS"]
+        client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=2)
+        registry = build_registry(client, settings)
+        current_app.extensions["traffic_metrics"] = registry
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
