@@ -15,6 +15,9 @@ Why these values:
   of 1 h would leave such a frame to the deadline sweeper.
 - Prefetch 1: the gpu worker takes one frame at a time, so frames never wait behind a busy GPU in
   one worker's buffer while another is idle.
+- ``worker_consumer``: Celery's consumer, except that losing Redis while a task is unacknowledged
+  does not end the worker, and a lost broker is retried every 2 s at most, not every 30 s (see
+  ``workers/consumer.py``).
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ def celery_options(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
+        "worker_consumer": "workers.consumer:ReconnectingConsumer",
         "result_expires": 3600,
         "result_extended": False,
         "task_send_sent_event": True,

@@ -1,13 +1,23 @@
-"""Shared helpers of the benchmarks: percentiles, the frame set, the closing machine-readable line."""
+"""Shared helpers of the benchmarks: percentiles, the frame set, bare detection, the Socket.IO listener,
+the closing machine-readable line."""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from stack.demo import demo_frames
+import redis
+
+from stack.demo import demo_frames, packaged_detector_settings
+from traffic import keys
 from traffic.imaging import Image, encode_jpeg
+from traffic.settings import DetectorSettings
+from traffic.yolo_detector import UltralyticsDetector
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -53,3 +63,50 @@ def frame_set(count: int, width: int = 1280, height: int = 720) -> list[tuple[Im
 def cycle(values: Iterable[float]) -> list[float]:
     """A list copy (helper for typing)."""
     return list(values)
+
+
+def bare_detect_s(images: Sequence[Image], device: str = "auto") -> tuple[str, list[float]]:
+    """Seconds of each bare ``detect`` call of the packaged detector on ``images`` after a three-image
+    warm-up, and the device it ran on."""
+    detector = UltralyticsDetector(packaged_detector_settings(DetectorSettings(device=device)))
+    for image in images[:3]:
+        detector.detect(image)
+    times = []
+    for image in images:
+        started = time.perf_counter()
+        detector.detect(image)
+        times.append(time.perf_counter() - started)
+    return detector.device, times
+
+
+class DetectionResults:
+    """Hands every ``detection_result`` published on the Socket.IO Redis channel to ``on_result``, from a
+    thread; subclasses record what they need (set their fields before calling ``__init__``)."""
+
+    def __init__(self, url: str) -> None:
+        self._client = redis.Redis.from_url(url)
+        self._pubsub = self._client.pubsub()
+        self._pubsub.subscribe(keys.SOCKETIO_CHANNEL)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def on_result(self, data: dict[str, Any], arrival: float) -> None:
+        """One ``detection_result`` payload and when it arrived (epoch s)."""
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self._pubsub.get_message(timeout=0.2)
+            now = time.time()
+            if not message or message["type"] != "message":
+                continue
+            packet = json.loads(message["data"])
+            if packet.get("event") == "detection_result":
+                self.on_result(packet["data"][0], now)
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._stop.set()
+        self._thread.join(2)
+        self._pubsub.close()
+        self._client.close()

@@ -9,10 +9,21 @@ grouped by ``traffic.grouping.find_groups``:
 - passing groups: cross the picture at 120-300 px per tick and are gone after 1-3 ticks;
 - every box jitters by a normal 2 px per edge each tick, each member is missed by the detector on 3 %
   of ticks, and queued/slow groups gain or lose a member on 1 % of ticks;
+- members of queued/slow groups also move relative to each other: on 2 % of ticks one member steps
+  0.3-0.7 of its box height in a random direction and stays there (a car creeping up in the queue, a
+  pedestrian shuffling on the kerb) with the risk unchanged;
 - scripted escalations: 30 % of queued and slow groups that live long enough get their true risk
-  raised to medium/high for 3-20 ticks, half "in place" (same members, same coarse position: e.g. a
-  pedestrian stepping off the kerb in front of a queued car) and half "with change" (a member joins
-  as the risk rises: e.g. a motorcycle cutting in).
+  raised to medium/high for 3-20 ticks, half "in place" (same members, same coarse position) and half
+  "with change" (a member joins as the risk rises: e.g. a motorcycle cutting in). Three in four
+  in-place ones *move*: on the rise one member (a person, bicycle or motorcycle if the group has one)
+  steps towards the nearest other member, preferably a car, truck or bus, by the same 0.3-0.7 box
+  heights as the risk-free steps (at most 60 % of the centre distance), and steps back when the risk
+  falls: a pedestrian stepping off the kerb in front of a queued car. The other in-place ones are
+  *still*: nothing a detector reports changes (a light turning red, a driver on the phone).
+
+``--no-motion`` drops both kinds of relative movement and gives exactly the scenes of the simulator
+before they were added (every in-place escalation still); the extra draws come from a second random
+stream, so the rest of every scene is the same either way.
 
 Each tick runs ``decide`` exactly as ``workers/detection.py`` calls it when a paid model is
 configured (cooldown, budget per wall-clock minute, unchanged-scene reuse, ``max_groups``), with the
@@ -21,7 +32,11 @@ risk at that tick; its verdicts become reusable when the frame is final (``--llm
 as ``workers.finalize.remember_assessed`` stores them. The first minute is a warm-up (empty caches,
 every group new) and is not counted.
 
-    python -m bench.gating [--quick] [--minutes M] [--cameras N] [--seed S]
+    python -m bench.gating [--quick] [--minutes M] [--cameras N] [--seed S] [--no-motion]
+                           [--dedupe-window S] [--recheck S] [--distance-tolerance T]
+
+``--distance-tolerance 1e9 --recheck 30`` is the gate before member spacing and re-checks (classes and
+grid box only), to the call; ``--dedupe-window 0`` is no reuse at all.
 
 Last line: ``calls=… naive_calls=… missed_escalations=… peak_rpm=…``
 """
@@ -51,6 +66,15 @@ JITTER_PX = 2.0
 MISS_PROB = 0.03
 MEMBER_CHANGE_PROB = 0.01
 ESCALATION_PROB = 0.3
+STEP_PROB = 0.02
+"""Per queued/slow group and tick: one member steps relative to the others, risk unchanged."""
+STEP_REACH = (0.3, 0.7)
+"""A step's length in heights of the member's box (risk-free steps and in-place escalations alike)."""
+STILL_PROB = 0.25
+"""Share of in-place escalations in which no member moves."""
+MOTION_SALT = 0x5EED_0F_3073
+"""Seeds the relative-movement stream of a camera from its scene seed."""
+VULNERABLE = ("person", "bicycle", "motorcycle")
 VEHICLES = ("car", "car", "car", "car", "truck", "bus", "motorcycle", "bicycle", "person", "person")
 
 
@@ -61,6 +85,8 @@ class Policy:
     tick_s: float = CaptureSettings().frame_interval_s
     cooldown_s: float = LLMSettings().cooldown_s
     dedupe_window_s: float = PipelineSettings().dedupe_window_s
+    recheck_s: float = PipelineSettings().dedupe_recheck_s
+    distance_tolerance: float = PipelineSettings().dedupe_distance_tolerance
     budget_per_minute: int = PipelineSettings().budget_per_minute
     max_groups: int = GroupingSettings().max_groups
     llm_latency_s: float = 1.5
@@ -75,6 +101,8 @@ class Escalation:
     level: RiskLevel
     manner: str
     """``in_place`` or ``with_change``."""
+    still: bool = False
+    """In place with no member moving: nothing the detector reports changes."""
 
 
 Box = tuple[float, float, float, float]
@@ -82,10 +110,23 @@ Member = tuple[str, Box]
 
 
 @dataclass(frozen=True)
+class Step:
+    """One member moves relative to the others on one tick (drawn when the track is made)."""
+
+    reach: float
+    """Length in heights of the member's box."""
+    pick: float = 0.0
+    """Which member of a risk-free step: ``int(pick * len(members))``."""
+    angle: float | None = None
+    """Direction of a risk-free step; None for an escalation's step towards the nearest member."""
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What became of one scripted escalation."""
 
     manner: str
+    still: bool
     delay: int | None
     """Ticks from the rise to the first call for the group while escalated; None if there was none."""
     window: tuple[str, ...]
@@ -114,6 +155,9 @@ class Track:
     base: RiskLevel
     escalation: Escalation | None = None
     changes: dict[int, str] = field(default_factory=dict)
+    steps: dict[int, Step] = field(default_factory=dict)
+    stepped: tuple[int, float, float] | None = None
+    """The escalation's step (member, dx, dy) while it lasts, taken back when the risk falls."""
 
     def risk(self, tick: int) -> RiskLevel:
         """True risk on ``tick``."""
@@ -142,8 +186,8 @@ def _centre(box: Box) -> tuple[float, float]:
     return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
 
 
-def make_track(rng: random.Random, kind: str, start: int) -> Track:
-    """A scripted group of ``kind`` appearing on tick ``start``."""
+def make_track(rng: random.Random, kind: str, start: int, motion: random.Random | None = None) -> Track:
+    """A scripted group of ``kind`` appearing on tick ``start``; ``motion`` draws relative movement (None: none)."""
     first = _new_member(rng, None)
     members = [first] + [_new_member(rng, _centre(first[1])) for _ in range(rng.choice((1, 1, 2, 2, 3)))]
     if kind == "queued":
@@ -174,17 +218,74 @@ def make_track(rng: random.Random, kind: str, start: int) -> Track:
                 track.changes[tick] = "join"
             else:
                 track.changes.pop(tick, None)  # in place means no member change on that tick
+        if motion is not None:
+            _add_steps(motion, track)
+        elif track.escalation is not None and track.escalation.manner == "in_place":
+            track.escalation = dataclasses.replace(track.escalation, still=True)
     return track
 
 
-def make_scene(rng: random.Random, ticks: int) -> list[Track]:
+def _add_steps(motion: random.Random, track: Track) -> None:
+    """Script the track's relative movement: risk-free steps, and the step of an in-place escalation."""
+    for tick in range(track.start + 1, track.end):
+        if motion.random() < STEP_PROB:
+            track.steps[tick] = Step(motion.uniform(*STEP_REACH), motion.random(), motion.uniform(0, 2 * math.pi))
+    e = track.escalation
+    if e is not None and e.manner == "in_place":
+        if motion.random() < STILL_PROB:
+            track.escalation = dataclasses.replace(e, still=True)
+        else:
+            track.steps[e.tick] = Step(motion.uniform(*STEP_REACH))
+
+
+def _step(track: Track, tick: int) -> None:
+    """Apply the track's scripted movement for ``tick`` to its members (it persists)."""
+    e, step = track.escalation, track.steps.pop(tick, None)
+    if e is not None and tick == e.until and track.stepped is not None:
+        index, dx, dy = track.stepped
+        track.stepped = None
+        if index < len(track.members):
+            _move(track, index, -dx, -dy)
+    if step is None:
+        return
+    if step.angle is not None:
+        index = int(step.pick * len(track.members))
+        reach = step.reach * _height(track.members[index][1])
+        _move(track, index, reach * math.cos(step.angle), reach * math.sin(step.angle))
+        return
+    vulnerable = [i for i, (cls, _) in enumerate(track.members) if cls in VULNERABLE]
+    index = vulnerable[0] if vulnerable else len(track.members) - 1
+    here = _centre(track.members[index][1])
+    others = [i for i in range(len(track.members)) if i != index]
+    vehicles = [i for i in others if track.members[i][0] not in VULNERABLE] or others
+    target = min(vehicles, key=lambda i: math.dist(here, _centre(track.members[i][1])))
+    there = _centre(track.members[target][1])
+    gap = math.dist(here, there)
+    if gap <= 0:
+        return
+    reach = min(step.reach * _height(track.members[index][1]), 0.6 * gap)
+    dx, dy = (there[0] - here[0]) / gap * reach, (there[1] - here[1]) / gap * reach
+    _move(track, index, dx, dy)
+    track.stepped = (index, dx, dy)
+
+
+def _height(box: Box) -> float:
+    return box[3] - box[1]
+
+
+def _move(track: Track, index: int, dx: float, dy: float) -> None:
+    cls, (x1, y1, x2, y2) = track.members[index]
+    track.members[index] = (cls, (x1 + dx, y1 + dy, x2 + dx, y2 + dy))
+
+
+def make_scene(rng: random.Random, ticks: int, motion: random.Random | None = None) -> list[Track]:
     """Every track of one camera over ``ticks`` ticks (some already on screen at tick 0)."""
     tracks: list[Track] = []
     for kind, slots in (("queued", rng.choice((0, 1, 1, 2, 2, 3))), ("slow", rng.choice((0, 1, 1, 2)))):
         for _ in range(slots):
             tick = -rng.randint(0, 60)
             while tick < ticks:
-                track = make_track(rng, kind, tick)
+                track = make_track(rng, kind, tick, motion)
                 tracks.append(track)
                 tick = track.end + rng.randint(0, 10)
     rate = rng.uniform(0.05, 0.4)
@@ -202,6 +303,7 @@ def _frame_detections(rng: random.Random, track: Track, tick: int) -> list[Detec
         elif len(track.members) > 2:
             track.members.pop()
         del track.changes[tick]  # applied once; members persist
+    _step(track, tick)
     dx, dy = (v * (tick - track.start) for v in track.velocity)
     found = []
     for cls, (x1, y1, x2, y2) in track.members:
@@ -231,11 +333,17 @@ class Tally:
 
 
 def simulate_camera(
-    rng: random.Random, policy: Policy, ticks: int, warm_ticks: int, window_ticks: int, tally: Tally
+    rng: random.Random,
+    motion: random.Random | None,
+    policy: Policy,
+    ticks: int,
+    warm_ticks: int,
+    window_ticks: int,
+    tally: Tally,
 ) -> None:
     """Run one camera's scene through the gate; add its figures to ``tally``."""
     origin = EPOCH + rng.uniform(0, policy.tick_s)
-    tracks = make_scene(rng, ticks)
+    tracks = make_scene(rng, ticks, motion)
     recent: dict[str, RecentVerdict] = {}
     landing: list[tuple[float, str, GroupVerdict]] = []
     cooldown_until = naive_cooldown_until = -math.inf
@@ -271,7 +379,11 @@ def simulate_camera(
             budget_left=max(0, policy.budget_per_minute - budget[int(now // 60)]),
             max_groups=max(1, policy.max_groups),
             dedupe_window_s=policy.dedupe_window_s,
+            recheck_s=policy.recheck_s,
+            distance_tolerance=policy.distance_tolerance,
         )
+        for signature in decision.forget:
+            del recent[signature]  # as workers/detection.py forgets them
         if decision.assess:
             if policy.cooldown_s > 0:
                 cooldown_until = now + policy.cooldown_s
@@ -320,7 +432,7 @@ def simulate_camera(
             continue
         calls_after = [t for t in assessed.get(number, []) if e.tick <= t < e.until]
         window = tuple(seen.get(number, {}).get(t, "not visible") for t in range(e.tick, e.tick + window_ticks + 1))
-        tally.escalations.append(Outcome(e.manner, calls_after[0] - e.tick if calls_after else None, window))
+        tally.escalations.append(Outcome(e.manner, e.still, calls_after[0] - e.tick if calls_after else None, window))
 
 
 def peak_per_minute(times: Sequence[float]) -> int:
@@ -334,14 +446,18 @@ def peak_per_minute(times: Sequence[float]) -> int:
     return best
 
 
-def run(cameras: int, minutes: float, seed: int, policy: Policy, window_ticks: int) -> dict[str, object]:
+def run(
+    cameras: int, minutes: float, seed: int, policy: Policy, window_ticks: int, motion: bool = True
+) -> dict[str, object]:
     """Simulate, print, and return the closing line's figures."""
     warm_ticks = math.ceil(WARM_UP_S / policy.tick_s)
     ticks = warm_ticks + math.ceil(minutes * 60 / policy.tick_s)
     tally = Tally()
     rng = random.Random(seed)
     for _ in range(cameras):
-        simulate_camera(random.Random(rng.getrandbits(64)), policy, ticks, warm_ticks, window_ticks, tally)
+        scene = rng.getrandbits(64)
+        steps = random.Random(scene ^ MOTION_SALT) if motion else None
+        simulate_camera(random.Random(scene), steps, policy, ticks, warm_ticks, window_ticks, tally)
     counted_ticks = ticks - warm_ticks
     window_s = window_ticks * policy.tick_s
     missed = [e for e in tally.escalations if e.missed]
@@ -358,8 +474,9 @@ def run(cameras: int, minutes: float, seed: int, policy: Policy, window_ticks: i
     )
     print(
         f"gate: cooldown {policy.cooldown_s:g} s per camera, dedupe window {policy.dedupe_window_s:g} s "
-        f"(classes + 8x8-grid box), budget {policy.budget_per_minute}/camera/wall-clock minute, max "
-        f"{policy.max_groups} groups per frame; verdicts reusable {policy.llm_latency_s:g} s after the call"
+        f"(classes + 8x8-grid box + member spacing within {policy.distance_tolerance:g} box heights; watched "
+        f"groups re-checked after {policy.recheck_s:g} s), budget {policy.budget_per_minute}/camera/wall-clock "
+        f"minute, max {policy.max_groups} groups per frame; verdicts reusable {policy.llm_latency_s:g} s after the call"
     )
     print(
         f"group-frames: {group_frames}; sent to the model {tally.outcomes['assessed']}, reused a recent verdict "
@@ -386,11 +503,17 @@ def run(cameras: int, minutes: float, seed: int, policy: Policy, window_ticks: i
         f"on screen); missed = not sent to the model on ticks e..e+{window_ticks} (within {window_s:.1f} s): "
         f"{len(missed)}"
     )
-    for manner in ("in_place", "with_change"):
-        group = [e for e in tally.escalations if e.manner == manner]
+    kinds = {
+        "in_place": lambda e: e.manner == "in_place",
+        "  moving": lambda e: e.manner == "in_place" and not e.still,
+        "  still": lambda e: e.manner == "in_place" and e.still,
+        "with_change": lambda e: e.manner == "with_change",
+    }
+    for name, test in kinds.items():
+        group = [e for e in tally.escalations if test(e)]
         delays = [e.delay * policy.tick_s for e in group if e.delay is not None]
         print(
-            f"  {manner}: {len(group)}, missed {sum(1 for e in group if e.missed)}, never sent while escalated "
+            f"  {name}: {len(group)}, missed {sum(1 for e in group if e.missed)}, never sent while escalated "
             f"{sum(1 for e in group if e.delay is None)}; rise -> first call p50={percentile(delays, 50):.1f}s "
             f"p95={percentile(delays, 95):.1f}s max={max(delays, default=math.nan):.1f}s"
         )
@@ -408,9 +531,10 @@ def run(cameras: int, minutes: float, seed: int, policy: Policy, window_ticks: i
         )
     if causes["reused"]:
         print(
-            f"  reused: unchanged-scene reuse keys on the classes and a coarse box only, so a group whose risk rises "
-            f"in place is given its old verdict until that verdict is {policy.dedupe_window_s:g} s old (reuse does "
-            f"not refresh it); try --dedupe-window 0 for the same scenes without reuse"
+            f"  reused: a group whose risk rises with nothing visible changing, or with members moving less than "
+            f"{policy.distance_tolerance:g} box heights, is given its old verdict until that verdict is "
+            f"{policy.recheck_s:g} s old (watched groups) or {policy.dedupe_window_s:g} s old (reuse does not "
+            f"refresh it); try --dedupe-window 0 for the same scenes without reuse"
         )
     return {
         "calls": len(tally.calls),
@@ -418,6 +542,9 @@ def run(cameras: int, minutes: float, seed: int, policy: Policy, window_ticks: i
         "missed_escalations": len(missed),
         "peak_rpm": peak_per_minute(tally.calls),
         "escalations": len(tally.escalations),
+        "missed_in_place": sum(1 for e in missed if e.manner == "in_place"),
+        "missed_still": sum(1 for e in missed if e.still),
+        "missed_with_change": sum(1 for e in missed if e.manner == "with_change"),
         "cooldown_only_calls": len(tally.cooldown_only),
         "stale_reuses": tally.stale["below"],
     }
@@ -433,12 +560,21 @@ def main() -> None:
     parser.add_argument("--llm-latency", type=float, default=1.5, help="seconds from call to reusable verdict")
     parser.add_argument("--window-ticks", type=int, default=2, help="an escalation counts as missed after this")
     parser.add_argument("--dedupe-window", type=float, help="override the 30-s dedupe window (0 turns reuse off)")
+    parser.add_argument("--recheck", type=float, help="override the re-check age of watched groups (s)")
+    parser.add_argument("--distance-tolerance", type=float, help="override the spacing tolerance (box heights)")
+    parser.add_argument(
+        "--no-motion", action="store_true", help="members never move relative to each other (the older simulator)"
+    )
     args = parser.parse_args()
     policy = Policy(llm_latency_s=args.llm_latency)
     if args.dedupe_window is not None:
         policy = dataclasses.replace(policy, dedupe_window_s=args.dedupe_window)
+    if args.recheck is not None:
+        policy = dataclasses.replace(policy, recheck_s=args.recheck)
+    if args.distance_tolerance is not None:
+        policy = dataclasses.replace(policy, distance_tolerance=args.distance_tolerance)
     minutes = args.minutes or (2.0 if args.quick else 10.0)
-    print(machine_line(run(args.cameras, minutes, args.seed, policy, args.window_ticks)))
+    print(machine_line(run(args.cameras, minutes, args.seed, policy, args.window_ticks, not args.no_motion)))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ Last line: ``age_p95_s=… queue_max=… dropped=… offered=… processed=…``
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -35,18 +34,17 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import redis
 
-from bench.common import frame_set, machine_line, percentile, summary
-from stack.demo import make_demo_clip, packaged_detector_settings
+from bench.common import DetectionResults, bare_detect_s, frame_set, machine_line, percentile, summary
+from stack.demo import make_demo_clip
 from stack.harness import Stack, stack_env
 from stack.redis_server import LocalRedis
 from traffic import keys
 from traffic.cameras import Camera
 from traffic.imaging import decode_jpeg
-from traffic.settings import DetectorSettings
-from traffic.yolo_detector import UltralyticsDetector
 from workers.camera_registry import CameraRegistry
 from workers.frames import FrameStore
 
@@ -55,38 +53,17 @@ MAX_IN_FLIGHT = 2
 QUEUE_SAMPLE_S = 0.02
 
 
-class FirstResults:
+class FirstResults(DetectionResults):
     """Arrival time and capture time of each frame's first ``detection_result`` on the Socket.IO channel."""
 
     def __init__(self, url: str) -> None:
-        self._client = redis.Redis.from_url(url)
-        self._pubsub = self._client.pubsub()
-        self._pubsub.subscribe(keys.SOCKETIO_CHANNEL)
         self.first: dict[str, tuple[float, float, str]] = {}
         """frame id → (arrival, capture time, assessment of that first result)."""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(url)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            message = self._pubsub.get_message(timeout=0.2)
-            now = time.time()
-            if not message or message["type"] != "message":
-                continue
-            packet = json.loads(message["data"])
-            if packet.get("event") != "detection_result":
-                continue
-            data = packet["data"][0]
-            if data.get("frameId") and data["frameId"] not in self.first:
-                self.first[data["frameId"]] = (now, _epoch(data["timestamp"]), str(data.get("assessment")))
-
-    def close(self) -> None:
-        """Stop listening."""
-        self._stop.set()
-        self._thread.join(2)
-        self._pubsub.close()
-        self._client.close()
+    def on_result(self, data: dict[str, Any], arrival: float) -> None:
+        if data.get("frameId") and data["frameId"] not in self.first:
+            self.first[data["frameId"]] = (arrival, _epoch(data["timestamp"]), str(data.get("assessment")))
 
 
 class QueueSampler:
@@ -120,16 +97,8 @@ def _epoch(iso: str) -> float:
 
 def capacity(device: str, count: int) -> float:
     """Median seconds per frame of a bare, warmed-up ``detect`` loop on decoded 1280x720 demo frames."""
-    detector = UltralyticsDetector(packaged_detector_settings(DetectorSettings(device=device)))
-    images = [decode_jpeg(jpeg) for _, jpeg in frame_set(count)]
-    for image in images[:3]:
-        detector.detect(image)
-    times = []
-    for image in images:
-        started = time.perf_counter()
-        detector.detect(image)
-        times.append(time.perf_counter() - started)
-    print(summary(f"bare detect on {detector.device}", [t * 1000 for t in times]))
+    on, times = bare_detect_s([decode_jpeg(jpeg) for _, jpeg in frame_set(count)], device)
+    print(summary(f"bare detect on {on}", [t * 1000 for t in times]))
     return statistics.median(times)
 
 

@@ -12,85 +12,50 @@ Last line: ``overhead_ms_p50=… chord_emit_ms_p50=… frames=…``
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import redis
-
-from bench.common import frame_set, machine_line, percentile, summary
-from stack.demo import packaged_detector_settings
+from bench.common import DetectionResults, bare_detect_s, frame_set, machine_line, percentile, summary
 from stack.harness import API_KEY, Stack, stack_env
 from stack.provider_sim import ProviderSimulator, SimConfig, SimKey
 from stack.redis_server import LocalRedis
-from traffic import keys
 from traffic.imaging import decode_jpeg
-from traffic.settings import DetectorSettings
-from traffic.yolo_detector import UltralyticsDetector
 from workers.frames import FrameStore
 
 
-class Listener:
+class Listener(DetectionResults):
     """Records when each frame's first and final ``detection_result`` reach the Socket.IO queue."""
 
     def __init__(self, url: str) -> None:
-        self._client = redis.Redis.from_url(url)
-        self._pubsub = self._client.pubsub()
-        self._pubsub.subscribe(keys.SOCKETIO_CHANNEL)
         self.first: dict[str, float] = {}
         self.final: dict[str, float] = {}
         self.process_ms: dict[str, float] = {}
         self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(url)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            message = self._pubsub.get_message(timeout=0.2)
-            now = time.time()
-            if not message or message["type"] != "message":
-                continue
-            packet = json.loads(message["data"])
-            if packet.get("event") != "detection_result":
-                continue
-            data = packet["data"][0]
-            with self._cond:
-                self.first.setdefault(data["frameId"], now)
-                self.process_ms.setdefault(data["frameId"], float(data.get("processTime", 0.0)) * 1000)
-                if data.get("assessment") != "pending":
-                    self.final[data["frameId"]] = now
-                self._cond.notify_all()
+    def on_result(self, data: dict[str, Any], arrival: float) -> None:
+        with self._cond:
+            self.first.setdefault(data["frameId"], arrival)
+            self.process_ms.setdefault(data["frameId"], float(data.get("processTime", 0.0)) * 1000)
+            if data.get("assessment") != "pending":
+                self.final[data["frameId"]] = arrival
+            self._cond.notify_all()
 
     def wait_final(self, frame_id: str, timeout: float) -> bool:
         """True once the frame's final result arrived."""
         with self._cond:
             return self._cond.wait_for(lambda: frame_id in self.final, timeout)
 
-    def close(self) -> None:
-        """Stop listening."""
-        self._stop.set()
-        self._thread.join(2)
-        self._pubsub.close()
-        self._client.close()
-
 
 def bare_inference_ms(frames: Sequence[tuple[object, bytes]]) -> list[float]:
     """Per-frame time of ``detector.detect`` alone on the decoded frames (model warmed up)."""
-    detector = UltralyticsDetector(packaged_detector_settings(DetectorSettings()))
-    images = [decode_jpeg(jpeg) for _, jpeg in frames]
-    for image in images[:3]:
-        detector.detect(image)
-    times = []
-    for image in images:
-        started = time.perf_counter()
-        detector.detect(image)
-        times.append((time.perf_counter() - started) * 1000)
-    return times
+    _, times = bare_detect_s([decode_jpeg(jpeg) for _, jpeg in frames])
+    return [t * 1000 for t in times]
 
 
 def run(frame_count: int) -> dict[str, object]:

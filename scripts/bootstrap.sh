@@ -24,6 +24,16 @@ if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
     echo "warning: chromium is missing; browser tests will fail (apt-get install chromium)" >&2
   fi
 fi
+if [ "$dev" = 1 ] && ! command -v docker-compose >/dev/null 2>&1; then
+  # tests/integration/test_compose.py validates the compose files with `docker-compose config`
+  # (Debian's v1 package; no Docker engine needed, so its recommended docker.io is not installed).
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "Installing docker-compose for the compose-file tests…"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+  else
+    echo "warning: docker-compose is missing; the compose-file tests will fail (apt-get install docker-compose)" >&2
+  fi
+fi
 
 stamp=".venv/.bootstrap-$(cat $files | sha1sum | cut -c1-16)-$dev"
 if [ -f "$stamp" ]; then

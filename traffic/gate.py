@@ -3,10 +3,14 @@
 ``decide`` applies these rules, in order, to the frame's groups:
 
 1. No groups: nothing to do, ``skipped_reason="no_groups"``.
-2. Reuse: a group whose signature (``group_signature``) has a recent OK verdict, assessed less than
-   ``dedupe_window_s`` ago (and not in the future), reuses it: the verdict is re-labelled with the new
-   group index, with zero latency and usage since no call is made for this frame. Reuse is free, so it
-   applies under cooldown and with no budget left. ERROR verdicts are never reused.
+2. Reuse: a group reuses a remembered OK verdict of the same scene (``same_scene``: the same member
+   classes, hence the same member count, the same coarse box, and member spacing within
+   ``distance_tolerance`` of the spacing when that verdict was made) if the verdict is younger than its
+   age limit (and not in the future): ``dedupe_window_s``, or ``recheck_s`` for a *watched* group, one
+   whose verdict was ``low`` or above or that holds a person, bicycle or motorcycle next to a car,
+   truck or bus (``watched``). Of several such verdicts the newest is taken. It is re-labelled with the
+   new group index, with zero latency and usage since no call is made for this frame. Reuse is free, so
+   it applies under cooldown and with no budget left. ERROR verdicts are never reused.
 3. Every group reused: the frame counts as assessed (``skipped_reason=None``, ``assess`` empty).
 4. Cooldown active: the remaining groups are not assessed (and not ``dropped``),
    ``skipped_reason="cooldown"``.
@@ -14,15 +18,24 @@
    most ``min(max_groups, budget_left)`` are assessed; the rest are ``dropped``. If that leaves
    nothing to assess (no budget left), ``skipped_reason="budget"``.
 
-``assess`` and ``dropped`` are in ascending group order, ``reuse`` likewise. The frame's expected
+``assess`` and ``dropped`` are in ascending group order, ``reuse`` likewise; ``forget`` names the
+remembered verdicts that no rule will reuse again, for the caller to drop. The frame's expected
 groups are ``assess`` plus the reused indexes (``GateDecision.expected``); the reused verdicts are
 folded in next to the chord's results. A ``skipped_reason`` says why the non-reused groups got no
 call; reused verdicts are valid whatever it is.
 
-The signature is the sorted multiset of member classes plus the group box quantised to a
-``cells``×``cells`` grid of the image, so small jitter keeps it while a new member, a lost member or a
-real move changes it. A box edge that crosses a grid line also changes it: that costs one extra call,
-never a stale verdict.
+A verdict is remembered under its group's signature (``group_signature``): the scene key, i.e. the
+sorted multiset of member classes plus the group box quantised to a ``cells``×``cells`` grid of the
+image, then ``|`` and the group's *spacing* (``spacing``): for each pair of member classes, the
+smallest distance between the centres of two such members, in the mean height of their two boxes.
+A new member, a lost member or a move of the whole group changes the key; members closing in on each
+other (a pedestrian stepping off the kerb towards a queued car) change the spacing. The spacing is
+compared with a tolerance against the verdict's own spacing, not quantised, so box jitter never
+breaks reuse while drift does once it adds up, wherever it starts. A box edge that crosses a grid line
+changes the key: that costs one extra call, never a stale verdict.
+
+Some changes of risk show in nothing a detector reports (a light turning red, a driver on the phone);
+only asking again finds those, which is what the shorter ``recheck_s`` of watched groups does.
 """
 
 from __future__ import annotations
@@ -34,7 +47,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from traffic.grouping import largest_groups
-from traffic.models import GroupContext, GroupVerdict, Usage
+from traffic.models import GroupContext, GroupVerdict, RiskLevel, Usage
+
+VULNERABLE = frozenset({"person", "bicycle", "motorcycle"})
+"""Road users a group is watched for when they are next to a ``MOTOR_VEHICLES`` member."""
+MOTOR_VEHICLES = frozenset({"car", "truck", "bus"})
+
+_SPACING_MARK = "|"
+"""Separates a signature's scene key from its spacing."""
 
 
 class SkipReason(enum.StrEnum):
@@ -64,6 +84,9 @@ class GateDecision:
     skipped_reason: SkipReason | None
     dropped: tuple[int, ...]
     """Groups that needed a call but were left out by the budget or ``max_groups``."""
+    forget: tuple[str, ...] = ()
+    """Remembered signatures that no rule will reuse again (ERROR, ``dedupe_window_s`` old, or not written
+    by ``group_signature``), in ``recent``'s order: each call remembers a new one, so drop these."""
 
     @property
     def expected(self) -> tuple[int, ...]:
@@ -76,8 +99,8 @@ def _cell(value: float, extent: int, cells: int) -> int:
     return min(cells - 1, max(0, math.floor(value / extent * cells)))
 
 
-def group_signature(context: GroupContext, *, cells: int = 8) -> str:
-    """Stable text of "the same scene", e.g. ``"car,car,person@2,3,4,5"`` (classes @ grid box)."""
+def scene_key(context: GroupContext, *, cells: int = 8) -> str:
+    """The classes and coarse place of a group, e.g. ``"car,car,person@2,3,4,5"`` (classes @ grid box)."""
     if cells < 1:
         raise ValueError(f"cells must be >= 1, got {cells}")
     width, height = context.image_size
@@ -92,9 +115,75 @@ def group_signature(context: GroupContext, *, cells: int = 8) -> str:
     return f"{classes}@{','.join(str(c) for c in grid)}"
 
 
-def _reusable(recent: RecentVerdict | None, now: float, window_s: float) -> bool:
+def spacing(context: GroupContext) -> tuple[float, ...]:
+    """How close the members are: for each pair of member classes, in sorted order, the smallest distance
+    between the centres of two such members, in the mean height of their two boxes (so that it does not
+    depend on how near the camera the group is)."""
+    closest: dict[tuple[str, str], float] = {}
+    members = context.detections
+    for i, a in enumerate(members):
+        for b in members[i + 1 :]:
+            pair = (a.cls, b.cls) if a.cls <= b.cls else (b.cls, a.cls)
+            scale = max(1.0, (a.bbox[3] - a.bbox[1] + b.bbox[3] - b.bbox[1]) / 2)
+            distance = math.dist(a.center, b.center) / scale
+            closest[pair] = min(distance, closest.get(pair, math.inf))
+    return tuple(closest[pair] for pair in sorted(closest))
+
+
+def group_signature(context: GroupContext, *, cells: int = 8) -> str:
+    """What a verdict is remembered under: ``scene_key``, ``|``, ``spacing`` to two decimals.
+
+    E.g. ``"car,car,person@0,1,1,2|1.52,0.81"`` (car-car, car-person).
+    """
+    return f"{scene_key(context, cells=cells)}{_SPACING_MARK}{','.join(f'{d:.2f}' for d in spacing(context))}"
+
+
+def _parse(signature: str) -> tuple[str, tuple[float, ...]] | None:
+    """A signature's scene key and spacing; None for text ``group_signature`` does not write."""
+    key, mark, numbers = signature.rpartition(_SPACING_MARK)
+    if not mark:
+        return None
+    try:
+        return key, tuple(float(n) for n in numbers.split(",")) if numbers else ()
+    except ValueError:
+        return None
+
+
+def same_scene(spacing_now: Sequence[float], spacing_then: Sequence[float], tolerance: float) -> bool:
+    """Whether two spacings of groups with one scene key are the same scene: no pair moved > tolerance."""
+    return len(spacing_now) == len(spacing_then) and all(
+        abs(now - then) <= tolerance for now, then in zip(spacing_now, spacing_then, strict=True)
+    )
+
+
+def watched(context: GroupContext, verdict: GroupVerdict) -> bool:
+    """Whether the group's verdicts are re-checked after ``recheck_s`` rather than ``dedupe_window_s``."""
+    classes = {d.cls for d in context.detections}
+    return verdict.risk_level.rank >= RiskLevel.LOW.rank or bool(classes & VULNERABLE and classes & MOTOR_VEHICLES)
+
+
+def _reusable(recent: RecentVerdict, now: float, window_s: float) -> bool:
     """Whether a remembered verdict may stand in for a new call."""
-    return recent is not None and recent.verdict.ok and 0.0 <= now - recent.assessed_at < window_s
+    return recent.verdict.ok and 0.0 <= now - recent.assessed_at < window_s
+
+
+_Remembered = dict[str, list[tuple[tuple[float, ...], RecentVerdict]]]
+"""Scene key → the verdicts remembered for it, each with the spacing it was made at."""
+
+
+def _remembered(
+    recent: Mapping[str, RecentVerdict], now: float, window_s: float
+) -> tuple[_Remembered, tuple[str, ...]]:
+    """The verdicts that may still be reused, by scene key; and the signatures of the others."""
+    by_key: _Remembered = {}
+    forget: list[str] = []
+    for signature, remembered in recent.items():
+        parsed = _parse(signature)
+        if parsed is None or not remembered.verdict.ok or now - remembered.assessed_at >= window_s:
+            forget.append(signature)
+        else:
+            by_key.setdefault(parsed[0], []).append((parsed[1], remembered))
+    return by_key, tuple(forget)
 
 
 def _relabel(verdict: GroupVerdict, index: int) -> GroupVerdict:
@@ -111,25 +200,35 @@ def decide(
     budget_left: int,
     max_groups: int,
     dedupe_window_s: float,
+    recheck_s: float,
+    distance_tolerance: float,
     cells: int = 8,
 ) -> GateDecision:
     """Split one frame's groups into assess / reuse / dropped (rules in the module docstring)."""
     if max_groups < 1:
         raise ValueError(f"max_groups must be >= 1, got {max_groups}")
+    remembered, forget = _remembered(recent, now, dedupe_window_s)
     if not contexts:
-        return GateDecision((), (), SkipReason.NO_GROUPS, ())
+        return GateDecision((), (), SkipReason.NO_GROUPS, (), forget)
     reuse: list[tuple[int, GroupVerdict]] = []
     pending: list[GroupContext] = []
     for context in sorted(contexts, key=lambda c: c.group.index):
-        found = recent.get(group_signature(context, cells=cells))
-        if found is not None and _reusable(found, now, dedupe_window_s):
+        here = spacing(context)
+        candidates = [
+            r
+            for then, r in remembered.get(scene_key(context, cells=cells), [])
+            if same_scene(here, then, distance_tolerance)
+            and _reusable(r, now, min(dedupe_window_s, recheck_s) if watched(context, r.verdict) else dedupe_window_s)
+        ]
+        if candidates:
+            found = max(reversed(candidates), key=lambda r: r.assessed_at)  # a tie: the one remembered last
             reuse.append((context.group.index, _relabel(found.verdict, context.group.index)))
         else:
             pending.append(context)
     if not pending:
-        return GateDecision((), tuple(reuse), None, ())
+        return GateDecision((), tuple(reuse), None, (), forget)
     if cooldown_active:
-        return GateDecision((), tuple(reuse), SkipReason.COOLDOWN, ())
+        return GateDecision((), tuple(reuse), SkipReason.COOLDOWN, (), forget)
     chosen = tuple(g.index for g in largest_groups([c.group for c in pending], min(max_groups, budget_left)))
     dropped = tuple(c.group.index for c in pending if c.group.index not in chosen)
-    return GateDecision(chosen, tuple(reuse), None if chosen else SkipReason.BUDGET, dropped)
+    return GateDecision(chosen, tuple(reuse), None if chosen else SkipReason.BUDGET, dropped, forget)

@@ -52,6 +52,10 @@ def camera_stats(camera_id: str) -> str:
     return f"{PREFIX}camera:{camera_id}:stats"
 
 
+CAMERA_FPS_FIELD = "fps"
+"""Field of ``camera_stats`` holding the smoothed frames per second sent to the detector (a float, not a counter)."""
+
+
 def camera_cooldown(camera_id: str) -> str:
     """String with TTL: present while the camera's LLM cooldown runs."""
     return f"{PREFIX}camera:{camera_id}:cooldown"

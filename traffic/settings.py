@@ -149,6 +149,12 @@ class PipelineSettings:
     """First retry delay of a transient provider error; doubles per retry."""
     dedupe_window_s: float = 30.0
     """A group unchanged since a verdict this recent reuses it instead of calling the model."""
+    dedupe_recheck_s: float = 15.0
+    """A watched group (a person, bicycle or motorcycle next to a car, truck or bus; or a verdict of low or
+    above) reuses a verdict at most this old: risk can rise with nothing a detector sees changing."""
+    dedupe_distance_tolerance: float = 0.15
+    """Reuse needs the closest members of each pair of classes as far apart as at the verdict, to within
+    this many box heights (mean of the pair's heights): members closing in break it."""
     budget_per_minute: int = 60
     """At most this many group assessments per camera per minute."""
     alert_level: str = "medium"
@@ -170,6 +176,18 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus metrics of the worker processes."""
+
+    port: int = 0
+    """A Celery worker node serves its own ``/metrics`` on this port; 0 serves none (the web server may)."""
+    host: str = "0.0.0.0"
+    """Address the worker node's exporter binds to."""
+    dir: str | None = None
+    """Multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``); each worker node writes to its own folder in it."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything configurable, grouped by subsystem."""
 
@@ -184,3 +202,4 @@ class Settings:
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)

@@ -1,13 +1,18 @@
-"""``/metrics``: Prometheus exposition of the pipeline's state as Redis holds it, and the key pool.
+"""``/metrics``: Prometheus exposition of the pipeline's state as Redis holds it, the key pool, and
+the worker processes' own metrics when they run on this host.
 
-Everything here is read from Redis at scrape time (queues, pending frames, dead letters, per-camera
-counters and status), so any web process answers for the whole cluster. Task metrics are Flower's
-to export; they are not repeated here.
+The cluster state is read from Redis at scrape time (queues, pending frames, dead letters,
+per-camera counters, fps and status, the key pool), so any web process answers for the whole
+cluster. With a multiprocess directory configured (``traffic run`` sets one), the samples that the
+worker processes of this host record (``workers.metrics``) are merged in too; on other hosts each
+worker node serves its own. Task metrics are Flower's to export; they are not repeated here.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,7 +64,7 @@ class PipelineCollector(Collector):
 
     def _families(self) -> Iterator[Any]:
         r = self._redis
-        depth = GaugeMetricFamily("traffic_queue_depth", "Messages waiting in a Celery queue", labels=["queue"])
+        depth = GaugeMetricFamily("task_queue_size", "Messages waiting in a Celery queue", labels=["queue"])
         for queue in QUEUES:
             depth.add_metric([queue], float(r.llen(queue)))
         yield depth
@@ -83,17 +88,41 @@ class PipelineCollector(Collector):
             "traffic_camera_frames_final", "Frames finalised, by assessment state", labels=["camera", "assessment"]
         )
         online = GaugeMetricFamily("traffic_camera_online", "1 while the camera delivers frames", labels=["camera"])
+        fps = GaugeMetricFamily("traffic_camera_fps", "Frames per second sent to the detector", labels=["camera"])
+        active = 0
         for index, camera in enumerate(cameras):
             stats = {_text(k): float(_text(v)) for k, v in (replies[2 * index] or {}).items()}
             for name, family in counters.items():
                 family.add_metric([camera], stats.get(name, 0.0))
             for state in FINAL_STATES:
                 finals.add_metric([camera, state], stats.get(f"final_{state}", 0.0))
+            fps.add_metric([camera], stats.get(keys.CAMERA_FPS_FIELD, 0.0))
             status = replies[2 * index + 1]
-            online.add_metric([camera], 1.0 if status is not None and _text(status) == "1" else 0.0)
+            is_online = status is not None and _text(status) == "1"
+            active += is_online
+            online.add_metric([camera], 1.0 if is_online else 0.0)
         yield from counters.values()
         yield finals
         yield online
+        yield fps
+        yield _gauge("active_cameras", "Cameras delivering frames", active)
+
+
+class WorkerFilesCollector(Collector):
+    """The samples that this host's worker processes wrote under the multiprocess directory, merged."""
+
+    def __init__(self, base: str) -> None:
+        self._base = base
+
+    def collect(self) -> Iterator[Any]:
+        """Every node folder's files (and any written at the top) at once: counters add up across processes."""
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = sorted(glob.glob(os.path.join(self._base, "**", "*.db"), recursive=True))
+        try:
+            yield from MultiProcessCollector.merge(files, accumulate=True)
+        except (OSError, ValueError) as exc:  # a file being written or removed as we read
+            log.warning("metrics: worker files unreadable: %s", exc)
 
 
 def _text(value: bytes | str) -> str:
@@ -115,6 +144,8 @@ def build_registry(client: redis.Redis, settings: Settings) -> CollectorRegistry
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PipelineCollector(client))
     registry.register(KeyPoolCollector(client, settings))
+    if settings.metrics.dir:
+        registry.register(WorkerFilesCollector(settings.metrics.dir))
     return registry
 
 

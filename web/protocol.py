@@ -106,24 +106,43 @@ def on_ping(ctx: Context, data: Any) -> Reply:
     return Reply(ack={"timestamp": time.time()}, events=(("pong", {"timestamp": time.time()}),))
 
 
+def _alerts_flag(data: dict[str, Any], event: str) -> bool:
+    """The optional ``alerts`` flag: the all-alerts room (every ``alert`` and ``key_alert``)."""
+    alerts = data.get("alerts", False)
+    if not isinstance(alerts, bool):
+        raise EventError("invalid_payload", f"{event}: alerts must be true or false")
+    return alerts
+
+
 def on_subscribe(ctx: Context, data: Any) -> Reply:
-    """Join the cameras' rooms and replay each camera's latest result."""
-    ids = _camera_ids(_object(data, "subscribe"), "subscribe", allow_empty=False)
+    """Join the cameras' rooms (with ``alerts: true`` also the all-alerts room); replay each camera's latest."""
+    payload = _object(data, "subscribe")
+    alerts = _alerts_flag(payload, "subscribe")
+    ids = [] if alerts and "cameraIds" not in payload else _camera_ids(payload, "subscribe", allow_empty=alerts)
     pipe = ctx.redis.pipeline(transaction=False)
     for key, _ in ids:
         pipe.get(keys.camera_latest(key))
     latest = [json.loads(raw) for raw in pipe.execute() if raw]
+    ack: dict[str, Any] = {"subscribed": [wire for _, wire in ids]}
+    if alerts:
+        ack["alerts"] = True
     return Reply(
-        ack={"subscribed": [wire for _, wire in ids]},
+        ack=ack,
         events=tuple(("detection_result", payload) for payload in latest),
-        join=tuple(keys.camera_room(key) for key, _ in ids),
+        join=tuple(keys.camera_room(key) for key, _ in ids) + ((keys.ALERTS_ROOM,) if alerts else ()),
     )
 
 
 def on_unsubscribe(ctx: Context, data: Any) -> Reply:
-    """Leave the cameras' rooms."""
-    ids = _camera_ids(_object(data, "unsubscribe"), "unsubscribe", allow_empty=True)
-    return Reply(ack={"unsubscribed": [wire for _, wire in ids]}, leave=tuple(keys.camera_room(k) for k, _ in ids))
+    """Leave the cameras' rooms (with ``alerts: true`` also the all-alerts room)."""
+    payload = _object(data, "unsubscribe")
+    alerts = _alerts_flag(payload, "unsubscribe")
+    ids = [] if alerts and "cameraIds" not in payload else _camera_ids(payload, "unsubscribe", allow_empty=True)
+    ack: dict[str, Any] = {"unsubscribed": [wire for _, wire in ids]}
+    if alerts:
+        ack["alerts"] = False
+    rooms = tuple(keys.camera_room(k) for k, _ in ids) + ((keys.ALERTS_ROOM,) if alerts else ())
+    return Reply(ack=ack, leave=rooms)
 
 
 def on_start_stream(ctx: Context, data: Any) -> Reply:

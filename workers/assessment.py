@@ -28,6 +28,7 @@ from traffic.models import GroupContext, GroupVerdict
 from traffic.risk import error_verdict
 from workers.context import WorkerContext
 from workers.key_pool import Lease, NoKey
+from workers.metrics import record
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,8 @@ def _release_held(ctx: WorkerContext, held: list[Lease], outcome: Outcome, **det
 
 def _release(ctx: WorkerContext, lease: Lease, outcome: Outcome, **details: Any) -> None:
     """Give the lease back with the call's outcome; a Redis failure only costs the slot until its TTL."""
+    if outcome is not Outcome.CANCELLED:
+        record("llm_call", ctx.settings.llm.model, lease.key_id, outcome.value, details.get("latency_s"))
     try:
         ctx.key_pool.release(lease, outcome, **details)
     except redis.RedisError as exc:

@@ -69,9 +69,9 @@ class CameraRegistry:
         return status
 
     def stats(self, camera_id: str) -> dict[str, int]:
-        """The camera's counters (captured, dropped_inflight, …)."""
+        """The camera's counters (captured, dropped_inflight, …); its fps figure is Prometheus's."""
         raw: dict[Any, Any] = self._redis.hgetall(keys.camera_stats(camera_id))
-        return {_text(k): int(_text(v)) for k, v in raw.items()}
+        return {_text(k): int(_text(v)) for k, v in raw.items() if _text(k) != keys.CAMERA_FPS_FIELD}
 
     @staticmethod
     def _parse(camera_id: str, raw: bytes | str) -> Camera | None:

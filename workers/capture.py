@@ -49,6 +49,8 @@ PREVIEW_WIDTH = 640
 """Dashboard tiles get this width: a camera wall never shows a 1280-wide tile, so events stay small."""
 PREVIEW_QUALITY = 70
 META_GRACE_S = 60.0
+FPS_SMOOTHING = 0.3
+"""Weight of the newest interval in a camera's smoothed frames-per-second figure."""
 """Frame metadata outlives the frame's deadline by this much (for late finalisation)."""
 
 _RENEW_LUA = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
@@ -364,6 +366,8 @@ class CaptureService:
         self._retiring: list[CameraReader] = []
         self._lease_valid_until: dict[str, float] = {}
         self._rejected: dict[str, tuple[str, str]] = {}
+        self._sent_at: dict[str, tuple[float, float]] = {}
+        """Per camera: when its last frame was sent, and the smoothed frames per second sent."""
         self._live_owners = 1
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -678,7 +682,17 @@ class CaptureService:
         pipe.zadd(inflight, {frame_id: time.time()})
         pipe.expire(inflight, int(cfg.frame_deadline_s + META_GRACE_S))
         pipe.hincrby(keys.camera_stats(camera_id), "captured", 1)
+        pipe.hset(keys.camera_stats(camera_id), keys.CAMERA_FPS_FIELD, repr(self._fps(camera_id, frame.captured_at)))
         pipe.execute()
+
+    def _fps(self, camera_id: str, captured_at: float) -> float:
+        """Frames per second sent to the detector for the camera, smoothed over the last few frames."""
+        last, fps = self._sent_at.get(camera_id, (None, 0.0))
+        if last is not None and captured_at > last:
+            rate = 1.0 / (captured_at - last)
+            fps = rate if fps == 0.0 else fps + FPS_SMOOTHING * (rate - fps)
+        self._sent_at[camera_id] = (captured_at, fps)
+        return round(fps, 4)
 
 
 def preview_jpeg(image: Image) -> bytes:

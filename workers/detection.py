@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from traffic.models import Assessment, GroupContext
 from workers.context import WorkerContext
 from workers.finalize import finalise, payload_of
 from workers.frames import FrameRecord, FrameStore, as_text
+from workers.metrics import FrameOutcome
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ def detect_and_route(
     captured_at: float,
     *,
     start_assessment: StartAssessment,
-) -> None:
+) -> FrameOutcome:
     """Run the detector stage of one frame; frames past their deadline or expired are dropped and counted."""
     meta, jpeg = store.load_for_detection(frame_id)
     now = time.time()
@@ -41,7 +43,7 @@ def detect_and_route(
     if meta is None or jpeg is None or now >= deadline:
         store.count(camera_id, "dropped_age")
         log.info("frame %s dropped: %s", frame_id, "expired" if meta is None or jpeg is None else "past its deadline")
-        return
+        return FrameOutcome(camera_id, "dropped_age")
     started = time.perf_counter()
     try:
         image = decode_jpeg(jpeg)
@@ -50,27 +52,30 @@ def detect_and_route(
     except (ImageError, DetectorError) as exc:
         store.count(camera_id, "detect_errors")
         log.error("frame %s: %s", frame_id, exc)
-        return
+        return FrameOutcome(camera_id, "error", error=type(exc).__name__)
     analysed = time.perf_counter()
     process_time = analysed - started
     contexts = [analysis.context(g) for g in analysis.groups]
     decision, wire_id = _gate(ctx, camera_id, contexts, now)
     record = _record(ctx, frame_id, camera_id, wire_id, captured_at, deadline, analysis, process_time, decision)
+    # Stored and registered with the deadline sweeper before browsers hear "pending", so a frame
+    # announced as pending gets a final result even if Redis fails right after.
+    store.save(record, {}, [v for _, v in decision.reuse], pending=bool(decision.assess))
     if decision.assess:
-        # The fast path first: browsers see boxes and groups while the model is still thinking.
-        ctx.emitter.to_camera(camera_id, "detection_result", payload_of(record, None, Assessment.PENDING))
-    groups = {g.index: g for g in analysis.groups}
-    quality = ctx.settings.grouping.crop_jpeg_quality
-    crops = {i: crop_jpeg(image, groups[i].bbox, quality) for i in decision.assess}
-    store.save(record, crops, [v for _, v in decision.reuse])
+        # Then the fast path: browsers see boxes and groups while the crops are cut and judged.
+        ctx.emitter.detection_result(camera_id, payload_of(record, None, Assessment.PENDING), captured_at=captured_at)
+        groups = {g.index: g for g in analysis.groups}
+        quality = ctx.settings.grouping.crop_jpeg_quality
+        store.save_crops(frame_id, {i: crop_jpeg(image, groups[i].bbox, quality) for i in decision.assess}, deadline)
     store.count(camera_id, "detected")
     store.stamp(frame_id, "detected", deadline, {"decode_s": decoded - started, "analyse_s": analysed - decoded})
     if decision.assess:
-        store.mark_pending(frame_id, deadline)
         start_assessment(camera_id, frame_id, decision.assess, deadline)
         store.count(camera_id, "assessed_groups", len(decision.assess))
     else:
         finalise(ctx, frame_id, by="detector")
+    objects = Counter(d.cls for d in analysis.detections)
+    return FrameOutcome(camera_id, "detected", process_time, objects, len(analysis.groups), len(decision.assess))
 
 
 def _record(
@@ -117,21 +122,29 @@ def _gate(
     cooling, used, recent_raw, camera_raw = pipe.execute()
     # Cooldown and budget ration calls to the paid model; the offline rules assessor needs neither.
     rationed = ctx.llm is not None
+    recent = _recent(recent_raw)
     decision = decide(
         contexts,
         now=now,
         cooldown_active=bool(cooling) and rationed,
-        recent=_recent(recent_raw),
+        recent=recent,
         budget_left=max(0, settings.pipeline.budget_per_minute - int(used or 0)) if rationed else len(contexts),
         max_groups=max(1, settings.grouping.max_groups),
         dedupe_window_s=settings.pipeline.dedupe_window_s,
+        recheck_s=settings.pipeline.dedupe_recheck_s,
+        distance_tolerance=settings.pipeline.dedupe_distance_tolerance,
     )
+    # Every call remembers a new signature: forget the ones no rule will reuse, and corrupt entries.
+    forget = [*decision.forget, *({as_text(field) for field in recent_raw} - recent.keys())]
+    pipe = ctx.redis.pipeline(transaction=False)
+    if forget:
+        pipe.hdel(keys.camera_recent_verdicts(camera_id), *forget)
     if decision.assess and rationed:
-        pipe = ctx.redis.pipeline(transaction=False)
         if settings.llm.cooldown_s > 0:
             pipe.set(keys.camera_cooldown(camera_id), "1", px=int(settings.llm.cooldown_s * 1000))
         pipe.incrby(keys.camera_budget(camera_id, minute), len(decision.assess))
         pipe.expire(keys.camera_budget(camera_id, minute), 120)
+    if len(pipe):
         pipe.execute()
     return decision, wire_id_of(camera_id, camera_raw)
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from flask_socketio import SocketIO
 
 from traffic import keys
+from workers.metrics import record
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,12 @@ class Emitter:
     def to_camera(self, camera_id: str, event: str, data: dict[str, Any]) -> None:
         """Send ``event`` to the camera's room."""
         self.emit(event, data, room=keys.camera_room(camera_id))
+
+    def detection_result(self, camera_id: str, data: dict[str, Any], *, captured_at: float) -> None:
+        """Send a ``detection_result`` to the camera's room; its frame's age at broadcast is measured."""
+        self.to_camera(camera_id, "detection_result", data)
+        stage = "fast" if data.get("assessment") == "pending" else "final"
+        record("broadcast", stage, time.time() - captured_at)
 
     def alert(self, camera_id: str, data: dict[str, Any]) -> None:
         """Send an ``alert`` event to the camera's room and to the all-alerts room."""

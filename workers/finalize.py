@@ -17,6 +17,7 @@ from traffic.risk import aggregate_frame, error_verdict
 from traffic.wire import detection_result
 from workers.context import WorkerContext
 from workers.frames import FrameRecord, FrameStore, as_text
+from workers.metrics import record as record_metric
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +29,18 @@ def finalise(ctx: WorkerContext, frame_id: str, *, by: str, extra: Iterable[Grou
     store = FrameStore(ctx.redis)
     record = store.record(frame_id)
     if record is None:
-        store.claim_final(frame_id, time.time())
+        store.confirm_final(frame_id, time.time())
         log.warning("frame %s: record expired before it could be finalised (%s)", frame_id, by)
         return None
-    if not store.claim_final(frame_id, record.deadline):
-        log.debug("frame %s already final; %s did nothing", frame_id, by)
+    if not store.claim_final(frame_id):
+        log.debug("frame %s already final (or being finalised); %s did nothing", frame_id, by)
         return None
     verdicts = [*store.verdicts(frame_id), *extra]
     verdict = fold(record, verdicts)
     publish(ctx, store, record, verdict, by=by)
+    # Only now does the frame leave the sweeper's set: a finaliser cut off before this point leaves
+    # its claim to lapse, and the sweeper publishes the frame again (at least once, never never).
+    store.confirm_final(frame_id, record.deadline)
     remember_assessed(ctx, record, verdict)
     return verdict
 
@@ -72,8 +76,9 @@ def publish(ctx: WorkerContext, store: FrameStore, record: FrameRecord, verdict:
     payload["finalisedBy"] = by
     newest = store.set_latest(record.camera_id, record.captured_at, payload, ctx.settings.pipeline.latest_ttl_s)
     store.stamp(record.frame_id, "final", record.deadline)
-    ctx.emitter.to_camera(record.camera_id, "detection_result", payload)
+    ctx.emitter.detection_result(record.camera_id, payload, captured_at=record.captured_at)
     store.count(record.camera_id, f"final_{verdict.assessment.value}")
+    record_metric("final", by, verdict.assessment.value)
     if newest:
         update_camera_alerts(ctx, record, verdict)
     log.info(
@@ -115,6 +120,8 @@ def emit_alert_events(ctx: WorkerContext, camera_id: str, events: list[AlertEven
     for event in events:
         data = alert_to_json(event)
         ctx.emitter.alert(camera_id, data)
+        if event.kind is AlertKind.NEW:
+            record_metric("alert", event.alert.level.value, list(event.alert.risk_types))
         pipe.lpush(keys.ALERT_LOG, json.dumps(data))
     pipe.ltrim(keys.ALERT_LOG, 0, ALERT_LOG_LENGTH - 1)
     pipe.execute()

@@ -16,6 +16,8 @@ from traffic.codec import CodecError, analysis_from_json, analysis_to_json, verd
 from traffic.models import GroupVerdict
 
 KEEP_AFTER_DEADLINE_S = 120.0
+FINAL_CLAIM_S = 15.0
+"""How long a finaliser holds a frame's claim before the sweeper may try again (publishing takes ms)."""
 """Frame records outlive the deadline this long, for late chords and the dead-letter replay."""
 
 _SET_IF_NEWER = """
@@ -142,19 +144,34 @@ class FrameStore:
         data = self._r.get(keys.frame_image(frame_id))
         return as_bytes(data) if data is not None else None
 
-    def save(self, record: FrameRecord, crops: dict[int, bytes], reused: Iterable[GroupVerdict]) -> None:
-        """Store the detector record, the crops to assess and the reused verdicts, in one round trip."""
+    def save(
+        self, record: FrameRecord, crops: dict[int, bytes], reused: Iterable[GroupVerdict], *, pending: bool = False
+    ) -> None:
+        """Store the detector record, crops and reused verdicts (and register a pending frame) at once."""
         ttl = _ttl_ms(record.deadline)
-        pipe = self._r.pipeline(transaction=False)
+        pipe = self._r.pipeline(transaction=True)
         pipe.set(keys.frame_analysis(record.frame_id), json.dumps(record.to_json()), px=ttl)
-        for index, jpeg in crops.items():
-            pipe.set(keys.group_crop(record.frame_id, index), jpeg, px=ttl)
+        self._queue_crops(pipe, record.frame_id, crops, ttl)
+        if pending:
+            pipe.zadd(keys.FRAMES_PENDING, {record.frame_id: record.deadline})
         for verdict in reused:
             pipe.hset(
                 keys.frame_verdicts(record.frame_id), str(verdict.group_index), json.dumps(verdict_to_json(verdict))
             )
         pipe.pexpire(keys.frame_verdicts(record.frame_id), ttl)
         pipe.execute()
+
+    def save_crops(self, frame_id: str, crops: dict[int, bytes], deadline: float) -> None:
+        """Store the JPEG crops of the groups to assess."""
+        pipe = self._r.pipeline(transaction=False)
+        self._queue_crops(pipe, frame_id, crops, _ttl_ms(deadline))
+        pipe.execute()
+
+    @staticmethod
+    def _queue_crops(pipe: Any, frame_id: str, crops: dict[int, bytes], ttl_ms: int) -> None:
+        """Queue the SETs of the crops."""
+        for index, jpeg in crops.items():
+            pipe.set(keys.group_crop(frame_id, index), jpeg, px=ttl_ms)
 
     def record(self, frame_id: str) -> FrameRecord | None:
         """The detector record, or None once it expired."""
@@ -198,20 +215,25 @@ class FrameStore:
         raw = self._r.hgetall(keys.frame_verdicts(frame_id))
         return [verdict_from_json(json.loads(v)) for v in raw.values()]
 
-    def mark_pending(self, frame_id: str, deadline: float) -> None:
-        """Register the frame with the deadline sweeper."""
-        self._r.zadd(keys.FRAMES_PENDING, {frame_id: deadline})
-
     def due(self, now: float, limit: int = 200) -> list[str]:
         """Pending frames whose deadline has passed."""
         members = self._r.zrangebyscore(keys.FRAMES_PENDING, "-inf", now, start=0, num=limit)
         return [as_text(m) for m in members if isinstance(m, bytes | str)]
 
-    def claim_final(self, frame_id: str, deadline: float) -> bool:
-        """True exactly once per frame: the caller finalises it; later callers do nothing."""
-        claimed = self._r.set(keys.frame_final(frame_id), "1", nx=True, px=_ttl_ms(deadline))
-        self._r.zrem(keys.FRAMES_PENDING, frame_id)
-        return bool(claimed)
+    def claim_final(self, frame_id: str) -> bool:
+        """True when the caller may finalise the frame: nobody has, nor is doing so now.
+
+        The claim is a lease: a finaliser that dies (or loses Redis) before :meth:`confirm_final`
+        leaves the frame pending, and once the lease lapses the deadline sweeper finalises it.
+        """
+        return bool(self._r.set(keys.frame_final(frame_id), "claimed", nx=True, px=int(FINAL_CLAIM_S * 1000)))
+
+    def confirm_final(self, frame_id: str, deadline: float) -> None:
+        """The frame's result is stored and sent: it is final for good and leaves the sweeper's set."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.set(keys.frame_final(frame_id), "1", px=_ttl_ms(deadline))
+        pipe.zrem(keys.FRAMES_PENDING, frame_id)
+        pipe.execute()
 
     def set_latest(self, camera_id: str, captured_at: float, payload: dict[str, Any], ttl_s: float) -> bool:
         """Store the camera's latest result unless a newer frame's result is already there."""

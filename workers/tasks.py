@@ -21,6 +21,7 @@ from workers.dead_letters import DeadLetter, DeadLetters, replay_verdict
 from workers.detection import detect_and_route, wire_id_of
 from workers.finalize import end_stale_alerts, finalise
 from workers.frames import FrameStore, as_text
+from workers.metrics import FrameOutcome
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +56,12 @@ def _delivery_count(ctx: WorkerContext, task_id: str | None, retries: int) -> in
 
 
 @app.task(name="workers.tasks.detect_frame", bind=True, acks_late=True, ignore_result=True)
-def detect_frame(self: Any, camera_id: str, frame_id: str, captured_at: float) -> None:
+def detect_frame(self: Any, camera_id: str, frame_id: str, captured_at: float) -> FrameOutcome:
     """Detect, group and crop one frame; emit the fast result; gate; start the group chord."""
     ctx = worker_context()
     store = FrameStore(ctx.redis)
     try:
-        detect_and_route(ctx, store, camera_id, frame_id, captured_at, start_assessment=_start_chord)
+        return detect_and_route(ctx, store, camera_id, frame_id, captured_at, start_assessment=_start_chord)
     finally:
         store.done_inflight(camera_id, frame_id)
 
@@ -101,6 +102,9 @@ def _assess(
         return error_verdict(index, "inputs_expired")
     outcome = assess_with_pool(ctx, record.analysis.context(groups[index]), crop, deadline=deadline, started=started)
     if isinstance(outcome, GroupVerdict):
+        if outcome.error and not outcome.error.startswith("fallback:"):
+            # An unusable reply after its repair, another provider error: the model may answer a replay.
+            DeadLetters(ctx.redis).push(camera_id, frame_id, index, deadline, outcome.error, store)
         return outcome
     return _retry_or_give_up(ctx, store, task, outcome, camera_id, frame_id, index, deadline, retries)
 

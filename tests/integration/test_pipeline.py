@@ -129,3 +129,62 @@ def test_frames_without_groups_are_final_at_once(stack: Stack, client: EventClie
     frame_id = stack.inject_frame("empty-cam", encode_jpeg(np.zeros((360, 640, 3), dtype=np.uint8)))
     _, final = client.wait_for(result_for(frame_id, "skipped", "complete"), 60)
     assert final["assessment"] == "skipped" and final["trafficGroups"] == []
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a ``/metrics`` page, by name and sorted labels."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    assert API_KEY not in text and API_KEY[-6:] not in text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels``."""
+    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
+
+
+def test_worker_metrics_reach_the_web_servers_metrics(
+    stack: Stack, client: EventClient, sim: ProviderSimulator
+) -> None:
+    sim.reset()
+    sim.update(levels={"high": 1.0})  # every group high: a new alert too
+    before = scrape(stack.web_url)
+    client.call("subscribe", {"cameraIds": ["metrics-cam"]})
+    frames = [stack.inject_frame("metrics-cam", bus_jpeg()) for _ in range(3)]
+    for frame_id in frames:
+        _, final = client.wait_for(result_for(frame_id, "complete", "partial", "unavailable"), 90)
+        assert final["assessment"] == "complete"
+    sim.reset()
+    deadline = time.monotonic() + 10  # the last verdict's postrun signal may land just after the final emit
+    while True:
+        after = scrape(stack.web_url)
+        grew = {n: total(after, n) - total(before, n) for n in ("tasks_generated_total", "tasks_processed_total")}
+        if grew["tasks_generated_total"] == grew["tasks_processed_total"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+
+    def delta(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert delta("detection_total", camera_id="metrics-cam", status="detected") == 3
+    assert delta("detection_latency_seconds_count") >= 3
+    assert delta("detected_objects_total", class_name="person") >= 3 * 3, "bus.jpg has several people"
+    groups = delta("traffic_groups_total")
+    assert groups >= 3 and delta("tasks_generated_total") == groups == delta("tasks_processed_total", status="ok")
+    assert delta("llm_requests_total", model="qwen-vl-plus", key_id="k1", status="ok") == groups
+    assert delta("llm_latency_seconds_count", model="qwen-vl-plus") == groups
+    assert delta("llm_token_usage_total", type="prompt") > 0 and delta("llm_token_usage_total", type="completion") > 0
+    assert delta("risk_types_detected_total") >= groups
+    assert delta("risk_alerts_total", risk_level="high") >= 1
+    assert delta("traffic_frames_finalised_total", by="chord", assessment="complete") == 3
+    assert delta("traffic_frame_age_at_broadcast_seconds_count", stage="fast") == 3
+    assert delta("traffic_frame_age_at_broadcast_seconds_count", stage="final") == 3
+    assert total(after, "api_key_pool_size") == 1 and total(after, "api_key_status", key_id="k1") == 1
+    assert ("task_queue_size", (("queue", "llm"),)) in after

@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from traffic.gate import GateDecision, RecentVerdict, SkipReason, decide, group_signature
-from traffic.models import Detection, GroupContext, GroupVerdict, RiskLevel, TrafficGroup, Usage, VerdictStatus
+from traffic.gate import (
+    GateDecision,
+    RecentVerdict,
+    SkipReason,
+    decide,
+    group_signature,
+    same_scene,
+    scene_key,
+    spacing,
+    watched,
+)
+from traffic.models import (
+    BBox,
+    Detection,
+    GroupContext,
+    GroupVerdict,
+    RiskLevel,
+    TrafficGroup,
+    Usage,
+    VerdictStatus,
+)
 from traffic.risk import error_verdict
+from traffic.settings import PipelineSettings
 
 SIZE = (1280, 720)
 NOW = 1000.0
+PIPELINE = PipelineSettings()
 
 
 def _context(index: int, classes: tuple[str, ...], bbox: tuple[float, float, float, float]) -> GroupContext:
@@ -34,7 +57,9 @@ def _decide(contexts: list[GroupContext], **overrides: object) -> GateDecision:
         "recent": {},
         "budget_left": 100,
         "max_groups": 8,
-        "dedupe_window_s": 30.0,
+        "dedupe_window_s": PIPELINE.dedupe_window_s,
+        "recheck_s": PIPELINE.dedupe_recheck_s,
+        "distance_tolerance": PIPELINE.dedupe_distance_tolerance,
     }
     options.update(overrides)
     return decide(contexts, **options)  # type: ignore[arg-type]
@@ -43,9 +68,10 @@ def _decide(contexts: list[GroupContext], **overrides: object) -> GateDecision:
 CARS = _context(1, ("car", "person", "car"), (100, 100, 300, 250))
 
 
-def test_signature_is_class_multiset_and_grid_box() -> None:
-    assert group_signature(CARS) == "car,car,person@0,1,1,2"
-    assert group_signature(CARS, cells=4) == "car,car,person@0,0,0,1"
+def test_signature_is_class_multiset_and_grid_box_then_spacing() -> None:
+    assert scene_key(CARS) == "car,car,person@0,1,1,2"
+    assert scene_key(CARS, cells=4) == "car,car,person@0,0,0,1"
+    assert group_signature(CARS) == "car,car,person@0,1,1,2|0.00,0.00"  # car-car, car-person; one box
 
 
 def test_signature_ignores_member_order_and_jitter_within_a_cell() -> None:
@@ -60,7 +86,7 @@ def test_signature_changes_with_members_or_a_real_move() -> None:
 
 def test_signature_clamps_the_far_edge_into_the_last_cell() -> None:
     edge = _context(1, ("car", "car"), (1200, 650, 1280, 720))
-    assert group_signature(edge).endswith("@7,7,7,7")
+    assert scene_key(edge).endswith("@7,7,7,7")
 
 
 def test_signature_rejects_an_empty_grid() -> None:
@@ -81,7 +107,7 @@ def test_every_group_is_assessed_when_allowed() -> None:
 
 def test_unchanged_group_reuses_a_fresh_ok_verdict_relabelled() -> None:
     moved = _context(3, ("car", "person", "car"), (102, 101, 301, 251))
-    recent = {group_signature(CARS): RecentVerdict(_verdict(1), NOW - 10)}
+    recent = {group_signature(CARS): RecentVerdict(_verdict(1), NOW - 5)}
     decision = _decide([moved], recent=recent)
     assert decision.assess == () and decision.skipped_reason is None and decision.dropped == ()
     [(index, verdict)] = decision.reuse
@@ -103,7 +129,9 @@ def test_unchanged_group_reuses_a_fresh_ok_verdict_relabelled() -> None:
 )
 def test_stale_future_or_error_verdicts_are_not_reused(recent: RecentVerdict) -> None:
     decision = _decide([CARS], recent={group_signature(CARS): recent})
-    assert decision == GateDecision((1,), (), None, ())
+    assert (decision.assess, decision.reuse, decision.skipped_reason, decision.dropped) == ((1,), (), None, ())
+    # Stale and ERROR verdicts will never be reused: the caller may forget them; a future one may be.
+    assert decision.forget == (() if recent.assessed_at > NOW else (group_signature(CARS),))
 
 
 def test_changed_group_is_assessed_not_reused() -> None:
@@ -181,3 +209,147 @@ def test_decision_ignores_input_order() -> None:
 def test_max_groups_below_one_is_rejected() -> None:
     with pytest.raises(ValueError, match="max_groups"):
         _decide([CARS], max_groups=0)
+
+
+# --------------------------------------------------------------------------- spacing and re-checks
+
+CAR: BBox = (400, 300, 600, 420)
+"""120 px high, centre (500, 360)."""
+KERB: BBox = (640, 300, 680, 400)
+"""A pedestrian on the kerb: 100 px high, centre (660, 350)."""
+
+
+def _scene(index: int, *members: tuple[str, BBox]) -> GroupContext:
+    """A group of ``members`` (class, box); its box is their union."""
+    detections = tuple(Detection(cls, 0.9, box) for cls, box in members)
+    union = (
+        min(b[0] for _, b in members),
+        min(b[1] for _, b in members),
+        max(b[2] for _, b in members),
+        max(b[3] for _, b in members),
+    )
+    group = TrafficGroup(index, tuple(range(len(members))), union, tuple(sorted({c for c, _ in members})), 0.9)
+    return GroupContext(group=group, detections=detections, image_size=SIZE)
+
+
+def _shift(box: BBox, dx: float, dy: float = 0.0) -> BBox:
+    return (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
+
+
+def _remember(context: GroupContext, level: RiskLevel, age: float) -> dict[str, RecentVerdict]:
+    return {group_signature(context): RecentVerdict(_verdict(context.group.index, level), NOW - age)}
+
+
+def test_spacing_is_the_closest_pair_per_class_pair_in_box_heights() -> None:
+    other_car = _shift(CAR, -250)
+    [car_car, car_person] = spacing(_scene(1, ("car", CAR), ("person", KERB), ("car", other_car)))
+    assert car_car == pytest.approx(250 / 120)
+    assert car_person == pytest.approx(math.hypot(160, 10) / 110)  # the nearer car; mean height (120 + 100) / 2
+    assert spacing(_scene(1, ("car", CAR), ("car", other_car))) == pytest.approx((250 / 120,))
+
+
+def test_spacing_does_not_depend_on_member_order_or_distance_to_the_camera() -> None:
+    near = _scene(1, ("car", CAR), ("person", KERB))
+    assert spacing(_scene(1, ("person", KERB), ("car", CAR))) == spacing(near)
+    far = _scene(1, ("car", tuple(c / 2 for c in CAR)), ("person", tuple(c / 2 for c in KERB)))  # type: ignore[arg-type]
+    assert spacing(far) == pytest.approx(spacing(near))
+
+
+def test_same_scene_needs_every_pair_within_the_tolerance() -> None:
+    assert same_scene((1.0, 2.0), (1.1, 1.9), 0.15)
+    assert not same_scene((1.0, 2.0), (1.0, 2.2), 0.15)
+    assert not same_scene((1.0,), (1.0, 2.0), 10.0)
+    assert same_scene((), (), 0.0)
+
+
+def test_a_pedestrian_stepping_towards_the_car_breaks_reuse_jitter_does_not() -> None:
+    before = _scene(1, ("car", CAR), ("person", KERB))
+    recent = _remember(before, RiskLevel.NONE, age=2)
+    jittered = _scene(2, ("car", _shift(CAR, 2, -1)), ("person", _shift(KERB, -3, 2)))
+    stepped = _scene(2, ("car", CAR), ("person", _shift(KERB, -40)))  # off the kerb, 40 px towards the car
+    assert scene_key(jittered) == scene_key(stepped) == scene_key(before)  # the coarse key cannot tell
+    assert [i for i, _ in _decide([jittered], recent=recent).reuse] == [2]
+    assert _decide([stepped], recent=recent).assess == (2,)
+
+
+def test_drift_is_measured_from_the_verdict_not_from_the_last_frame() -> None:
+    recent = _remember(_scene(1, ("car", CAR), ("person", KERB)), RiskLevel.NONE, age=2)
+    # One 6-px step is 0.05 box heights, well inside the tolerance; four of them add up to 0.2.
+    outcomes = [_decide([_scene(1, ("car", CAR), ("person", _shift(KERB, -6 * n)))], recent=recent) for n in (1, 2, 4)]
+    assert [bool(d.reuse) for d in outcomes] == [True, True, False]
+
+
+def test_never_reused_across_a_change_in_member_count() -> None:
+    pair = _scene(1, ("car", CAR), ("person", KERB))
+    # A second pedestrian as far from the car, inside the group's box: the car-person spacing and the grid
+    # box stay, but there is one member more (or, the other way round, one the detector missed).
+    crowd = _scene(1, ("car", CAR), ("person", KERB), ("person", (640, 320, 680, 420)))
+    assert group_signature(crowd).startswith(f"car,person,person@{scene_key(pair).split('@')[1]}|")
+    assert _decide([crowd], recent=_remember(pair, RiskLevel.NONE, age=2)).assess == (1,)
+    assert _decide([pair], recent=_remember(crowd, RiskLevel.NONE, age=2)).assess == (1,)
+
+
+@pytest.mark.parametrize(
+    ("members", "level", "expected"),
+    [
+        ((("car", CAR), ("person", KERB)), RiskLevel.NONE, True),
+        ((("car", CAR), ("bicycle", KERB)), RiskLevel.NONE, True),
+        ((("truck", CAR), ("motorcycle", KERB)), RiskLevel.NONE, True),
+        ((("car", CAR), ("truck", _shift(CAR, 250))), RiskLevel.NONE, False),
+        ((("car", CAR), ("truck", _shift(CAR, 250))), RiskLevel.LOW, True),
+        ((("person", KERB), ("bicycle", _shift(KERB, 10))), RiskLevel.NONE, False),  # a cyclist: no vehicle
+        ((("person", KERB), ("person", _shift(KERB, 50))), RiskLevel.MEDIUM, True),
+    ],
+)
+def test_watched_groups(members: tuple[tuple[str, BBox], ...], level: RiskLevel, expected: bool) -> None:
+    assert watched(_scene(1, *members), _verdict(1, level)) is expected
+
+
+def test_watched_groups_are_rechecked_sooner_than_the_window() -> None:
+    age = (PIPELINE.dedupe_recheck_s + PIPELINE.dedupe_window_s) / 2
+    assert PIPELINE.dedupe_recheck_s < age < PIPELINE.dedupe_window_s
+    pedestrian = _scene(1, ("car", CAR), ("person", KERB))
+    queue = _scene(1, ("car", CAR), ("truck", _shift(CAR, 250)))
+    assert _decide([pedestrian], recent=_remember(pedestrian, RiskLevel.NONE, age)).assess == (1,)
+    assert _decide([queue], recent=_remember(queue, RiskLevel.LOW, age)).assess == (1,)
+    assert len(_decide([queue], recent=_remember(queue, RiskLevel.NONE, age)).reuse) == 1
+    # Younger than the re-check age, a watched group reuses like any other.
+    young = PIPELINE.dedupe_recheck_s / 2
+    assert len(_decide([pedestrian], recent=_remember(pedestrian, RiskLevel.NONE, young)).reuse) == 1
+    # A re-check age at or above the window changes nothing.
+    assert len(_decide([pedestrian], recent=_remember(pedestrian, RiskLevel.NONE, age), recheck_s=60.0).reuse) == 1
+
+
+def test_the_newest_matching_verdict_is_reused() -> None:
+    then = _scene(1, ("car", CAR), ("person", KERB))
+    nearly = _scene(1, ("car", CAR), ("person", _shift(KERB, -5)))
+    recent = {
+        group_signature(then): RecentVerdict(_verdict(1, RiskLevel.NONE), NOW - 4),
+        group_signature(nearly): RecentVerdict(_verdict(1, RiskLevel.LOW), NOW - 2),
+        group_signature(_scene(1, ("car", CAR), ("person", _shift(KERB, -60)))): RecentVerdict(
+            _verdict(1, RiskLevel.HIGH), NOW - 1
+        ),
+    }
+    [(_, verdict)] = _decide([then], recent=recent).reuse
+    assert verdict.risk_level is RiskLevel.LOW
+
+
+def test_only_what_no_rule_will_reuse_is_forgotten() -> None:
+    fresh = group_signature(_scene(1, ("car", CAR), ("person", KERB)))
+    recent = {
+        fresh: RecentVerdict(_verdict(), NOW - 1),
+        group_signature(CARS): RecentVerdict(_verdict(), NOW - PIPELINE.dedupe_window_s),
+        "car,car@0,1,1,2": RecentVerdict(_verdict(), NOW - 1),  # an older release's signature
+        "car,car@0,1,1,2|x": RecentVerdict(_verdict(), NOW - 1),
+        "bus,car@3,3,4,4|1.00": RecentVerdict(error_verdict(1, "timeout"), NOW - 1),
+        "bus,car@3,3,4,4|2.00": RecentVerdict(_verdict(), NOW + 5),
+    }
+    for contexts in ([], [CARS]):
+        decision = _decide(contexts, recent=recent)
+        assert decision.forget == (
+            group_signature(CARS),
+            "car,car@0,1,1,2",
+            "car,car@0,1,1,2|x",
+            "bus,car@3,3,4,4|1.00",
+        )
+    assert _decide([_context(1, ("car", "car"), (100, 100, 300, 250))], recent=recent).assess == (1,)

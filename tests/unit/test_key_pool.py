@@ -366,7 +366,12 @@ def test_prometheus_families_carry_ids_only() -> None:
     assert isinstance(got, Grant)
     pool.end(got, latency_us=ms(100), tokens=50)
     metrics = {m.name: m for m in families(status_view(pool.rules, pool.state, T0 + 1, configured=keys))}
-    assert {"traffic_key_state", "traffic_key_calls", "traffic_account_tokens_last_minute"} <= metrics.keys()
-    calls = {(s.labels["key_id"], s.labels["outcome"]): s.value for s in metrics["traffic_key_calls"].samples}
+    assert {"traffic_key_state", "api_key_total_calls", "traffic_account_tokens_last_minute"} <= metrics.keys()
+    calls = {(s.labels["key_id"], s.labels["outcome"]): s.value for s in metrics["api_key_total_calls"].samples}
     assert calls[("a", "ok")] == 1 and calls[("b", "ok")] == 0
+    assert metrics["api_key_pool_size"].samples[0].value == 2
+    success = {s.labels["key_id"]: s.value for s in metrics["api_key_success_rate"].samples}
+    assert success == {"a": 1.0}  # b made no call: no rate rather than a made-up one
+    status = {s.labels["key_id"]: s.value for s in metrics["api_key_status"].samples}
+    assert status == {"a": 1.0, "b": 1.0}
     assert not any(k.api_key in str(s) for m in metrics.values() for s in m.samples for k in keys)

@@ -157,7 +157,7 @@ def test_a_camera_is_created_replaced_read_changed_and_deleted(client: FlaskClie
     redis_client.hset(
         keys.camera_status("1"), mapping={"status": "1", "message": "ok", "since": "12.5", "latencyMs": "7"}
     )
-    redis_client.hset(keys.camera_stats("1"), mapping={"captured": "4", "detected": "3"})
+    redis_client.hset(keys.camera_stats("1"), mapping={"captured": "4", "detected": "3", keys.CAMERA_FPS_FIELD: "0.55"})
     listed = ok(client.get("/api/cameras"))
     assert [c["cameraId"] for c in listed] == ["1"]
     assert listed[0]["status"] == {"status": 1, "message": "ok", "since": 12.5, "latencyMs": 7}

@@ -76,6 +76,8 @@ def test_ping_answers_pong(client: Any) -> None:
         ("subscribe", {"cameraIds": list(range(300))}, "invalid_payload"),
         ("subscribe", {"cameraIds": ["bad id with spaces"]}, "invalid_camera_id"),
         ("subscribe", {"cameraIds": [-1]}, "invalid_camera_id"),
+        ("subscribe", {"alerts": "yes"}, "invalid_payload"),
+        ("subscribe", {}, "invalid_payload"),
         ("unsubscribe", None, "invalid_payload"),
         ("start_stream", {"cameraId": 1}, "invalid_url"),
         ("start_stream", {"cameraId": 1, "rtspUrl": "ftp://example.org/x"}, "scheme_not_allowed"),
@@ -136,6 +138,16 @@ def test_subscribe_joins_rooms_and_replays_the_latest_result(client: Any, redis_
     client.emit("unsubscribe", {"cameraIds": ["cam-b"]}, callback=True)
     socketio.emit("detection_result", {"frameId": "f2"}, to=keys.camera_room("cam-b"))
     assert events(client, "detection_result") == []
+
+
+def test_subscribing_to_alerts_joins_the_all_alerts_room(client: Any) -> None:
+    client.get_received()
+    assert client.emit("subscribe", {"alerts": True}, callback=True) == {"subscribed": [], "alerts": True}
+    socketio.emit("key_alert", {"keyId": "k1", "action": "disabled"}, to=keys.ALERTS_ROOM)
+    assert events(client, "key_alert") == [{"keyId": "k1", "action": "disabled"}]
+    assert client.emit("unsubscribe", {"alerts": True}, callback=True) == {"unsubscribed": [], "alerts": False}
+    socketio.emit("key_alert", {"keyId": "k2"}, to=keys.ALERTS_ROOM)
+    assert events(client, "key_alert") == []
 
 
 def test_check_camera_probes_once_and_reports_status(client: Any, tmp_path: Path) -> None:

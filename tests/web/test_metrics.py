@@ -24,17 +24,23 @@ def test_metrics_expose_queues_cameras_and_keys(redis_url: str, redis_client: An
     redis_client.zadd(keys.FRAMES_PENDING, {"f1": 1.0})
     redis_client.hset(keys.CAMERAS, "cam-1", "{}")
     redis_client.hset(keys.camera_stats("cam-1"), mapping={"captured": 7, "dropped_inflight": 3, "final_partial": 1})
+    redis_client.hset(keys.camera_stats("cam-1"), keys.CAMERA_FPS_FIELD, "0.5523")
     redis_client.hset(keys.camera_status("cam-1"), "status", "1")
+    redis_client.hset(keys.CAMERAS, "cam-2", "{}")
     response = client_for(redis_url, tmp_path).get("/metrics")
     assert response.status_code == 200 and response.mimetype == "text/plain"
     text = response.get_data(as_text=True)
     assert "traffic_redis_up 1.0" in text
-    assert 'traffic_queue_depth{queue="gpu"} 2.0' in text
+    assert 'task_queue_size{queue="gpu"} 2.0' in text
     assert "traffic_frames_pending 1.0" in text
     assert 'traffic_camera_captured_total{camera="cam-1"} 7.0' in text
     assert 'traffic_camera_dropped_inflight_total{camera="cam-1"} 3.0' in text
     assert 'traffic_camera_frames_final_total{assessment="partial",camera="cam-1"} 1.0' in text
     assert 'traffic_camera_online{camera="cam-1"} 1.0' in text
+    assert 'traffic_camera_online{camera="cam-2"} 0.0' in text
+    assert 'traffic_camera_fps{camera="cam-1"} 0.5523' in text
+    assert "active_cameras 1.0" in text
+    assert "api_key_pool_size 1.0" in text and 'api_key_status{key_id="k1"} 1.0' in text
     assert 'key_id="k1"' in text
     assert SECRET not in text and SECRET[-4:] not in text
 

@@ -1,0 +1,271 @@
+"""The compose files as docker-compose v1 (Debian's package, 1.29) merges them: the production stack,
+the CPU override, the metrics wiring, no secrets, and Prometheus targets that exist.
+
+``docker-compose config`` needs no Docker engine. It runs with a minimal environment and an empty
+env file, so no variable of this machine (or a developer's ``.env``) leaks into the result; v1 needs
+no FLOWER_USER/FLOWER_PASSWORD for ``config``: Flower's ``:?`` checks are escaped (``$$``) and run
+in the container's shell, not in compose.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = ("docker-compose.yml",)
+CPU = ("docker-compose.yml", "docker-compose.cpu.yml")
+APP_SERVICES = {"web", "capture", "worker-gpu", "worker-llm", "worker-default", "beat", "flower"}
+WORKERS = {"worker-gpu", "worker-llm", "worker-default"}
+BASE_SERVICES = APP_SERVICES | {"redis", "prometheus"}
+SECRET_NAME = re.compile(r"KEY|TOKEN|PASSWORD|SECRET")
+
+
+def _compose_config(files: tuple[str, ...], tmp: Path) -> dict[str, Any]:
+    """``docker-compose -f … config`` of ``files``, parsed; fails (not skips) without docker-compose."""
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.fail("docker-compose is not installed: apt-get install docker-compose (scripts/bootstrap.sh --dev does)")
+    env_file = tmp / "empty.env"
+    env_file.write_text("")
+    args = [binary, "--env-file", str(env_file)]
+    for name in files:
+        args += ["-f", str(ROOT / name)]
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp), "LANG": "C.UTF-8"}
+    proc = subprocess.run([*args, "config"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"docker-compose {' '.join(files)} config failed:\n{proc.stderr}"
+    config = yaml.safe_load(proc.stdout)
+    assert isinstance(config, dict) and isinstance(config.get("services"), dict), proc.stdout
+    return config
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The merged production config."""
+    services: dict[str, Any] = _compose_config(BASE, tmp_path_factory.mktemp("compose-base"))["services"]
+    return services
+
+
+@pytest.fixture(scope="module")
+def cpu(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The merged config with the CPU override."""
+    services: dict[str, Any] = _compose_config(CPU, tmp_path_factory.mktemp("compose-cpu"))["services"]
+    return services
+
+
+def _active(services: dict[str, Any]) -> dict[str, Any]:
+    """The services a plain ``up`` starts: v1's ``config`` also lists those behind a profile, v2's does not."""
+    return {name: svc for name, svc in services.items() if not svc.get("profiles")}
+
+
+def _command(svc: dict[str, Any]) -> list[str]:
+    command = svc.get("command") or []
+    return [str(part) for part in command] if isinstance(command, list) else str(command).split()
+
+
+def _env(svc: dict[str, Any]) -> dict[str, str]:
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.partition("=")[::2] for item in env)
+    return {name: "" if value is None else str(value) for name, value in env.items()}
+
+
+def _devices(svc: dict[str, Any]) -> list[dict[str, Any]]:
+    resources = (svc.get("deploy") or {}).get("resources") or {}
+    return list((resources.get("reservations") or {}).get("devices") or [])
+
+
+def _published_ports(svc: dict[str, Any]) -> set[int]:
+    published = set()
+    for port in svc.get("ports") or []:
+        if isinstance(port, dict):
+            if port.get("published") is not None:
+                published.add(int(port["published"]))
+        else:
+            parts = str(port).split(":")
+            if len(parts) > 1:
+                published.add(int(parts[-2]))
+    return published
+
+
+def _mounts(svc: dict[str, Any]) -> list[tuple[str, str]]:
+    mounts = []
+    for volume in svc.get("volumes") or []:
+        if isinstance(volume, dict):
+            mounts.append((str(volume.get("source", "")), str(volume["target"])))
+        else:
+            source, _, rest = str(volume).partition(":")
+            mounts.append((source, rest.split(":")[0]))
+    return mounts
+
+
+def _detectors(services: dict[str, Any]) -> dict[str, Any]:
+    """Active services that consume the ``gpu`` queue."""
+    found = {}
+    for name, svc in _active(services).items():
+        command = _command(svc)
+        if "worker" in command and "-Q" in command and command[command.index("-Q") + 1] == "gpu":
+            found[name] = svc
+    return found
+
+
+def _flag_value(command: list[str], flag: str) -> str:
+    assert flag in command, f"{flag} missing from {command}"
+    return command[command.index(flag) + 1]
+
+
+def test_service_set(base: dict[str, Any], cpu: dict[str, Any]) -> None:
+    assert set(base) == BASE_SERVICES
+    assert not any(svc.get("profiles") for svc in base.values()), "a plain `up` must start the whole stack"
+    assert set(_active(cpu)) == BASE_SERVICES - {"worker-gpu"} | {"worker-cpu"}
+    if "worker-gpu" in cpu:  # v1 lists it, behind the profile that keeps `up` from starting it
+        assert cpu["worker-gpu"]["profiles"] == ["gpu"]
+
+
+def test_redis_is_durable_and_never_evicts(base: dict[str, Any]) -> None:
+    command = _command(base["redis"])
+    assert command[0] == "redis-server"
+    assert _flag_value(command, "--appendonly") == "yes"
+    assert _flag_value(command, "--maxmemory-policy") == "noeviction"
+    assert "/data" in [target for _, target in _mounts(base["redis"])]
+
+
+@pytest.mark.parametrize("which", ["base", "cpu"])
+def test_app_services_share_one_image(which: str, request: pytest.FixtureRequest) -> None:
+    services = _active(request.getfixturevalue(which))
+    apps = {name: svc for name, svc in services.items() if name not in {"redis", "prometheus"}}
+    assert set(apps) == (APP_SERVICES if which == "base" else APP_SERVICES - {"worker-gpu"} | {"worker-cpu"})
+    images = {(svc.get("image"), str((svc.get("build") or {}).get("context"))) for svc in apps.values()}
+    assert images == {("traffic:latest", str(ROOT))}, images
+    for name, svc in apps.items():
+        assert svc.get("restart") == "unless-stopped", name
+        assert svc["depends_on"]["redis"]["condition"] == "service_healthy", name
+        assert _env(svc)["REDIS_URL"] == "redis://redis:6379/0", name
+
+
+@pytest.mark.parametrize("which", ["base", "cpu"])
+def test_health_checks(which: str, request: pytest.FixtureRequest) -> None:
+    services = _active(request.getfixturevalue(which))
+    workers = {name for name in services if name.startswith("worker-")}
+    assert len(workers) == 3
+    for name in {"redis", "web", "flower"} | workers:
+        test = services[name].get("healthcheck", {}).get("test")
+        assert test and test[0] in {"CMD", "CMD-SHELL"}, f"{name} has no health check"
+    for name in workers:
+        node = _flag_value(_command(services[name]), "-n").split("@")[0]
+        probe = " ".join(services[name]["healthcheck"]["test"])
+        assert "inspect ping" in probe and f"-d {node}@" in probe, f"{name} pings another node: {probe}"
+
+
+def test_gpu_worker_reserves_an_nvidia_gpu(base: dict[str, Any]) -> None:
+    detectors = _detectors(base)
+    assert set(detectors) == {"worker-gpu"}
+    devices = _devices(base["worker-gpu"])
+    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices), devices
+    assert _env(base["worker-gpu"])["TRAFFIC_DEVICE"] == "cuda:0"
+    assert _flag_value(_command(base["worker-gpu"]), "-P") == "solo"
+    others = [name for name, svc in base.items() if name != "worker-gpu" and _devices(svc)]
+    assert others == [], f"only the detector reserves devices: {others}"
+
+
+def test_cpu_override_detector_has_no_gpu(base: dict[str, Any], cpu: dict[str, Any]) -> None:
+    detectors = _detectors(cpu)
+    assert set(detectors) == {"worker-cpu"}, "exactly one detector, and not the GPU one, starts with the override"
+    detector = detectors["worker-cpu"]
+    assert _devices(detector) == [], "the CPU detector must not reserve a GPU"
+    assert not any(_devices(svc) for svc in _active(cpu).values())
+    assert _env(detector)["TRAFFIC_DEVICE"] == "cpu"
+    # The same worker as worker-gpu otherwise (the override cannot share docker-compose.yml's anchors).
+    gpu = base["worker-gpu"]
+    assert _command(detector) == _command(gpu)
+    assert {k: v for k, v in _env(detector).items() if k != "TRAFFIC_DEVICE"} == {
+        k: v for k, v in _env(gpu).items() if k != "TRAFFIC_DEVICE"
+    }
+    for key in ("healthcheck", "tmpfs", "expose", "restart", "depends_on", "image"):
+        assert detector.get(key) == gpu.get(key), key
+    # Prometheus (and people) keep reaching the detector as worker-gpu.
+    assert "worker-gpu" in detector["networks"]["default"]["aliases"]
+
+
+def test_flower_requires_basic_auth_from_the_environment(base: dict[str, Any]) -> None:
+    flower = base["flower"]
+    line = " ".join(_command(flower))
+    assert "celery -A workers flower" in line and "--port=5555" in line
+    assert re.search(r"--basic-auth=\$+\{FLOWER_USER:\?[^}]*\}:\$+\{FLOWER_PASSWORD:\?[^}]*\}", line), line
+    env = _env(flower)
+    assert env["FLOWER_USER"] == "" and env["FLOWER_PASSWORD"] == ""
+    assert 5555 in _published_ports(flower)
+
+
+@pytest.mark.parametrize("which", ["base", "cpu"])
+def test_worker_metrics_wiring(which: str, request: pytest.FixtureRequest) -> None:
+    services = _active(request.getfixturevalue(which))
+    workers = {name: svc for name, svc in services.items() if name.startswith("worker-")}
+    assert set(workers) == (WORKERS if which == "base" else WORKERS - {"worker-gpu"} | {"worker-cpu"})
+    for name, svc in workers.items():
+        env = _env(svc)
+        assert env["TRAFFIC_METRICS_PORT"] == "9800", name
+        assert env["PROMETHEUS_MULTIPROC_DIR"] == "/tmp/prometheus", name
+        assert "/tmp/prometheus" in [str(t).split(":")[0] for t in svc.get("tmpfs") or []], name
+        assert not svc.get("ports"), f"{name} publishes ports; its exporter is for the compose network only"
+    for name, svc in services.items():
+        assert 9800 not in _published_ports(svc), name
+        if name not in workers:
+            # prometheus-client would switch these processes (Flower too) to files in a missing folder.
+            assert "PROMETHEUS_MULTIPROC_DIR" not in _env(svc), name
+
+
+@pytest.mark.parametrize("which", ["base", "cpu"])
+def test_secrets_come_only_from_the_environment(which: str, request: pytest.FixtureRequest) -> None:
+    services = request.getfixturevalue(which)
+    seen = 0
+    for name, svc in services.items():
+        for var, value in _env(svc).items():
+            if SECRET_NAME.search(var):
+                seen += 1
+                assert value == "", f"{name}: {var} has a value although the environment sets none"
+    assert seen >= 3  # DASHSCOPE_API_KEY, TRAFFIC_AUTH_TOKEN, FLOWER_PASSWORD at least
+
+
+@pytest.mark.parametrize("filename", CPU)
+def test_secret_variables_are_empty_default_substitutions(filename: str) -> None:
+    """In the files as written: `NAME: ${NAME:-}`, never a literal (anchors resolved by the YAML loader)."""
+    raw = yaml.safe_load((ROOT / filename).read_text())
+    seen = 0
+    for name, svc in raw["services"].items():
+        for var, value in _env(svc).items():
+            if SECRET_NAME.search(var):
+                seen += 1
+                assert value == f"${{{var}:-}}", f"{filename} {name}: {var} must be ${{{var}:-}}, is {value!r}"
+    assert seen >= 1
+
+
+@pytest.mark.parametrize("which", ["base", "cpu"])
+def test_prometheus_scrapes_only_services_that_exist(which: str, request: pytest.FixtureRequest) -> None:
+    services = _active(request.getfixturevalue(which))
+    names = set(services)
+    for svc in services.values():
+        for network in (svc.get("networks") or {}).values():
+            names.update((network or {}).get("aliases") or [])
+    assert (str(ROOT / "deploy" / "prometheus.yml"), "/etc/prometheus/prometheus.yml") in _mounts(
+        services["prometheus"]
+    )
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
+    assert {"traffic-web", "traffic-workers", "flower"} <= set(jobs)
+    targets = [t for job in jobs.values() for sc in job.get("static_configs", []) for t in sc["targets"]]
+    for target in targets:
+        host, _, port = target.rpartition(":")
+        assert host in names, f"prometheus target {target} is not a service of {which}"
+        assert port.isdigit(), target
+    workers = sorted(jobs["traffic-workers"]["static_configs"][0]["targets"])
+    assert workers == ["worker-default:9800", "worker-gpu:9800", "worker-llm:9800"]
+    assert "basic_auth" not in jobs["flower"], "Flower 2.2 serves /metrics without auth (see the comment there)"
