@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import TextIO
 import requests
 
 from stack.demo import make_demo_clip
-from stack.processes import ProcessGroup, ProcessSpec, celery_worker, python_module
+from stack.processes import ProcessGroup, ProcessSpec, celery_beat, celery_worker, python_module
 from stack.redis_server import LocalRedis, resolve_redis
 from traffic.settings import Settings
 from workers.metrics import clear_metric_files
@@ -37,23 +36,7 @@ def stack_specs(
         celery_worker("default", "default", "threads", 4),
     ]
     if with_beat:
-        specs.append(
-            ProcessSpec(
-                "beat",
-                (
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "workers",
-                    "beat",
-                    "--loglevel",
-                    "INFO",
-                    "-s",
-                    "var/celerybeat-schedule",
-                ),
-            )
-        )
+        specs.append(celery_beat("beat", "var/celerybeat-schedule"))
     if with_web:
         specs.insert(0, python_module("web", "web"))
     return specs
