@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from infra import celery_names
+
 SCHEDULE: dict[str, dict[str, Any]] = {
     # Finalise every frame whose deadline passed without a verdict (partial/unavailable).
-    "sweep-deadlines": {"task": "workers.tasks.sweep_deadlines", "schedule": 1.0, "options": {"expires": 5}},
+    "sweep-deadlines": {"task": celery_names.SWEEP_DEADLINES, "schedule": 1.0, "options": {"expires": 5}},
     # Cameras without a live capture lease are reported offline; stale alerts end.
-    "camera-watchdog": {"task": "workers.tasks.camera_watchdog", "schedule": 5.0, "options": {"expires": 10}},
+    "camera-watchdog": {"task": celery_names.CAMERA_WATCHDOG, "schedule": 5.0, "options": {"expires": 10}},
     # Queue depths, key-pool state and in-flight counts for the dashboard and Prometheus.
-    "queue-gauges": {"task": "workers.tasks.record_gauges", "schedule": 5.0, "options": {"expires": 10}},
+    "queue-gauges": {"task": celery_names.RECORD_GAUGES, "schedule": 5.0, "options": {"expires": 10}},
 }

@@ -1,7 +1,7 @@
 """Celery settings of every traffic process, derived from the traffic settings.
 
-Celery imports this module lazily (``app.config_from_object("celeryconfig")``), the first time a
-process needs its configuration; the module reads the environment then, once.
+Importing this module reads nothing and changes nothing: ``workers.celery_app.create_celery_app``
+calls :func:`celery_options` with the settings an entry point loaded.
 
 Why these values:
 - JSON only: messages carry ids and Redis keys; never pickle, never images.
@@ -22,15 +22,15 @@ Why these values:
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from kombu import Queue
 
-from traffic.config import load_settings
+from infra import celery_names
+from infra.celery_names import QUEUES
 from traffic.settings import Settings
 
-QUEUES = ("gpu", "llm", "default")
+__all__ = ["QUEUES", "celery_options"]
 
 
 def celery_options(settings: Settings) -> dict[str, Any]:
@@ -57,12 +57,8 @@ def celery_options(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "result_accept_content": ["json"],
         "task_queues": tuple(Queue(name) for name in QUEUES),
-        "task_default_queue": "default",
-        "task_routes": {
-            "workers.tasks.detect_frame": {"queue": "gpu"},
-            "workers.tasks.assess_group": {"queue": "llm"},
-            "workers.tasks.*": {"queue": "default"},
-        },
+        "task_default_queue": celery_names.DEFAULT_QUEUE,
+        "task_routes": {name: {"queue": queue} for name, queue in celery_names.ROUTES.items()},
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
@@ -86,6 +82,3 @@ def _beat_schedule() -> dict[str, Any]:
     from beat_schedule import SCHEDULE
 
     return dict(SCHEDULE)
-
-
-globals().update(celery_options(load_settings(os.environ)))

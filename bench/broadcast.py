@@ -28,18 +28,17 @@ from typing import Any
 import socketio
 
 from bench.common import frame_set, machine_line, percentile, summary
-from stack.demo import packaged_detector_settings
+from infra.detector_loading import packaged_detector_settings
+from infra.emitter import Emitter
 from stack.processes import ProcessGroup, python_module
 from stack.redis_server import LocalRedis, free_port
 from stack.supervisor import wait_for_web
 from traffic.analysis import FrameAnalysis, analyse_detections, analyse_frame
-from traffic.imaging import Image, crop_jpeg, encode_jpeg
+from traffic.imaging import Image, crop_jpeg, encode_jpeg, preview_jpeg
 from traffic.models import Assessment, Detection, FrameVerdict, GroupVerdict, RiskLevel, VerdictStatus
 from traffic.settings import DetectorSettings, GroupingSettings
 from traffic.wire import detection_result
 from traffic.yolo_detector import UltralyticsDetector
-from workers.capture import preview_jpeg
-from workers.emitter import Emitter
 
 
 class Receiver:

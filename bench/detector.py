@@ -27,14 +27,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.common import frame_set, machine_line, summary
-from stack.demo import packaged_detector_settings
+from infra.camera_registry import CameraRegistry
+from infra.detector_loading import packaged_detector_settings
+from infra.frame_store import FrameStore
 from stack.harness import Stack, stack_env
 from stack.redis_server import LocalRedis
 from traffic.imaging import Image, decode_jpeg
 from traffic.settings import DetectorSettings
 from traffic.yolo_detector import UltralyticsDetector
-from workers.camera_registry import CameraRegistry
-from workers.frames import FrameStore
 
 BATCH_SIZES = (1, 2, 4, 8)
 CAMERAS = 8

@@ -49,11 +49,11 @@ import math
 import random
 import statistics
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bench.common import machine_line, percentile
-from traffic.gate import RecentVerdict, decide, group_signature
+from traffic.gate import GateDecision, RecentVerdict, decide, group_signature
 from traffic.grouping import find_groups
 from traffic.models import Detection, GroupContext, GroupVerdict, RiskLevel, VerdictStatus
 from traffic.settings import CaptureSettings, GroupingSettings, LLMSettings, PipelineSettings
@@ -332,6 +332,47 @@ class Tally:
     tracks: Counter[str] = field(default_factory=Counter)
 
 
+@dataclass(frozen=True)
+class Span:
+    """How long a run lasts in ticks: all of them, the uncounted warm-up, and an escalation's window."""
+
+    ticks: int
+    warm_ticks: int
+    window_ticks: int
+
+
+@dataclass
+class CameraState:
+    """One camera's gate state and history while its scene runs."""
+
+    recent: dict[str, RecentVerdict] = field(default_factory=dict)
+    landing: list[tuple[float, str, GroupVerdict]] = field(default_factory=list)
+    """Verdicts called but not yet final: (reusable from, signature, verdict), in call order."""
+    cooldown_until: float = -math.inf
+    naive_cooldown_until: float = -math.inf
+    """The cooldown-only baseline's own cooldown."""
+    budget: Counter[int] = field(default_factory=Counter)
+    """Calls per wall-clock minute (``int(now // 60)``)."""
+    assessed: dict[int, list[int]] = field(default_factory=dict)
+    """Track number -> ticks it was sent to the model."""
+    seen: dict[int, dict[int, str]] = field(default_factory=dict)
+    """Track number -> tick -> outcome."""
+    calls: list[float] = field(default_factory=list)
+    """Times of the counted calls."""
+
+
+Frame = list[tuple[int, GroupContext]]
+"""One tick's visible groups: (track number, group context), numbered from 1 in track order."""
+
+ESCALATION_KINDS: dict[str, Callable[[Outcome], bool]] = {
+    "in_place": lambda e: e.manner == "in_place",
+    "  moving": lambda e: e.manner == "in_place" and not e.still,
+    "  still": lambda e: e.manner == "in_place" and e.still,
+    "with_change": lambda e: e.manner == "with_change",
+}
+"""The escalation breakdown's rows, in print order."""
+
+
 def simulate_camera(
     rng: random.Random,
     motion: random.Random | None,
@@ -344,95 +385,160 @@ def simulate_camera(
     """Run one camera's scene through the gate; add its figures to ``tally``."""
     origin = EPOCH + rng.uniform(0, policy.tick_s)
     tracks = make_scene(rng, ticks, motion)
-    recent: dict[str, RecentVerdict] = {}
-    landing: list[tuple[float, str, GroupVerdict]] = []
-    cooldown_until = naive_cooldown_until = -math.inf
-    budget: Counter[int] = Counter()
-    assessed: dict[int, list[int]] = {}  # track number -> ticks it was sent to the model
-    seen: dict[int, dict[int, str]] = {}  # track number -> tick -> outcome
-    camera_calls: list[float] = []
+    state = CameraState()
     for tick in range(ticks):
-        now = origin + tick * policy.tick_s
-        counted = tick >= warm_ticks
-        while landing and landing[0][0] <= now:
-            at, signature, verdict = landing.pop(0)
-            recent[signature] = RecentVerdict(verdict, at)
-        frame: list[tuple[int, GroupContext]] = []
-        for number, track in enumerate(tracks):
-            if not track.start <= tick < track.end:
-                continue
-            found = _frame_detections(rng, track, tick)
-            groups = find_groups(found, (WIDTH, HEIGHT), GroupingSettings())
-            if not groups:
-                seen.setdefault(number, {})[tick] = "not visible"
-                continue
-            group = max(groups, key=lambda g: g.object_count)
-            members = tuple(found[i] for i in group.member_indices)
-            group = dataclasses.replace(group, index=len(frame) + 1, member_indices=tuple(range(len(members))))
-            frame.append((number, GroupContext(group, members, (WIDTH, HEIGHT))))
-        contexts = [context for _, context in frame]
-        decision = decide(
-            contexts,
-            now=now,
-            cooldown_active=now < cooldown_until,
-            recent=recent,
-            budget_left=max(0, policy.budget_per_minute - budget[int(now // 60)]),
-            max_groups=max(1, policy.max_groups),
-            dedupe_window_s=policy.dedupe_window_s,
-            recheck_s=policy.recheck_s,
-            distance_tolerance=policy.distance_tolerance,
-        )
-        for signature in decision.forget:
-            del recent[signature]  # as workers/detection.py forgets them
-        if decision.assess:
-            if policy.cooldown_s > 0:
-                cooldown_until = now + policy.cooldown_s
-            budget[int(now // 60)] += len(decision.assess)
-        reused = dict(decision.reuse)
-        for number, context in frame:
-            index, track = context.group.index, tracks[number]
-            truth = track.risk(tick)
-            if index in decision.assess:
-                outcome = "assessed"
-                assessed.setdefault(number, []).append(tick)
-                verdict = GroupVerdict(
-                    index, VerdictStatus.OK, truth, 0.8, model="fake", latency_s=policy.llm_latency_s
-                )
-                if policy.dedupe_window_s > 0:
-                    landing.append((now + policy.llm_latency_s, group_signature(context), verdict))
-            elif index in reused:
-                outcome = "reused"
-                given = reused[index].risk_level
-                if counted:
-                    tally.stale[
-                        "below" if given.rank < truth.rank else "above" if given.rank > truth.rank else "equal"
-                    ] += 1
-            elif index in decision.dropped:
-                outcome = "budget"
-            else:
-                outcome = "cooldown"
-            seen.setdefault(number, {})[tick] = outcome
-            if counted:
-                tally.outcomes[outcome] += 1
-        cooldown_only = bool(frame) and now >= naive_cooldown_until
-        if cooldown_only:
-            naive_cooldown_until = now + policy.cooldown_s
-        if counted:
-            tally.groups_per_frame.append(len(frame))
-            camera_calls += [now] * len(decision.assess)
-            tally.naive += [now] * len(frame)
-            tally.cooldown_only += [now] * (len(frame) if cooldown_only else 0)
-    tally.calls += camera_calls
-    tally.per_camera_peak.append(peak_per_minute(camera_calls))
+        _simulate_tick(rng, policy, tracks, state, tick, origin + tick * policy.tick_s, tick >= warm_ticks, tally)
+    tally.calls += state.calls
+    tally.per_camera_peak.append(peak_per_minute(state.calls))
+    _tally_tracks(tracks, state, Span(ticks, warm_ticks, window_ticks), tally)
+
+
+def _simulate_tick(
+    rng: random.Random,
+    policy: Policy,
+    tracks: list[Track],
+    state: CameraState,
+    tick: int,
+    now: float,
+    counted: bool,
+    tally: Tally,
+) -> None:
+    """One sampled frame: land final verdicts, gate the visible groups, and record what became of them."""
+    _land_verdicts(state, now)
+    frame = _visible_groups(rng, tracks, tick, state.seen)
+    decision = _gate(policy, state, [context for _, context in frame], now)
+    _record_outcomes(policy, state, tracks, frame, decision, tick, now, counted, tally)
+    _count_frame(policy, state, len(frame), len(decision.assess), now, counted, tally)
+
+
+def _land_verdicts(state: CameraState, now: float) -> None:
+    """Make the verdicts that are final by ``now`` reusable."""
+    while state.landing and state.landing[0][0] <= now:
+        at, signature, verdict = state.landing.pop(0)
+        state.recent[signature] = RecentVerdict(verdict, at)
+
+
+def _visible_groups(rng: random.Random, tracks: list[Track], tick: int, seen: dict[int, dict[int, str]]) -> Frame:
+    """The largest group each live track forms on ``tick``; tracks that form none are marked not visible."""
+    frame: Frame = []
     for number, track in enumerate(tracks):
-        if track.end > warm_ticks:
+        if not track.start <= tick < track.end:
+            continue
+        found = _frame_detections(rng, track, tick)
+        groups = find_groups(found, (WIDTH, HEIGHT), GroupingSettings())
+        if not groups:
+            seen.setdefault(number, {})[tick] = "not visible"
+            continue
+        group = max(groups, key=lambda g: g.object_count)
+        members = tuple(found[i] for i in group.member_indices)
+        group = dataclasses.replace(group, index=len(frame) + 1, member_indices=tuple(range(len(members))))
+        frame.append((number, GroupContext(group, members, (WIDTH, HEIGHT))))
+    return frame
+
+
+def _gate(policy: Policy, state: CameraState, contexts: list[GroupContext], now: float) -> GateDecision:
+    """Run ``decide`` on one frame and apply its forgetting, cooldown and budget as the worker does."""
+    decision = decide(
+        contexts,
+        now=now,
+        cooldown_active=now < state.cooldown_until,
+        recent=state.recent,
+        budget_left=max(0, policy.budget_per_minute - state.budget[int(now // 60)]),
+        max_groups=max(1, policy.max_groups),
+        dedupe_window_s=policy.dedupe_window_s,
+        recheck_s=policy.recheck_s,
+        distance_tolerance=policy.distance_tolerance,
+    )
+    for signature in decision.forget:
+        del state.recent[signature]  # as workers/detection.py forgets them
+    if decision.assess:
+        if policy.cooldown_s > 0:
+            state.cooldown_until = now + policy.cooldown_s
+        state.budget[int(now // 60)] += len(decision.assess)
+    return decision
+
+
+def _record_outcomes(
+    policy: Policy,
+    state: CameraState,
+    tracks: list[Track],
+    frame: Frame,
+    decision: GateDecision,
+    tick: int,
+    now: float,
+    counted: bool,
+    tally: Tally,
+) -> None:
+    """Note each visible group's outcome; answer the assessed ones with their true risk."""
+    reused = dict(decision.reuse)
+    for number, context in frame:
+        index, truth = context.group.index, tracks[number].risk(tick)
+        outcome = _outcome(decision, reused, index)
+        if outcome == "assessed":
+            _call_model(policy, state, number, context, truth, tick, now)
+        elif outcome == "reused" and counted:
+            tally.stale[_staleness(reused[index].risk_level, truth)] += 1
+        state.seen.setdefault(number, {})[tick] = outcome
+        if counted:
+            tally.outcomes[outcome] += 1
+
+
+def _outcome(decision: GateDecision, reused: dict[int, GroupVerdict], index: int) -> str:
+    """What the gate did with group ``index``: assessed, reused, budget or cooldown."""
+    if index in decision.assess:
+        return "assessed"
+    if index in reused:
+        return "reused"
+    return "budget" if index in decision.dropped else "cooldown"
+
+
+def _staleness(given: RiskLevel, truth: RiskLevel) -> str:
+    """A reused verdict's level against the group's true one: below, above or equal."""
+    return "below" if given.rank < truth.rank else "above" if given.rank > truth.rank else "equal"
+
+
+def _call_model(
+    policy: Policy, state: CameraState, number: int, context: GroupContext, truth: RiskLevel, tick: int, now: float
+) -> None:
+    """The fake model's call for one group: noted, and its verdict reusable ``llm_latency_s`` later."""
+    state.assessed.setdefault(number, []).append(tick)
+    verdict = GroupVerdict(
+        context.group.index, VerdictStatus.OK, truth, 0.8, model="fake", latency_s=policy.llm_latency_s
+    )
+    if policy.dedupe_window_s > 0:
+        state.landing.append((now + policy.llm_latency_s, group_signature(context), verdict))
+
+
+def _count_frame(
+    policy: Policy, state: CameraState, groups: int, calls: int, now: float, counted: bool, tally: Tally
+) -> None:
+    """Count one frame's calls against the naive and cooldown-only baselines."""
+    cooldown_only = groups > 0 and now >= state.naive_cooldown_until
+    if cooldown_only:
+        state.naive_cooldown_until = now + policy.cooldown_s
+    if counted:
+        tally.groups_per_frame.append(groups)
+        state.calls += [now] * calls
+        tally.naive += [now] * groups
+        tally.cooldown_only += [now] * (groups if cooldown_only else 0)
+
+
+def _tally_tracks(tracks: list[Track], state: CameraState, span: Span, tally: Tally) -> None:
+    """Count the camera's tracks after warm-up and the outcome of each escalation with a whole window."""
+    for number, track in enumerate(tracks):
+        if track.end > span.warm_ticks:
             tally.tracks[track.kind] += 1
         e = track.escalation
-        if e is None or e.tick < warm_ticks or e.tick + window_ticks >= ticks:
+        if e is None or e.tick < span.warm_ticks or e.tick + span.window_ticks >= span.ticks:
             continue
-        calls_after = [t for t in assessed.get(number, []) if e.tick <= t < e.until]
-        window = tuple(seen.get(number, {}).get(t, "not visible") for t in range(e.tick, e.tick + window_ticks + 1))
-        tally.escalations.append(Outcome(e.manner, e.still, calls_after[0] - e.tick if calls_after else None, window))
+        tally.escalations.append(_escalation_outcome(e, state, number, span.window_ticks))
+
+
+def _escalation_outcome(e: Escalation, state: CameraState, number: int, window_ticks: int) -> Outcome:
+    """How soon track ``number`` was sent to the model after escalation ``e``, and its fate in the window."""
+    calls_after = [t for t in state.assessed.get(number, []) if e.tick <= t < e.until]
+    window = tuple(state.seen.get(number, {}).get(t, "not visible") for t in range(e.tick, e.tick + window_ticks + 1))
+    return Outcome(e.manner, e.still, calls_after[0] - e.tick if calls_after else None, window)
 
 
 def peak_per_minute(times: Sequence[float]) -> int:
@@ -446,23 +552,35 @@ def peak_per_minute(times: Sequence[float]) -> int:
     return best
 
 
-def run(
-    cameras: int, minutes: float, seed: int, policy: Policy, window_ticks: int, motion: bool = True
-) -> dict[str, object]:
-    """Simulate, print, and return the closing line's figures."""
-    warm_ticks = math.ceil(WARM_UP_S / policy.tick_s)
-    ticks = warm_ticks + math.ceil(minutes * 60 / policy.tick_s)
+def simulate_fleet(cameras: int, seed: int, policy: Policy, span: Span, motion: bool) -> Tally:
+    """Run every camera, each on its own scene seed drawn from ``seed``; return the fleet's tally."""
     tally = Tally()
     rng = random.Random(seed)
     for _ in range(cameras):
         scene = rng.getrandbits(64)
         steps = random.Random(scene ^ MOTION_SALT) if motion else None
-        simulate_camera(random.Random(scene), steps, policy, ticks, warm_ticks, window_ticks, tally)
-    counted_ticks = ticks - warm_ticks
-    window_s = window_ticks * policy.tick_s
-    missed = [e for e in tally.escalations if e.missed]
-    group_frames = sum(tally.outcomes.values())
+        simulate_camera(random.Random(scene), steps, policy, span.ticks, span.warm_ticks, span.window_ticks, tally)
+    return tally
 
+
+def run(
+    cameras: int, minutes: float, seed: int, policy: Policy, window_ticks: int, motion: bool = True
+) -> dict[str, object]:
+    """Simulate, print, and return the closing line's figures."""
+    warm_ticks = math.ceil(WARM_UP_S / policy.tick_s)
+    span = Span(warm_ticks + math.ceil(minutes * 60 / policy.tick_s), warm_ticks, window_ticks)
+    tally = simulate_fleet(cameras, seed, policy, span, motion)
+    missed = [e for e in tally.escalations if e.missed]
+    counted_ticks = span.ticks - span.warm_ticks
+    _print_setup(cameras, minutes, seed, policy, counted_ticks, tally)
+    _print_calls(cameras, policy, counted_ticks, tally)
+    _print_escalations(policy, window_ticks, tally, missed)
+    _print_reuse(policy, tally, missed)
+    return _summary(tally, missed)
+
+
+def _print_setup(cameras: int, minutes: float, seed: int, policy: Policy, counted_ticks: int, tally: Tally) -> None:
+    """Print what was simulated: the run, the scenes and the gate's settings."""
     print(
         f"simulated: {cameras} cameras x {counted_ticks} ticks ({policy.tick_s} s apart, {minutes:g} min) after a "
         f"{WARM_UP_S:.0f}-s warm-up that is not counted; seed {seed}"
@@ -478,10 +596,14 @@ def run(
         f"groups re-checked after {policy.recheck_s:g} s), budget {policy.budget_per_minute}/camera/wall-clock "
         f"minute, max {policy.max_groups} groups per frame; verdicts reusable {policy.llm_latency_s:g} s after the call"
     )
+
+
+def _print_calls(cameras: int, policy: Policy, counted_ticks: int, tally: Tally) -> None:
+    """Print the group-frames' outcomes and the calls of the gate against both baselines."""
     print(
-        f"group-frames: {group_frames}; sent to the model {tally.outcomes['assessed']}, reused a recent verdict "
-        f"{tally.outcomes['reused']}, waited out the cooldown {tally.outcomes['cooldown']}, dropped by budget or "
-        f"max_groups {tally.outcomes['budget']}"
+        f"group-frames: {sum(tally.outcomes.values())}; sent to the model {tally.outcomes['assessed']}, reused a "
+        f"recent verdict {tally.outcomes['reused']}, waited out the cooldown {tally.outcomes['cooldown']}, dropped "
+        f"by budget or max_groups {tally.outcomes['budget']}"
     )
     minutes_total = counted_ticks * policy.tick_s / 60
     print(f"calls: {len(tally.calls)} ({len(tally.calls) / minutes_total / cameras:.1f} per camera per minute)")
@@ -498,18 +620,16 @@ def run(
         f"{peak_per_minute(tally.naive)}, cooldown-only {peak_per_minute(tally.cooldown_only)}; one camera at most "
         f"{max(tally.per_camera_peak)} (the budget counts wall-clock minutes, so a sliding minute can hold up to 2x)"
     )
+
+
+def _print_escalations(policy: Policy, window_ticks: int, tally: Tally, missed: list[Outcome]) -> None:
+    """Print the escalations: how many were missed, per kind how fast they were called, the missed ones' fate."""
     print(
         f"escalations: {len(tally.escalations)} (true risk rises to medium/high on tick e while the group stays "
-        f"on screen); missed = not sent to the model on ticks e..e+{window_ticks} (within {window_s:.1f} s): "
-        f"{len(missed)}"
+        f"on screen); missed = not sent to the model on ticks e..e+{window_ticks} (within "
+        f"{window_ticks * policy.tick_s:.1f} s): {len(missed)}"
     )
-    kinds = {
-        "in_place": lambda e: e.manner == "in_place",
-        "  moving": lambda e: e.manner == "in_place" and not e.still,
-        "  still": lambda e: e.manner == "in_place" and e.still,
-        "with_change": lambda e: e.manner == "with_change",
-    }
-    for name, test in kinds.items():
+    for name, test in ESCALATION_KINDS.items():
         group = [e for e in tally.escalations if test(e)]
         delays = [e.delay * policy.tick_s for e in group if e.delay is not None]
         print(
@@ -519,6 +639,10 @@ def run(
         )
     window_outcomes = Counter(outcome for e in missed for outcome in e.window)
     print(f"  outcomes on ticks e..e+{window_ticks} of the missed ones: {dict(window_outcomes)}")
+
+
+def _print_reuse(policy: Policy, tally: Tally, missed: list[Outcome]) -> None:
+    """Print how often reuse gave a stale verdict, and why escalations were missed."""
     print(
         f"reused verdicts below the group's true level at that tick: {tally.stale['below']} of "
         f"{sum(tally.stale.values())} reuses (above it, after the risk fell back: {tally.stale['above']})"
@@ -536,6 +660,10 @@ def run(
             f"{policy.recheck_s:g} s old (watched groups) or {policy.dedupe_window_s:g} s old (reuse does not "
             f"refresh it); try --dedupe-window 0 for the same scenes without reuse"
         )
+
+
+def _summary(tally: Tally, missed: list[Outcome]) -> dict[str, object]:
+    """The closing line's figures, in print order."""
     return {
         "calls": len(tally.calls),
         "naive_calls": len(tally.naive),

@@ -40,15 +40,16 @@ import redis
 from celery import Celery
 
 from bench.common import machine_line
+from infra.frame_store import FrameStore
 from stack.harness import bus_jpeg
 from stack.processes import ProcessGroup, celery_worker
 from stack.redis_server import LocalRedis
-from traffic import keys
+from traffic import redis_keys
 from traffic.analysis import analyse_detections
+from traffic.frame_record import FrameRecord
 from traffic.imaging import crop_jpeg, decode_jpeg, image_size
 from traffic.models import Detection
 from traffic.settings import GroupingSettings
-from workers.frames import FrameRecord, FrameStore
 
 POOLS = ("threads", "eventlet")
 DEFAULT_POOL = "threads"
@@ -237,7 +238,7 @@ def verdict_counts(client: redis.Redis, frames: list[tuple[str, tuple[int, ...]]
     """(verdicts, fallbacks, errors) stored so far."""
     pipe = client.pipeline(transaction=False)
     for frame_id, _ in frames:
-        pipe.hvals(keys.frame_verdicts(frame_id))
+        pipe.hvals(redis_keys.frame_verdicts(frame_id))
     found = fallbacks = errors = 0
     for values in pipe.execute():
         for raw in values:

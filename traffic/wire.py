@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from traffic.analysis import FrameAnalysis
+from traffic.frame_record import FrameRecord
 from traffic.models import Assessment, Detection, FrameVerdict, GroupVerdict, RiskLevel, TrafficGroup
 
 JSON = dict[str, Any]
@@ -104,3 +105,18 @@ def detection_result(
     if extra:
         payload.update(extra)
     return payload
+
+
+def frame_result(record: FrameRecord, verdict: FrameVerdict | None, assessment: Assessment) -> dict[str, object]:
+    """The ``detection_result`` payload of a recorded frame (``verdict`` None until it has one)."""
+    return detection_result(
+        camera_id=record.wire_id,
+        frame_id=record.frame_id,
+        captured_at=record.captured_at,
+        analysis=record.analysis,
+        model_type=record.model_type,
+        supported_classes=record.supported_classes,
+        process_time_s=record.process_time_s,
+        assessment=assessment,
+        verdict=verdict,
+    )

@@ -6,10 +6,11 @@ import logging
 from typing import Any
 
 import redis
+import socketio as socketio_server
 from flask import Flask
 from flask_socketio import SocketIO
 
-from traffic import keys
+from traffic import redis_keys
 from traffic.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def create_app(settings: Settings | None = None, *, message_queue: bool = True) 
     client needs that); workers' emits then do not reach it.
     """
     if settings is None:
-        from stack.runtime import bootstrap
+        from infra.runtime import bootstrap
 
         settings = bootstrap(configure_log=False)
     if not settings.redis_url:
@@ -36,20 +37,25 @@ def create_app(settings: Settings | None = None, *, message_queue: bool = True) 
     app.config["TRAFFIC_SETTINGS"] = settings
     app.extensions["traffic_redis"] = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     cors: Any = list(settings.server.cors_origins) or []
+    # ``socketio`` outlives one app: without a queue, name the in-process manager explicitly, or
+    # Flask-SocketIO keeps the message-queue manager of an earlier ``init_app`` call.
+    local: dict[str, Any] = {} if message_queue else {"client_manager": socketio_server.Manager()}
     socketio.init_app(
         app,
         async_mode=ASYNC_MODE,
         message_queue=settings.redis_url if message_queue else None,
-        channel=keys.SOCKETIO_CHANNEL,
+        channel=redis_keys.SOCKETIO_CHANNEL,
         cors_allowed_origins=cors,
         json=None,
+        **local,
     )
-    from web import api, auth, dashboard, events, metrics, ws_gateway
+    from web import api, auth, dashboard, metrics
+    from web.realtime import socketio_binding, websocket_binding
 
     auth.install(app)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(dashboard.blueprint)
-    app.register_blueprint(ws_gateway.blueprint)
+    app.register_blueprint(websocket_binding.blueprint)
     app.register_blueprint(metrics.blueprint)
-    events.register(socketio)
+    socketio_binding.register(socketio)
     return app

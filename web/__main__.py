@@ -7,7 +7,7 @@ import socket
 
 from werkzeug.serving import WSGIRequestHandler
 
-from stack.runtime import bootstrap
+from infra.runtime import bootstrap
 from web import create_app, socketio
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,9 @@ from redis.client import NEVER_DECODE
 from werkzeug.exceptions import HTTPException
 
 import traffic
-from traffic import keys
+from infra.camera_registry import CameraRegistry
+from infra.celery_names import QUEUES
+from traffic import redis_keys
 from traffic.alerts import alert_from_json
 from traffic.cameras import Camera, mask_url
 from traffic.codec import CodecError
@@ -29,7 +31,6 @@ from traffic.models import RiskLevel
 from traffic.settings import Settings
 from web import openapi, validation
 from web.validation import ApiError
-from workers.camera_registry import CameraRegistry
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ FRAME_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
-QUEUES = ("gpu", "llm", "default")
-"""Celery queues (as ``celeryconfig.QUEUES``, which reads the environment when imported)."""
 ALERT_LEVELS = ("low", "medium", "high")
 ALERT_LIMIT_DEFAULT = 100
 ALERT_LIMIT_MAX = 500
@@ -220,7 +219,7 @@ def delete_camera(camera_id: str) -> Any:
 def latest(camera_id: str) -> Any:
     """The camera's latest final detection_result."""
     key, _ = validation.camera_id(camera_id)
-    raw = store().get(keys.camera_latest(key))
+    raw = store().get(redis_keys.camera_latest(key))
     if raw is None:
         raise ApiError(404, "no_result", f"camera {key!r} has no result yet", "cameraId")
     return envelope(json.loads(raw))
@@ -230,7 +229,7 @@ def latest(camera_id: str) -> Any:
 def latest_frame(camera_id: str) -> Any:
     """The camera's most recently captured JPEG, never cached."""
     key, _ = validation.camera_id(camera_id)
-    jpeg = store().execute_command("GET", keys.camera_latest_frame(key), **{NEVER_DECODE: []})
+    jpeg = store().execute_command("GET", redis_keys.camera_latest_frame(key), **{NEVER_DECODE: []})
     if jpeg is None:
         response = envelope({"error": "no_frame", "field": "cameraId"}, 404, f"camera {key!r} has no frame yet")
     else:
@@ -244,7 +243,7 @@ def frame_preview(frame_id: str) -> Any:
     """A small JPEG of one captured frame (what a detection_result's boxes were drawn on), never cached."""
     if not FRAME_ID.fullmatch(frame_id):
         return envelope({"error": "invalid_value", "field": "frameId"}, 400, "frameId must be 1-100 of [A-Za-z0-9_.:-]")
-    jpeg = store().execute_command("GET", keys.frame_preview(frame_id), **{NEVER_DECODE: []})
+    jpeg = store().execute_command("GET", redis_keys.frame_preview(frame_id), **{NEVER_DECODE: []})
     if jpeg is None:
         response = envelope({"error": "no_frame", "field": "frameId"}, 404, "that frame is gone (frames live seconds)")
     else:
@@ -283,7 +282,7 @@ def list_alerts() -> Any:
     since = validation.query_time(args, "since")
     limit = validation.query_int(args, "limit", minimum=1, maximum=ALERT_LIMIT_MAX, default=ALERT_LIMIT_DEFAULT)
     events = []
-    for event in alert_events(store().lrange(keys.ALERT_LOG, 0, -1), camera, level, since):
+    for event in alert_events(store().lrange(redis_keys.ALERT_LOG, 0, -1), camera, level, since):
         events.append(event)
         if len(events) == limit:
             break
@@ -297,7 +296,7 @@ def active_alerts() -> Any:
     ids = [camera] if camera is not None else [c.camera_id for c in registry().list()]
     pipe = store().pipeline(transaction=False)
     for camera_id in ids:
-        pipe.hgetall(keys.camera_alerts(camera_id))
+        pipe.hgetall(redis_keys.camera_alerts(camera_id))
     active = []
     for camera_id, entries in zip(ids, pipe.execute(), strict=True):
         for alert_id in sorted(entries):
@@ -360,7 +359,7 @@ def key_pool() -> Any:
     """The key pool's status: live from the pool when available, else as configured."""
     config = settings()
     try:  # lazily: the live status comes with the key-pool module, written separately
-        pool: Any = importlib.import_module("workers.key_pool")
+        pool: Any = importlib.import_module("infra.key_pool")
     except ImportError:
         pool = None
     pool_status = getattr(pool, "pool_status", None)
@@ -368,7 +367,7 @@ def key_pool() -> Any:
         return envelope(settings_key_status(config))
     status = pool_status(store(), config)
     if leaks_secret(status, config):
-        log.error("workers.key_pool.pool_status returned an API key; answering from settings instead")
+        log.error("infra.key_pool.pool_status returned an API key; answering from settings instead")
         return envelope(settings_key_status(config))
     return envelope({"source": "live", **status})
 
@@ -379,7 +378,7 @@ def queues() -> Any:
     pipe = store().pipeline(transaction=False)
     for name in QUEUES:
         pipe.llen(name)
-    pipe.zcard(keys.FRAMES_PENDING)
-    pipe.llen(keys.DLQ)
+    pipe.zcard(redis_keys.FRAMES_PENDING)
+    pipe.llen(redis_keys.DLQ)
     *depths, pending, dead = pipe.execute()
     return envelope({"queues": dict(zip(QUEUES, depths, strict=True)), "framesPending": pending, "deadLetters": dead})

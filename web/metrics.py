@@ -22,14 +22,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from traffic import keys
+from infra.celery_names import QUEUES
+from traffic import redis_keys
 from traffic.settings import Settings
 
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("metrics", __name__)
 
-QUEUES = ("gpu", "llm", "default")
 CAMERA_COUNTERS = {
     "captured": "Frames captured and sent to the detector",
     "dropped_inflight": "Frames dropped because the camera had too many in flight",
@@ -68,17 +68,19 @@ class PipelineCollector(Collector):
         for queue in QUEUES:
             depth.add_metric([queue], float(r.llen(queue)))
         yield depth
-        yield _gauge("traffic_frames_pending", "Frames in assessment, not yet final", r.zcard(keys.FRAMES_PENDING))
-        yield _gauge("traffic_dead_letters", "Group assessments in the dead-letter list", r.llen(keys.DLQ))
-        cameras = [c.decode() if isinstance(c, bytes) else str(c) for c in r.hkeys(keys.CAMERAS)]
+        yield _gauge(
+            "traffic_frames_pending", "Frames in assessment, not yet final", r.zcard(redis_keys.FRAMES_PENDING)
+        )
+        yield _gauge("traffic_dead_letters", "Group assessments in the dead-letter list", r.llen(redis_keys.DLQ))
+        cameras = [c.decode() if isinstance(c, bytes) else str(c) for c in r.hkeys(redis_keys.CAMERAS)]
         yield _gauge("traffic_cameras", "Cameras in the desired camera set", len(cameras))
         yield from self._camera_families(cameras)
 
     def _camera_families(self, cameras: list[str]) -> Iterator[Any]:
         pipe = self._redis.pipeline(transaction=False)
         for camera in cameras:
-            pipe.hgetall(keys.camera_stats(camera))
-            pipe.hget(keys.camera_status(camera), "status")
+            pipe.hgetall(redis_keys.camera_stats(camera))
+            pipe.hget(redis_keys.camera_status(camera), "status")
         replies = pipe.execute()
         counters = {
             name: CounterMetricFamily(f"traffic_camera_{name}", help_text, labels=["camera"])
@@ -96,7 +98,7 @@ class PipelineCollector(Collector):
                 family.add_metric([camera], stats.get(name, 0.0))
             for state in FINAL_STATES:
                 finals.add_metric([camera, state], stats.get(f"final_{state}", 0.0))
-            fps.add_metric([camera], stats.get(keys.CAMERA_FPS_FIELD, 0.0))
+            fps.add_metric([camera], stats.get(redis_keys.CAMERA_FPS_FIELD, 0.0))
             status = replies[2 * index + 1]
             is_online = status is not None and _text(status) == "1"
             active += is_online
@@ -139,7 +141,7 @@ def _gauge(name: str, help_text: str, value: Any) -> GaugeMetricFamily:
 
 def build_registry(client: redis.Redis, settings: Settings) -> CollectorRegistry:
     """A registry of this app's collectors (not the global one: several apps may live in one process)."""
-    from workers.key_pool_metrics import KeyPoolCollector
+    from infra.key_pool_metrics import KeyPoolCollector
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PipelineCollector(client))

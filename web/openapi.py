@@ -11,6 +11,7 @@ import copy
 from typing import Any
 
 import traffic
+from infra.celery_names import QUEUES
 from web.validation import (
     CAMERA_ID_PATTERN,
     MAX_BODY_BYTES,
@@ -325,7 +326,7 @@ SCHEMAS: JSON = {
     ),
     "QueueDepths": obj(
         {
-            "queues": obj({name: {"type": "integer", "minimum": 0} for name in ("gpu", "llm", "default")}),
+            "queues": obj({name: {"type": "integer", "minimum": 0} for name in QUEUES}),
             "framesPending": {"type": "integer", "minimum": 0, "description": "Frames in assessment, not yet final."},
             "deadLetters": {"type": "integer", "minimum": 0, "description": "Assessments that exhausted retries."},
         }

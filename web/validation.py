@@ -24,7 +24,7 @@ from traffic.errors import CameraError
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_NAME_LENGTH = 128
-"""Same bound as the Socket.IO ``start_stream`` name (``web.protocol``)."""
+"""Same bound as the Socket.IO ``start_stream`` name (``web.realtime.protocol``)."""
 MAX_JSON_INTEGER = 2**53 - 1
 """Largest integer camera id over REST: JSON clients (JavaScript) lose precision above it."""
 MAX_QUERY_LENGTH = 64

@@ -5,7 +5,7 @@ Gunicorn sets TCP_NODELAY on its listening sockets, so small Socket.IO frames ar
 
 from __future__ import annotations
 
-from stack.runtime import bootstrap
+from infra.runtime import bootstrap
 from web import create_app
 
 app = create_app(bootstrap())

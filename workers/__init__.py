@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from celery import Celery
+from workers.celery_app import create_celery_app
 
-app = Celery("traffic", include=["workers.tasks"])
-app.config_from_object("celeryconfig")
+app = create_celery_app()
+"""The app ``celery -A workers`` finds; its configuration is read from the environment on first use."""
 
-__all__ = ["app"]
+__all__ = ["app", "create_celery_app"]

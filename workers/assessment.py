@@ -21,13 +21,13 @@ from typing import Any
 
 import redis
 
-from traffic import keys
+from infra.key_pool import Lease, NoKey
+from traffic import redis_keys
 from traffic.errors import BadModelReply, KeyRejected, ProviderError, ProviderUnavailable, RateLimited
-from traffic.key_pool import Outcome
+from traffic.key_pool_rules import Outcome
 from traffic.models import GroupContext, GroupVerdict
 from traffic.risk import error_verdict
 from workers.context import WorkerContext
-from workers.key_pool import Lease, NoKey
 from workers.metrics import record
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def _release(ctx: WorkerContext, lease: Lease, outcome: Outcome, **details: Any)
 def _key_alert(ctx: WorkerContext, lease: Lease, reason: str) -> None:
     """Tell operators (Socket.IO alerts room) that the provider rejected a key; ids only, never the secret."""
     payload = {"keyId": lease.key_id, "account": lease.key.account, "reason": reason, "action": "disabled"}
-    ctx.emitter.emit(keys.KEY_ALERT_EVENT, payload, room=keys.ALERTS_ROOM)
+    ctx.emitter.emit(redis_keys.KEY_ALERT_EVENT, payload, room=redis_keys.ALERTS_ROOM)
 
 
 def _fallback(ctx: WorkerContext, context: GroupContext, reason: str) -> GroupVerdict:

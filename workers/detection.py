@@ -9,16 +9,18 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from traffic import keys
+from infra.frame_store import FrameStore, as_text
+from traffic import redis_keys
 from traffic.analysis import FrameAnalysis, analyse_frame
 from traffic.codec import recent_verdict_from_json
 from traffic.errors import DetectorError, ImageError
+from traffic.frame_record import FrameRecord
 from traffic.gate import GateDecision, RecentVerdict, decide, group_signature
 from traffic.imaging import crop_jpeg, decode_jpeg
 from traffic.models import Assessment, GroupContext
+from traffic.wire import frame_result
 from workers.context import WorkerContext
-from workers.finalize import finalise, payload_of
-from workers.frames import FrameRecord, FrameStore, as_text
+from workers.finalize import finalise
 from workers.metrics import FrameOutcome
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ def detect_and_route(
     store.save(record, {}, [v for _, v in decision.reuse], pending=bool(decision.assess))
     if decision.assess:
         # Then the fast path: browsers see boxes and groups while the crops are cut and judged.
-        ctx.emitter.detection_result(camera_id, payload_of(record, None, Assessment.PENDING), captured_at=captured_at)
+        ctx.emitter.detection_result(camera_id, frame_result(record, None, Assessment.PENDING), captured_at=captured_at)
         groups = {g.index: g for g in analysis.groups}
         quality = ctx.settings.grouping.crop_jpeg_quality
         store.save_crops(frame_id, {i: crop_jpeg(image, groups[i].bbox, quality) for i in decision.assess}, deadline)
@@ -115,10 +117,10 @@ def _gate(
     settings = ctx.settings
     minute = int(now // 60)
     pipe = ctx.redis.pipeline(transaction=False)
-    pipe.exists(keys.camera_cooldown(camera_id))
-    pipe.get(keys.camera_budget(camera_id, minute))
-    pipe.hgetall(keys.camera_recent_verdicts(camera_id))
-    pipe.hget(keys.CAMERAS, camera_id)
+    pipe.exists(redis_keys.camera_cooldown(camera_id))
+    pipe.get(redis_keys.camera_budget(camera_id, minute))
+    pipe.hgetall(redis_keys.camera_recent_verdicts(camera_id))
+    pipe.hget(redis_keys.CAMERAS, camera_id)
     cooling, used, recent_raw, camera_raw = pipe.execute()
     # Cooldown and budget ration calls to the paid model; the offline rules assessor needs neither.
     rationed = ctx.llm is not None
@@ -138,12 +140,12 @@ def _gate(
     forget = [*decision.forget, *({as_text(field) for field in recent_raw} - recent.keys())]
     pipe = ctx.redis.pipeline(transaction=False)
     if forget:
-        pipe.hdel(keys.camera_recent_verdicts(camera_id), *forget)
+        pipe.hdel(redis_keys.camera_recent_verdicts(camera_id), *forget)
     if decision.assess and rationed:
         if settings.llm.cooldown_s > 0:
-            pipe.set(keys.camera_cooldown(camera_id), "1", px=int(settings.llm.cooldown_s * 1000))
-        pipe.incrby(keys.camera_budget(camera_id, minute), len(decision.assess))
-        pipe.expire(keys.camera_budget(camera_id, minute), 120)
+            pipe.set(redis_keys.camera_cooldown(camera_id), "1", px=int(settings.llm.cooldown_s * 1000))
+        pipe.incrby(redis_keys.camera_budget(camera_id, minute), len(decision.assess))
+        pipe.expire(redis_keys.camera_budget(camera_id, minute), 120)
     if len(pipe):
         pipe.execute()
     return decision, wire_id_of(camera_id, camera_raw)

@@ -8,15 +8,16 @@ import time
 from collections.abc import Iterable
 from dataclasses import replace
 
-from traffic import keys
+from infra.frame_store import FrameStore, as_text
+from traffic import redis_keys
 from traffic.alerts import Alert, AlertEvent, AlertKind, alert_from_json, alert_to_json, expire_alerts, update_alerts
 from traffic.codec import CodecError, recent_verdict_to_json
+from traffic.frame_record import FrameRecord
 from traffic.gate import RecentVerdict
 from traffic.models import Assessment, FrameVerdict, GroupVerdict, RiskLevel
 from traffic.risk import aggregate_frame, error_verdict
-from traffic.wire import detection_result
+from traffic.wire import frame_result
 from workers.context import WorkerContext
-from workers.frames import FrameRecord, FrameStore, as_text
 from workers.metrics import record as record_metric
 
 log = logging.getLogger(__name__)
@@ -55,24 +56,9 @@ def fold(record: FrameRecord, verdicts: list[GroupVerdict]) -> FrameVerdict:
     return aggregate_frame(record.camera_id, record.frame_id, groups, [*verdicts, *left_out])
 
 
-def payload_of(record: FrameRecord, verdict: FrameVerdict | None, assessment: Assessment) -> dict[str, object]:
-    """The ``detection_result`` payload of a frame."""
-    return detection_result(
-        camera_id=record.wire_id,
-        frame_id=record.frame_id,
-        captured_at=record.captured_at,
-        analysis=record.analysis,
-        model_type=record.model_type,
-        supported_classes=record.supported_classes,
-        process_time_s=record.process_time_s,
-        assessment=assessment,
-        verdict=verdict,
-    )
-
-
 def publish(ctx: WorkerContext, store: FrameStore, record: FrameRecord, verdict: FrameVerdict, *, by: str) -> None:
     """Store the result as the camera's latest (if newest), update alerts, emit both."""
-    payload = payload_of(record, verdict, verdict.assessment)
+    payload = frame_result(record, verdict, verdict.assessment)
     payload["finalisedBy"] = by
     newest = store.set_latest(record.camera_id, record.captured_at, payload, ctx.settings.pipeline.latest_ttl_s)
     store.stamp(record.frame_id, "final", record.deadline)
@@ -94,7 +80,7 @@ def publish(ctx: WorkerContext, store: FrameStore, record: FrameRecord, verdict:
 def load_alerts(ctx: WorkerContext, camera_id: str) -> dict[str, Alert]:
     """The camera's active alerts (corrupt entries are dropped with a warning)."""
     active: dict[str, Alert] = {}
-    for alert_id, raw in ctx.redis.hgetall(keys.camera_alerts(camera_id)).items():
+    for alert_id, raw in ctx.redis.hgetall(redis_keys.camera_alerts(camera_id)).items():
         try:
             active[as_text(alert_id)] = alert_from_json(json.loads(raw)).alert
         except (CodecError, ValueError) as exc:
@@ -104,7 +90,7 @@ def load_alerts(ctx: WorkerContext, camera_id: str) -> dict[str, Alert]:
 
 def save_alerts(ctx: WorkerContext, camera_id: str, before: dict[str, Alert], after: dict[str, Alert]) -> None:
     """Write the active set back: ended alerts removed, the rest replaced."""
-    name = keys.camera_alerts(camera_id)
+    name = redis_keys.camera_alerts(camera_id)
     pipe = ctx.redis.pipeline()
     gone = [alert_id for alert_id in before if alert_id not in after]
     if gone:
@@ -122,8 +108,8 @@ def emit_alert_events(ctx: WorkerContext, camera_id: str, events: list[AlertEven
         ctx.emitter.alert(camera_id, data)
         if event.kind is AlertKind.NEW:
             record_metric("alert", event.alert.level.value, list(event.alert.risk_types))
-        pipe.lpush(keys.ALERT_LOG, json.dumps(data))
-    pipe.ltrim(keys.ALERT_LOG, 0, ALERT_LOG_LENGTH - 1)
+        pipe.lpush(redis_keys.ALERT_LOG, json.dumps(data))
+    pipe.ltrim(redis_keys.ALERT_LOG, 0, ALERT_LOG_LENGTH - 1)
     pipe.execute()
 
 
@@ -164,7 +150,7 @@ def remember_assessed(ctx: WorkerContext, record: FrameRecord, verdict: FrameVer
     ]
     if not fresh or window <= 0:
         return
-    name = keys.camera_recent_verdicts(record.camera_id)
+    name = redis_keys.camera_recent_verdicts(record.camera_id)
     now = time.time()
     pipe = ctx.redis.pipeline(transaction=False)
     for v in fresh:

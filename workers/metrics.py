@@ -1,4 +1,4 @@
-"""Prometheus metrics recorded by the worker processes: defined here, fed by task signals and three choke points.
+"""Prometheus metrics recorded by the worker processes: defined here, fed by ``workers.signals`` and three choke points.
 
 prometheus-client runs in multiprocess mode: every process writes its samples to files in the
 directory named by ``PROMETHEUS_MULTIPROC_DIR``, prefork children included, and a reader merges the
@@ -22,8 +22,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from celery.signals import task_postrun, worker_init
 
 from traffic.settings import MetricsSettings
 
@@ -213,28 +211,3 @@ def serve_node(settings: MetricsSettings, folder: Path) -> Any:
     server, _thread = start_http_server(settings.port, addr=settings.host, registry=registry)
     log.info("metrics of this node on http://%s:%d/metrics", settings.host, settings.port)
     return server
-
-
-@worker_init.connect
-def _node_started(sender: Any = None, **_: Any) -> None:
-    """A worker node starts: a clean metrics folder of its own, and its exporter when a port is set."""
-    from workers.context import worker_context
-
-    settings = worker_context().settings.metrics
-    nodename = str(getattr(sender, "hostname", None) or f"worker-{os.getpid()}")
-    try:
-        folder = prepare_node(settings, nodename)
-        if folder is not None and settings.port:
-            serve_node(settings, folder)
-    except OSError as exc:
-        log.error("metrics exporter not started: %s", exc)
-
-
-@task_postrun.connect
-def _task_done(sender: Any = None, retval: Any = None, state: str | None = None, **_: Any) -> None:
-    """Record from the return values of the detector and assessment tasks."""
-    name = getattr(sender, "name", "")
-    if name == "workers.tasks.detect_frame" and isinstance(retval, FrameOutcome):
-        record("frame", retval)
-    elif name == "workers.tasks.assess_group" and state == "SUCCESS" and isinstance(retval, dict):
-        record("verdict", retval)

@@ -8,19 +8,22 @@ from dataclasses import replace
 from typing import Any
 
 from celery import chord
-from celery.signals import setup_logging, worker_process_init
 
-from traffic import keys
+from infra import celery_names
+from infra.camera_registry import CameraRegistry
+from infra.dead_letters import DeadLetter, DeadLetters
+from infra.frame_store import FrameStore
+from traffic import redis_keys
 from traffic.codec import verdict_to_json
 from traffic.models import GroupVerdict
 from traffic.risk import error_verdict
 from workers import app
 from workers.assessment import Transient, assess_with_pool
+from workers.capture.leases import is_claimed
 from workers.context import WorkerContext, worker_context
-from workers.dead_letters import DeadLetter, DeadLetters, replay_verdict
+from workers.dead_letter_replay import replay_verdict
 from workers.detection import detect_and_route, wire_id_of
 from workers.finalize import end_stale_alerts, finalise
-from workers.frames import FrameStore, as_text
 from workers.metrics import FrameOutcome
 
 log = logging.getLogger(__name__)
@@ -29,25 +32,11 @@ MAX_DELIVERIES = 3
 """A task delivered more often than this (its workers keep dying) is answered with an error verdict."""
 
 
-@setup_logging.connect
-def _configure_logging(**_: Any) -> None:
-    """Use traffic's logging (with secret redaction) instead of Celery's."""
-    from stack.runtime import configure_logging
-
-    configure_logging(worker_context().settings)
-
-
-@worker_process_init.connect
-def _fresh_context(**_: Any) -> None:
-    """A forked pool child builds its own resources on first use."""
-    worker_context()
-
-
 def _delivery_count(ctx: WorkerContext, task_id: str | None, retries: int) -> int:
     """How many times this attempt of the task was delivered (redeliveries after worker loss count)."""
     if not task_id:
         return 1
-    name = keys.task_deliveries(f"{task_id}:{retries}")
+    name = redis_keys.task_deliveries(f"{task_id}:{retries}")
     pipe = ctx.redis.pipeline()
     pipe.incr(name)
     pipe.expire(name, 3600)
@@ -55,7 +44,7 @@ def _delivery_count(ctx: WorkerContext, task_id: str | None, retries: int) -> in
     return int(count)
 
 
-@app.task(name="workers.tasks.detect_frame", bind=True, acks_late=True, ignore_result=True)
+@app.task(name=celery_names.DETECT_FRAME, bind=True, acks_late=True, ignore_result=True)
 def detect_frame(self: Any, camera_id: str, frame_id: str, captured_at: float) -> FrameOutcome:
     """Detect, group and crop one frame; emit the fast result; gate; start the group chord."""
     ctx = worker_context()
@@ -68,11 +57,11 @@ def detect_frame(self: Any, camera_id: str, frame_id: str, captured_at: float) -
 
 def _start_chord(camera_id: str, frame_id: str, groups: tuple[int, ...], deadline: float) -> None:
     """One ``assess_group`` per group (queue llm), then ``aggregate_frame`` (queue default)."""
-    header = [assess_group.s(camera_id, frame_id, i, deadline).set(queue="llm") for i in groups]
-    chord(header)(aggregate_frame.s(camera_id, frame_id).set(queue="default"))
+    header = [assess_group.s(camera_id, frame_id, i, deadline).set(queue=celery_names.LLM_QUEUE) for i in groups]
+    chord(header)(aggregate_frame.s(camera_id, frame_id).set(queue=celery_names.DEFAULT_QUEUE))
 
 
-@app.task(name="workers.tasks.assess_group", bind=True, acks_late=True, max_retries=None)
+@app.task(name=celery_names.ASSESS_GROUP, bind=True, acks_late=True, max_retries=None)
 def assess_group(self: Any, camera_id: str, frame_id: str, group_index: int, deadline: float) -> dict[str, Any]:
     """One group's verdict (JSON); never raises into the chord: errors are verdicts too."""
     ctx = worker_context()
@@ -133,7 +122,7 @@ def _retry_or_give_up(
     return error_verdict(index, outcome.reason, model=ctx.settings.llm.model)
 
 
-@app.task(name="workers.tasks.aggregate_frame", acks_late=True, ignore_result=True)
+@app.task(name=celery_names.AGGREGATE_FRAME, acks_late=True, ignore_result=True)
 def aggregate_frame(results: list[Any], camera_id: str, frame_id: str) -> None:
     """Chord body: finalise the frame (idempotent: a redelivered chord does nothing twice)."""
     ctx = worker_context()
@@ -141,7 +130,7 @@ def aggregate_frame(results: list[Any], camera_id: str, frame_id: str) -> None:
     finalise(ctx, frame_id, by="chord")
 
 
-@app.task(name="workers.tasks.sweep_deadlines", ignore_result=True)
+@app.task(name=celery_names.SWEEP_DEADLINES, ignore_result=True)
 def sweep_deadlines() -> int:
     """Finalise every frame whose deadline passed, with whatever verdicts did arrive."""
     ctx = worker_context()
@@ -153,40 +142,37 @@ def sweep_deadlines() -> int:
     return done
 
 
-@app.task(name="workers.tasks.camera_watchdog", ignore_result=True)
+@app.task(name=celery_names.CAMERA_WATCHDOG, ignore_result=True)
 def camera_watchdog() -> None:
     """Report cameras that no capture process holds as offline; end stale alerts."""
     ctx = worker_context()
-    for raw_id in ctx.redis.hkeys(keys.CAMERAS):
-        camera_id = as_text(raw_id)
-        _report_orphan(ctx, camera_id)
+    registry = CameraRegistry(ctx.redis)
+    for camera_id in registry.ids():
+        _report_orphan(ctx, registry, camera_id)
         end_stale_alerts(ctx, camera_id)
 
 
-def _report_orphan(ctx: WorkerContext, camera_id: str) -> None:
+def _report_orphan(ctx: WorkerContext, registry: CameraRegistry, camera_id: str) -> None:
     """Mark a camera offline when its capture lease is gone but its status still says online."""
-    r = ctx.redis
-    if r.exists(keys.camera_lease(camera_id)):
-        return
-    status = r.hget(keys.camera_status(camera_id), "status")
-    if status is not None and as_text(status) == "0":
+    if is_claimed(ctx.redis, camera_id):
         return
     message = "no capture process holds this camera"
-    r.hset(keys.camera_status(camera_id), mapping={"status": "0", "message": message, "since": str(time.time())})
-    wire_id = wire_id_of(camera_id, r.hget(keys.CAMERAS, camera_id))
+    if not registry.mark_offline(camera_id, message):
+        return
+    wire_id = wire_id_of(camera_id, registry.raw_entry(camera_id))
     ctx.emitter.to_camera(camera_id, "camera_status", {"cameraId": wire_id, "status": 0, "message": message})
 
 
-@app.task(name="workers.tasks.record_gauges", ignore_result=True)
+@app.task(name=celery_names.RECORD_GAUGES, ignore_result=True)
 def record_gauges() -> dict[str, int]:
     """Queue depths, stored for the dashboard (Prometheus export comes with the metrics module)."""
     ctx = worker_context()
-    depths = {name: int(ctx.redis.llen(name)) for name in ("gpu", "llm", "default")}
-    ctx.redis.hset(keys.PREFIX + "gauges:queues", mapping={k: str(v) for k, v in depths.items()})
+    depths = {name: int(ctx.redis.llen(name)) for name in celery_names.QUEUES}
+    ctx.redis.hset(redis_keys.PREFIX + "gauges:queues", mapping={k: str(v) for k, v in depths.items()})
     return depths
 
 
-@app.task(name="workers.tasks.replay_dead_letter", acks_late=True)
+@app.task(name=celery_names.REPLAY_DEAD_LETTER, acks_late=True)
 def replay_dead_letter(entry: dict[str, Any]) -> dict[str, Any]:
     """Re-run a dead-lettered assessment from its saved inputs; a failure goes back on the list."""
     ctx = worker_context()

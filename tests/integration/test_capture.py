@@ -28,14 +28,15 @@ import redis
 from celery import Celery
 
 from celeryconfig import celery_options
+from infra.camera_registry import CameraRegistry
+from infra.emitter import Emitter
+from infra.socketio_packets import read_emit
 from stack.demo import make_demo_clip
 from stack.redis_server import free_port
-from traffic import keys
+from traffic import redis_keys
 from traffic.cameras import Camera, make_camera
 from traffic.settings import Settings
-from workers.camera_registry import CameraRegistry
 from workers.capture import CaptureService, CaptureTimings
-from workers.emitter import Emitter
 
 pytestmark = pytest.mark.integration
 
@@ -70,16 +71,16 @@ class SocketEvents:
 
     def __init__(self, client: redis.Redis) -> None:
         self._pubsub = client.pubsub()
-        self._pubsub.subscribe(keys.SOCKETIO_CHANNEL)
+        self._pubsub.subscribe(redis_keys.SOCKETIO_CHANNEL)
         wait_until(lambda: self._pubsub.get_message(timeout=0.1), 5, "the subscription")
         self.events: list[tuple[str, dict[str, Any], str]] = []
 
     def poll(self) -> list[tuple[str, dict[str, Any], str]]:
         """Every event received so far as (event, data, room)."""
         while (message := self._pubsub.get_message(timeout=0.0)) is not None:
-            if message["type"] == "message":
-                body = json.loads(message["data"])
-                self.events.append((body["event"], body["data"][0], body["room"]))
+            packet = read_emit(message["data"]) if message["type"] == "message" else None
+            if packet is not None:
+                self.events.append((packet.event, packet.data, packet.room or ""))
         return self.events
 
     def named(self, event: str) -> list[dict[str, Any]]:
@@ -221,12 +222,14 @@ def test_file_camera_is_claimed_sampled_and_queued(
 
     wait_until(lambda: registry.stats("1").get("captured", 0) >= 8, 10, "8 captured frames")
     assert service.owned() == {"1"}
-    assert redis_client.get(keys.camera_lease("1")) == b"capture-a"
+    assert redis_client.get(redis_keys.camera_lease("1")) == b"capture-a"
 
-    enqueued = [score for _, score in redis_client.zrange(keys.camera_inflight("1"), 0, -1, withscores=True)]
+    enqueued = [score for _, score in redis_client.zrange(redis_keys.camera_inflight("1"), 0, -1, withscores=True)]
     gaps = [b - a for a, b in zip(enqueued, enqueued[1:], strict=False)]
     assert 0.15 <= statistics.median(gaps) <= 0.3, gaps
 
+    # A frame is counted as captured when it is stored, just before its detect_frame message is sent.
+    wait_until(lambda: redis_client.llen("gpu") >= 8, 10, "8 detect_frame messages on the gpu queue")
     messages = gpu_messages(redis_client)
     assert len(messages) >= 8
     for message in messages:
@@ -235,15 +238,15 @@ def test_file_camera_is_claimed_sampled_and_queued(
         args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
         camera_id, frame_id, captured_at = args
         assert camera_id == "1" and frame_id.startswith("1-") and kwargs == {}
-        assert 0 < redis_client.pttl(keys.frame_image(frame_id)) <= 30_000
-        meta = {k.decode(): v.decode() for k, v in redis_client.hgetall(keys.frame_meta(frame_id)).items()}
+        assert 0 < redis_client.pttl(redis_keys.frame_image(frame_id)) <= 30_000
+        meta = {k.decode(): v.decode() for k, v in redis_client.hgetall(redis_keys.frame_meta(frame_id)).items()}
         assert meta["camera_id"] == "1" and json.loads(meta["wire_id"]) == 1
         assert float(meta["captured_at"]) == pytest.approx(captured_at)
         assert float(meta["deadline"]) == pytest.approx(captured_at + 45.0)
         assert (meta["width"], meta["height"]) == ("1280", "720")
-        assert 45 < redis_client.ttl(keys.frame_meta(frame_id)) <= 105
+        assert 45 < redis_client.ttl(redis_keys.frame_meta(frame_id)) <= 105
     assert len({m["headers"]["id"] for m in messages}) == len(messages)
-    assert redis_client.ttl(keys.camera_latest_frame("1")) > 0
+    assert redis_client.ttl(redis_keys.camera_latest_frame("1")) > 0
 
     online = wait_until(lambda: [d for d in events.named("camera_status") if d["status"] == 1], 5, "online")
     assert online[0]["cameraId"] == 1 and online[0]["latencyMs"] >= 0
@@ -253,7 +256,7 @@ def test_file_camera_is_claimed_sampled_and_queued(
 
     service.close()
     assert capture_threads() == []
-    assert redis_client.get(keys.camera_lease("1")) is None
+    assert redis_client.get(redis_keys.camera_lease("1")) is None
 
 
 def test_in_flight_cap_drops_frames_instead_of_queueing(
@@ -266,13 +269,15 @@ def test_in_flight_cap_drops_frames_instead_of_queueing(
     wait_until(lambda: registry.stats("cap").get("dropped_inflight", 0) >= 4, 10, "dropped frames")
     assert registry.stats("cap")["captured"] == 2
     assert redis_client.llen("gpu") == 2
-    assert redis_client.zcard(keys.camera_inflight("cap")) == 2
+    assert redis_client.zcard(redis_keys.camera_inflight("cap")) == 2
 
     # The detector finishing one frame frees one slot.
-    oldest = redis_client.zrange(keys.camera_inflight("cap"), 0, 0)[0]
-    redis_client.zrem(keys.camera_inflight("cap"), oldest)
+    oldest = redis_client.zrange(redis_keys.camera_inflight("cap"), 0, 0)[0]
+    redis_client.zrem(redis_keys.camera_inflight("cap"), oldest)
     wait_until(lambda: registry.stats("cap")["captured"] == 3, 5, "a third frame")
-    time.sleep(3 * INTERVAL)
+    # Counted when stored, then sent: its message follows.
+    wait_until(lambda: redis_client.llen("gpu") >= 3, 5, "the third frame's detect_frame message")
+    time.sleep(3 * INTERVAL)  # and nothing more is taken while both slots are full
     assert registry.stats("cap")["captured"] == 3
     assert redis_client.llen("gpu") == 3
 
@@ -322,22 +327,26 @@ def test_two_services_share_cameras_and_take_over(
         return a | b == set(ids) and len(a) == len(b) == 2
 
     wait_until(split_evenly, 5, "the cameras split between the services")
-    assert redis_client.zcard(keys.CAPTURE_OWNERS) == 2
+    assert redis_client.zcard(redis_keys.CAPTURE_OWNERS) == 2
     for camera_id in ids:
-        owner = (redis_client.get(keys.camera_lease(camera_id)) or b"").decode()
+        owner = (redis_client.get(redis_keys.camera_lease(camera_id)) or b"").decode()
         assert camera_id in (first if owner == "capture-a" else second).owned()
 
     first.close()
     started = time.monotonic()
     wait_until(lambda: second.owned() == set(ids), FAST.lease_s, "the takeover")
     assert time.monotonic() - started < FAST.lease_s
-    assert redis_client.zrange(keys.CAPTURE_OWNERS, 0, -1) == [b"capture-b"]
+    assert redis_client.zrange(redis_keys.CAPTURE_OWNERS, 0, -1) == [b"capture-b"]
 
-    # A crashed owner never releases: its camera is taken over once the lease expires.
-    redis_client.set(keys.camera_lease("ghost"), "dead-process", px=1500)
+    # A crashed owner never releases: its camera is taken over once the lease expires. The lease lasts
+    # well past the check that nobody takes it meanwhile (a slow machine must not let it lapse early);
+    # then it is cut short, and runs out as a dead owner's lease does.
+    redis_client.set(redis_keys.camera_lease("ghost"), "dead-process", px=30_000)
     registry.add(make_camera("ghost", str(still_image), allow_files=True))
     time.sleep(1.0)
     assert "ghost" not in second.owned()
+    assert redis_client.get(redis_keys.camera_lease("ghost")) == b"dead-process"
+    redis_client.pexpire(redis_keys.camera_lease("ghost"), 500)
     wait_until(lambda: "ghost" in second.owned(), 2.0, "the expired lease to be taken over")
 
 
@@ -359,7 +368,7 @@ def test_removed_and_disabled_cameras_stop(
     stopped = wait_until(lambda: events.named("stream_stopped"), 3, "stream_stopped")
     assert stopped == [{"cameraId": 5, "reason": "removed"}]
     assert service.owned() == {"p"}
-    assert redis_client.get(keys.camera_lease("5")) is None
+    assert redis_client.get(redis_keys.camera_lease("5")) is None
     assert registry.status("5") is None
 
     registry.add(dataclasses.replace(paused, enabled=False))
@@ -400,7 +409,7 @@ def test_process_exits_cleanly_on_sigterm(redis_url: str, redis_client: redis.Re
     )
     try:
         wait_until(lambda: CameraRegistry(redis_client).stats("proc").get("captured", 0) >= 2, 20, "frames")
-        assert redis_client.get(keys.camera_lease("proc")) == b"proc-owner"
+        assert redis_client.get(redis_keys.camera_lease("proc")) == b"proc-owner"
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=10)[0].decode()
     finally:
@@ -408,5 +417,5 @@ def test_process_exits_cleanly_on_sigterm(redis_url: str, redis_client: redis.Re
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, output
-    assert redis_client.get(keys.camera_lease("proc")) is None
+    assert redis_client.get(redis_keys.camera_lease("proc")) is None
     assert redis_client.llen("gpu") >= 2

@@ -17,21 +17,24 @@ from pathlib import Path
 import pytest
 import redis
 
+from infra.frame_store import FrameStore
+from infra.key_pool import KeyPool, Lease, NoKey
+from infra.socketio_packets import read_emit
 from stack.harness import Stack, bus_jpeg
 from stack.provider_sim import ProviderSimulator, SimAccount, SimConfig, SimKey
 from stack.redis_server import LocalRedis
-from traffic import key_pool as model
-from traffic import keys
+from traffic import key_pool_rules as model
+from traffic import redis_keys
 from traffic.analysis import analyse_detections
 from traffic.errors import KeyRejected, ProviderUnavailable, RateLimited
+from traffic.frame_record import FrameRecord
 from traffic.imaging import crop_jpeg, decode_jpeg, image_size
+from traffic.key_pool_view import status_view
 from traffic.models import Detection, GroupContext, GroupVerdict, RiskLevel, Usage, VerdictStatus
 from traffic.rules_assessor import RulesAssessor
 from traffic.settings import AccountSpec, GroupingSettings, KeyPoolSettings, KeySpec, Settings
 from traffic.vision_client import VisionClient
 from workers.assessment import Transient, assess_with_pool
-from workers.frames import FrameRecord, FrameStore
-from workers.key_pool import KeyPool, Lease, NoKey
 
 pytestmark = [pytest.mark.integration]
 
@@ -114,7 +117,7 @@ def test_no_api_key_ever_reaches_redis_or_the_status_view(redis_client: redis.Re
     pool.disable("a")
     view = json.dumps(pool.status(), ensure_ascii=False)
     stored = [redis_client.dump(name) or b"" for name in redis_client.scan_iter("*")]
-    assert stored and len(list(redis_client.scan_iter(keys.KEY_STATE + "*"))) == len(stored)
+    assert stored and len(list(redis_client.scan_iter(redis_keys.KEY_STATE + "*"))) == len(stored)
     for secret in secrets:
         assert secret not in view and secret[-12:] not in view
         assert not any(secret.encode() in blob or secret[-12:].encode() in blob for blob in stored)
@@ -126,7 +129,7 @@ def test_a_lease_held_by_a_sigkilled_process_expires_and_the_slot_comes_back(red
     holder.write_text(
         "import sys, time, redis\n"
         "from traffic.settings import KeyPoolSettings, KeySpec\n"
-        "from workers.key_pool import KeyPool, Lease\n"
+        "from infra.key_pool import KeyPool, Lease\n"
         f"pool = KeyPool(redis.Redis.from_url({redis_url!r}), KeyPoolSettings("
         f"keys=(KeySpec('solo', {K1!r}, max_concurrency=1),), lease_ttl_s=2.0))\n"
         "got = pool.acquire(until=time.time() + 5)\n"
@@ -285,7 +288,12 @@ def test_outcomes_rotate_disable_retry_or_fall_back(redis_client: redis.Redis) -
     verdict = _run(ctx)
     assert isinstance(verdict, GroupVerdict) and verdict.key_id == "k2"
     ((event, data, room),) = ctx.emitted
-    assert (event, room, data["keyId"], data["reason"]) == ("key_alert", keys.ALERTS_ROOM, "k1", "KeyRejected:401")
+    assert (event, room, data["keyId"], data["reason"]) == (
+        "key_alert",
+        redis_keys.ALERTS_ROOM,
+        "k1",
+        "KeyRejected:401",
+    )
     assert ctx.key_pool.status()["keys"][0]["state"] == "rejected"
 
     redis_client.flushall()
@@ -346,7 +354,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, sim: ProviderSimulator) -> I
 @pytest.fixture
 def fresh(stack: Stack, sim: ProviderSimulator) -> Stack:
     """The stack with a clean pool state and simulator."""
-    for name in stack.redis.scan_iter(keys.KEY_STATE + "*"):
+    for name in stack.redis.scan_iter(redis_keys.KEY_STATE + "*"):
         stack.redis.delete(name)
     sim.script()  # a scripted reply lives in the config: clear it before the reset replays it
     sim.reset()
@@ -391,7 +399,14 @@ def test_a_429_cools_the_key_and_the_worker_retries_at_once_on_another(fresh: St
     assert verdict.ok and verdict.key_id == "k2" and verdict.error is None
     assert time.monotonic() - started < 5, "no waiting for the cooldown: another key answered"
     assert sim.stats()["by_status"] == {"429": 1, "200": 1}
-    status = {k["keyId"]: k for k in KeyPool(fresh.redis, _pool_settings()).status()["keys"]}
+    # The cooldown lasts 1 s from the 429, and a busy machine may take that long to get here: read the
+    # status as it was when the 429 was recorded (the pool stamps it on the Redis clock), not as it is now.
+    pool = KeyPool(fresh.redis, _pool_settings())
+    state = pool.state()
+    at_429 = state.keys["k1"].last_error_at
+    assert at_429 > 0, "the 429 was recorded against k1"
+    view = status_view(pool.rules, state, at_429, configured=_pool_settings().keys)
+    status = {k["keyId"]: k for k in view["keys"]}
     assert status["k1"]["state"] == "cooling" and status["k1"]["rateLimited"] == 1
     assert 0 < status["k1"]["cooldownLeftS"] <= 1.0, "Retry-After (1 s) honoured"
 
@@ -399,7 +414,7 @@ def test_a_429_cools_the_key_and_the_worker_retries_at_once_on_another(fresh: St
 def test_a_rejected_key_is_disabled_with_an_alert_and_the_other_answers(fresh: Stack, sim: ProviderSimulator) -> None:
     sim.reject_key(K1)
     events = fresh.redis.pubsub()
-    events.subscribe(keys.SOCKETIO_CHANNEL)
+    events.subscribe(redis_keys.SOCKETIO_CHANNEL)
     verdict = _assess_one(fresh)
     assert verdict.ok and verdict.key_id == "k2"
     alerts = _published(events, "key_alert")
@@ -441,8 +456,8 @@ def _published(events: redis.client.PubSub, name: str, timeout: float = 5.0) -> 
     while time.monotonic() < until and not found:
         message = events.get_message(timeout=0.2)
         if message and message["type"] == "message":
-            packet = json.loads(message["data"])
-            if packet.get("event") == name:
-                found.append(packet["data"][0] if isinstance(packet["data"], list) else packet["data"])
+            packet = read_emit(message["data"])
+            if packet is not None and packet.event == name:
+                found.append(packet.data)
     events.close()
     return found

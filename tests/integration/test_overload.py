@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from infra.camera_registry import CameraRegistry
 from stack.demo import make_demo_clip
 from stack.harness import Stack, bus_jpeg, running_stack
-from traffic import keys
+from traffic import redis_keys
 from traffic.cameras import Camera
-from workers.camera_registry import CameraRegistry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,7 +28,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # count (correctly), and would make the queue-depth figure about start-up instead of overload.
         running.inject_frame("warm-up", bus_jpeg(), deadline_s=120)
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not running.redis.hget(keys.camera_stats("warm-up"), "detected"):
+        while time.monotonic() < deadline and not running.redis.hget(redis_keys.camera_stats("warm-up"), "detected"):
             time.sleep(0.1)
         yield running
 
@@ -55,7 +55,7 @@ def test_frames_beyond_the_in_flight_cap_are_dropped_and_counted(stack: Stack, t
 def test_a_frame_past_its_deadline_is_dropped_by_the_detector(stack: Stack) -> None:
     frame_id = stack.inject_frame("late-cam", bus_jpeg(), deadline_s=-1.0)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not stack.redis.hget(keys.camera_stats("late-cam"), "dropped_age"):
+    while time.monotonic() < deadline and not stack.redis.hget(redis_keys.camera_stats("late-cam"), "dropped_age"):
         time.sleep(0.1)
-    assert stack.redis.hget(keys.camera_stats("late-cam"), "dropped_age") == b"1"
-    assert stack.redis.get(keys.frame_analysis(frame_id)) is None, "no detection was stored for it"
+    assert stack.redis.hget(redis_keys.camera_stats("late-cam"), "dropped_age") == b"1"
+    assert stack.redis.get(redis_keys.frame_analysis(frame_id)) is None, "no detection was stored for it"

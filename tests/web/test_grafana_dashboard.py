@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from traffic import keys
+from traffic import redis_keys
 from traffic.config import load_settings
 from web.metrics import build_registry
 from workers.metrics import FrameOutcome, WorkerMetrics
@@ -26,7 +26,7 @@ def exported(redis_url: str, redis_client: Any, tmp_path: Path) -> dict[str, set
     """Every metric name the web server and the workers export, with its label names."""
     keys_file = tmp_path / "api_keys.yaml"
     keys_file.write_text("keys:\n  - key_id: k1\n    api_key: sk-dashboard-test-000\n")
-    redis_client.hset(keys.CAMERAS, "cam-1", "{}")
+    redis_client.hset(redis_keys.CAMERAS, "cam-1", "{}")
     settings = load_settings({"REDIS_URL": redis_url, "TRAFFIC_API_KEYS_FILE": str(keys_file)})
     worker_registry = CollectorRegistry()
     record_one_of_each(WorkerMetrics(worker_registry))

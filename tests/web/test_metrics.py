@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from traffic import keys
+from traffic import redis_keys
 from traffic.config import load_settings
 from web import create_app
 
@@ -21,12 +21,14 @@ def client_for(redis_url: str, tmp_path: Path, **env: str) -> Any:
 
 def test_metrics_expose_queues_cameras_and_keys(redis_url: str, redis_client: Any, tmp_path: Path) -> None:
     redis_client.rpush("gpu", "a", "b")
-    redis_client.zadd(keys.FRAMES_PENDING, {"f1": 1.0})
-    redis_client.hset(keys.CAMERAS, "cam-1", "{}")
-    redis_client.hset(keys.camera_stats("cam-1"), mapping={"captured": 7, "dropped_inflight": 3, "final_partial": 1})
-    redis_client.hset(keys.camera_stats("cam-1"), keys.CAMERA_FPS_FIELD, "0.5523")
-    redis_client.hset(keys.camera_status("cam-1"), "status", "1")
-    redis_client.hset(keys.CAMERAS, "cam-2", "{}")
+    redis_client.zadd(redis_keys.FRAMES_PENDING, {"f1": 1.0})
+    redis_client.hset(redis_keys.CAMERAS, "cam-1", "{}")
+    redis_client.hset(
+        redis_keys.camera_stats("cam-1"), mapping={"captured": 7, "dropped_inflight": 3, "final_partial": 1}
+    )
+    redis_client.hset(redis_keys.camera_stats("cam-1"), redis_keys.CAMERA_FPS_FIELD, "0.5523")
+    redis_client.hset(redis_keys.camera_status("cam-1"), "status", "1")
+    redis_client.hset(redis_keys.CAMERAS, "cam-2", "{}")
     response = client_for(redis_url, tmp_path).get("/metrics")
     assert response.status_code == 200 and response.mimetype == "text/plain"
     text = response.get_data(as_text=True)

@@ -11,10 +11,10 @@ import pytest
 import websocket
 from werkzeug.serving import make_server
 
+from infra.emitter import Emitter
 from traffic.config import load_settings
 from web import create_app
 from web.__main__ import NoDelayRequestHandler
-from workers.emitter import Emitter
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The dead-letter list of group assessments that exhausted their retries, and their replay."""
+"""The dead-letter list of group assessments that exhausted their retries, with their saved inputs."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ from typing import Any
 
 import redis
 
-from traffic import keys
-from traffic.models import GroupVerdict
-from traffic.risk import error_verdict
-from workers.frames import FrameRecord, FrameStore, as_bytes, as_text
+from infra.frame_store import FrameStore, as_bytes, as_text
+from traffic import redis_keys
+from traffic.frame_record import FrameRecord
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ class DeadLetter:
 
 
 class DeadLetters:
-    """The list ``keys.DLQ`` plus saved crops and frame records."""
+    """The list ``redis_keys.DLQ`` plus saved crops and frame records."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._r = client
@@ -69,62 +68,39 @@ class DeadLetters:
         """Record a failed assessment and keep its inputs for replay."""
         entry = DeadLetter(uuid.uuid4().hex[:16], camera_id, frame_id, group_index, reason, time.time())
         crop = store.crop(frame_id, group_index)
-        record = self._r.get(keys.frame_analysis(frame_id))
+        record = store.record_json(frame_id)
         pipe = self._r.pipeline()
         if crop is not None:
-            pipe.set(keys.dead_letter_input(entry.entry_id, "crop"), crop, ex=KEEP_S)
+            pipe.set(redis_keys.dead_letter_input(entry.entry_id, "crop"), crop, ex=KEEP_S)
         if record is not None:
-            pipe.set(keys.dead_letter_input(entry.entry_id, "record"), record, ex=KEEP_S)
-        pipe.rpush(keys.DLQ, json.dumps(entry.to_json()))
+            pipe.set(redis_keys.dead_letter_input(entry.entry_id, "record"), record, ex=KEEP_S)
+        pipe.rpush(redis_keys.DLQ, json.dumps(entry.to_json()))
         pipe.execute()
         log.warning("group %d of frame %s dead-lettered (%s) as %s", group_index, frame_id, reason, entry.entry_id)
 
     def list(self) -> list[DeadLetter]:
         """Every entry, oldest first."""
-        return [DeadLetter.from_json(json.loads(raw)) for raw in self._r.lrange(keys.DLQ, 0, -1)]
+        return [DeadLetter.from_json(json.loads(raw)) for raw in self._r.lrange(redis_keys.DLQ, 0, -1)]
 
     def take(self, entry_id: str) -> DeadLetter | None:
         """Remove one entry from the list and return it."""
-        for raw in self._r.lrange(keys.DLQ, 0, -1):
+        for raw in self._r.lrange(redis_keys.DLQ, 0, -1):
             entry = DeadLetter.from_json(json.loads(raw))
-            if entry.entry_id == entry_id and self._r.lrem(keys.DLQ, 1, as_text(raw)):
+            if entry.entry_id == entry_id and self._r.lrem(redis_keys.DLQ, 1, as_text(raw)):
                 return entry
         return None
 
     def put_back(self, entry: DeadLetter) -> None:
         """Return an entry to the list (its replay could not be started)."""
-        self._r.rpush(keys.DLQ, json.dumps(entry.to_json()))
+        self._r.rpush(redis_keys.DLQ, json.dumps(entry.to_json()))
 
     def inputs(self, entry_id: str) -> tuple[bytes | None, FrameRecord | None]:
         """The saved crop and frame record of an entry."""
-        crop = self._r.get(keys.dead_letter_input(entry_id, "crop"))
-        raw = self._r.get(keys.dead_letter_input(entry_id, "record"))
+        crop = self._r.get(redis_keys.dead_letter_input(entry_id, "crop"))
+        raw = self._r.get(redis_keys.dead_letter_input(entry_id, "record"))
         record = FrameRecord.from_json(json.loads(raw)) if raw else None
         return (as_bytes(crop) if crop is not None else None), record
 
     def forget_inputs(self, entry_id: str) -> None:
         """Delete an entry's saved inputs after a successful replay."""
-        self._r.delete(keys.dead_letter_input(entry_id, "crop"), keys.dead_letter_input(entry_id, "record"))
-
-
-def replay_verdict(ctx: Any, entry: DeadLetter) -> GroupVerdict:
-    """Assess a dead letter's group again from its saved inputs; store the verdict and republish the frame."""
-    from workers.assessment import assess_with_pool
-    from workers.finalize import fold, publish
-
-    letters = DeadLetters(ctx.redis)
-    crop, record = letters.inputs(entry.entry_id)
-    groups = {g.index: g for g in record.analysis.groups} if record else {}
-    if crop is None or record is None or entry.group_index not in groups:
-        return error_verdict(entry.group_index, "replay_inputs_missing")
-    started = time.time()
-    deadline = started + ctx.settings.pipeline.assess_time_limit_s
-    context = record.analysis.context(groups[entry.group_index])
-    outcome = assess_with_pool(ctx, context, crop, deadline=deadline, started=started)
-    if not isinstance(outcome, GroupVerdict):
-        return error_verdict(entry.group_index, outcome.reason)
-    store = FrameStore(ctx.redis)
-    store.save_verdict(entry.frame_id, outcome, time.time() + KEEP_S)
-    others = [v for v in store.verdicts(entry.frame_id) if v.group_index != entry.group_index]
-    publish(ctx, store, record, fold(record, [outcome, *others]), by="replay")
-    return outcome
+        self._r.delete(redis_keys.dead_letter_input(entry_id, "crop"), redis_keys.dead_letter_input(entry_id, "record"))

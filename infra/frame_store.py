@@ -5,20 +5,25 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.typing import EncodableT, FieldT
 
-from traffic import keys
-from traffic.analysis import FrameAnalysis
-from traffic.codec import CodecError, analysis_from_json, analysis_to_json, verdict_from_json, verdict_to_json
+from traffic import redis_keys
+from traffic.codec import verdict_from_json, verdict_to_json
+from traffic.frame_record import FrameRecord
 from traffic.models import GroupVerdict
 
 KEEP_AFTER_DEADLINE_S = 120.0
+"""Frame records outlive the deadline this long, for late chords and the dead-letter replay."""
 FINAL_CLAIM_S = 15.0
 """How long a finaliser holds a frame's claim before the sweeper may try again (publishing takes ms)."""
-"""Frame records outlive the deadline this long, for late chords and the dead-letter replay."""
+META_GRACE_S = 60.0
+"""Frame metadata outlives the frame's deadline by this much (for late finalisation)."""
+LATEST_FRAME_TTL_S = 60
+"""The camera's most recent JPEG (the REST snapshot) is kept this long."""
 
 _SET_IF_NEWER = """
 local current = redis.call('GET', KEYS[2])
@@ -39,65 +44,18 @@ class FrameMeta:
 
 
 @dataclass(frozen=True)
-class FrameRecord:
-    """What the detector stage found and decided for a frame; everything later stages need."""
+class CapturedFrame:
+    """A sampled frame as the capture service hands it to the pipeline."""
 
     frame_id: str
     camera_id: str
     wire_id: str | int
     captured_at: float
     deadline: float
-    analysis: FrameAnalysis
-    model_type: str
-    supported_classes: tuple[str, ...]
-    process_time_s: float
-    assess: tuple[int, ...] = ()
-    expected: tuple[int, ...] = ()
-    dropped: tuple[int, ...] = ()
-    skipped: str | None = None
-    signatures: dict[int, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-safe form."""
-        return {
-            "frameId": self.frame_id,
-            "cameraId": self.camera_id,
-            "wireId": self.wire_id,
-            "capturedAt": self.captured_at,
-            "deadline": self.deadline,
-            "analysis": analysis_to_json(self.analysis),
-            "modelType": self.model_type,
-            "supportedClasses": list(self.supported_classes),
-            "processTime": self.process_time_s,
-            "assess": list(self.assess),
-            "expected": list(self.expected),
-            "dropped": list(self.dropped),
-            "skipped": self.skipped,
-            "signatures": {str(k): v for k, v in self.signatures.items()},
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FrameRecord:
-        """Inverse of ``to_json``; raises CodecError on corrupt data."""
-        try:
-            return cls(
-                frame_id=str(data["frameId"]),
-                camera_id=str(data["cameraId"]),
-                wire_id=data["wireId"],
-                captured_at=float(data["capturedAt"]),
-                deadline=float(data["deadline"]),
-                analysis=analysis_from_json(data["analysis"]),
-                model_type=str(data["modelType"]),
-                supported_classes=tuple(str(c) for c in data["supportedClasses"]),
-                process_time_s=float(data["processTime"]),
-                assess=tuple(int(i) for i in data["assess"]),
-                expected=tuple(int(i) for i in data["expected"]),
-                dropped=tuple(int(i) for i in data["dropped"]),
-                skipped=data["skipped"],
-                signatures={int(k): str(v) for k, v in data["signatures"].items()},
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CodecError(f"corrupt frame record: {exc}") from None
+    width: int
+    height: int
+    jpeg: bytes
+    preview: bytes
 
 
 def as_text(value: bytes | str) -> str:
@@ -117,9 +75,60 @@ class FrameStore:
         self._r = client
         self._set_if_newer = client.register_script(_SET_IF_NEWER)
 
+    def admit(self, frame: CapturedFrame, *, ttl_s: float, fps: float) -> None:
+        """Store a captured frame: JPEG, preview, metadata, the camera's latest frame, in-flight slot, counters."""
+        camera_id = frame.camera_id
+        meta: dict[FieldT, EncodableT] = {
+            "camera_id": camera_id,
+            "wire_id": json.dumps(frame.wire_id),
+            "captured_at": repr(frame.captured_at),
+            "deadline": repr(frame.deadline),
+            "width": frame.width,
+            "height": frame.height,
+        }
+        inflight = redis_keys.camera_inflight(camera_id)
+        pipe = self._r.pipeline(transaction=True)
+        pipe.set(redis_keys.frame_image(frame.frame_id), frame.jpeg, px=int(ttl_s * 1000))
+        pipe.set(redis_keys.frame_preview(frame.frame_id), frame.preview, px=int(ttl_s * 1000))
+        pipe.hset(redis_keys.frame_meta(frame.frame_id), mapping=meta)
+        pipe.pexpireat(redis_keys.frame_meta(frame.frame_id), int((frame.deadline + META_GRACE_S) * 1000))
+        pipe.set(redis_keys.camera_latest_frame(camera_id), frame.jpeg, ex=LATEST_FRAME_TTL_S)
+        pipe.zadd(inflight, {frame.frame_id: time.time()})
+        pipe.expire(inflight, round(frame.deadline - frame.captured_at + META_GRACE_S))
+        pipe.hincrby(redis_keys.camera_stats(camera_id), "captured", 1)
+        pipe.hset(redis_keys.camera_stats(camera_id), redis_keys.CAMERA_FPS_FIELD, repr(fps))
+        pipe.execute()
+
+    def put(self, frame_id: str, camera_id: str, jpeg: bytes, *, captured_at: float, deadline: float) -> None:
+        """Store a frame's JPEG and metadata only (no in-flight slot, latest frame or counters): test input."""
+        meta: dict[FieldT, EncodableT] = {
+            "camera_id": camera_id,
+            "wire_id": json.dumps(camera_id),
+            "captured_at": repr(captured_at),
+            "deadline": repr(deadline),
+        }
+        pipe = self._r.pipeline()
+        pipe.set(redis_keys.frame_image(frame_id), jpeg, ex=120)
+        pipe.hset(redis_keys.frame_meta(frame_id), mapping=meta)
+        pipe.expire(redis_keys.frame_meta(frame_id), 300)
+        pipe.execute()
+
+    def inflight_count(self, camera_id: str, max_age_s: float) -> int:
+        """Frames of the camera still in flight, after dropping those sent more than ``max_age_s`` ago."""
+        inflight = redis_keys.camera_inflight(camera_id)
+        pipe = self._r.pipeline(transaction=True)
+        pipe.zremrangebyscore(inflight, "-inf", time.time() - max_age_s)
+        pipe.zcard(inflight)
+        return int(pipe.execute()[1])
+
+    def withdraw(self, camera_id: str, frame_id: str) -> None:
+        """The frame could not be sent to the detector: its in-flight slot is free again, and it is counted."""
+        self._r.zrem(redis_keys.camera_inflight(camera_id), frame_id)
+        self.count(camera_id, "send_failed")
+
     def meta(self, frame_id: str) -> FrameMeta | None:
         """The capture-time metadata, or None once it expired."""
-        raw = self._r.hgetall(keys.frame_meta(frame_id))
+        raw = self._r.hgetall(redis_keys.frame_meta(frame_id))
         if not raw:
             return None
         fields = {as_text(k): as_text(v) for k, v in raw.items()}
@@ -128,10 +137,10 @@ class FrameStore:
     def load_for_detection(self, frame_id: str) -> tuple[FrameMeta | None, bytes | None]:
         """Meta and JPEG in one round trip, stamping when the detector received the frame."""
         pipe = self._r.pipeline(transaction=False)
-        pipe.hgetall(keys.frame_meta(frame_id))
-        pipe.get(keys.frame_image(frame_id))
-        pipe.hset(keys.frame_timings(frame_id), "received", repr(time.time()))
-        pipe.expire(keys.frame_timings(frame_id), 600)
+        pipe.hgetall(redis_keys.frame_meta(frame_id))
+        pipe.get(redis_keys.frame_image(frame_id))
+        pipe.hset(redis_keys.frame_timings(frame_id), "received", repr(time.time()))
+        pipe.expire(redis_keys.frame_timings(frame_id), 600)
         raw, data, _, _ = pipe.execute()
         meta = None
         if raw:
@@ -141,7 +150,7 @@ class FrameStore:
 
     def image(self, frame_id: str) -> bytes | None:
         """The frame's JPEG, or None once it expired."""
-        data = self._r.get(keys.frame_image(frame_id))
+        data = self._r.get(redis_keys.frame_image(frame_id))
         return as_bytes(data) if data is not None else None
 
     def save(
@@ -150,15 +159,17 @@ class FrameStore:
         """Store the detector record, crops and reused verdicts (and register a pending frame) at once."""
         ttl = _ttl_ms(record.deadline)
         pipe = self._r.pipeline(transaction=True)
-        pipe.set(keys.frame_analysis(record.frame_id), json.dumps(record.to_json()), px=ttl)
+        pipe.set(redis_keys.frame_analysis(record.frame_id), json.dumps(record.to_json()), px=ttl)
         self._queue_crops(pipe, record.frame_id, crops, ttl)
         if pending:
-            pipe.zadd(keys.FRAMES_PENDING, {record.frame_id: record.deadline})
+            pipe.zadd(redis_keys.FRAMES_PENDING, {record.frame_id: record.deadline})
         for verdict in reused:
             pipe.hset(
-                keys.frame_verdicts(record.frame_id), str(verdict.group_index), json.dumps(verdict_to_json(verdict))
+                redis_keys.frame_verdicts(record.frame_id),
+                str(verdict.group_index),
+                json.dumps(verdict_to_json(verdict)),
             )
-        pipe.pexpire(keys.frame_verdicts(record.frame_id), ttl)
+        pipe.pexpire(redis_keys.frame_verdicts(record.frame_id), ttl)
         pipe.execute()
 
     def save_crops(self, frame_id: str, crops: dict[int, bytes], deadline: float) -> None:
@@ -171,21 +182,26 @@ class FrameStore:
     def _queue_crops(pipe: Any, frame_id: str, crops: dict[int, bytes], ttl_ms: int) -> None:
         """Queue the SETs of the crops."""
         for index, jpeg in crops.items():
-            pipe.set(keys.group_crop(frame_id, index), jpeg, px=ttl_ms)
+            pipe.set(redis_keys.group_crop(frame_id, index), jpeg, px=ttl_ms)
 
     def record(self, frame_id: str) -> FrameRecord | None:
         """The detector record, or None once it expired."""
-        raw = self._r.get(keys.frame_analysis(frame_id))
+        raw = self._r.get(redis_keys.frame_analysis(frame_id))
         return FrameRecord.from_json(json.loads(raw)) if raw else None
+
+    def record_json(self, frame_id: str) -> bytes | None:
+        """The detector record as stored (JSON bytes), or None once it expired."""
+        raw = self._r.get(redis_keys.frame_analysis(frame_id))
+        return as_bytes(raw) if raw is not None else None
 
     def crop(self, frame_id: str, group_index: int) -> bytes | None:
         """A group's JPEG crop, or None once it expired."""
-        data = self._r.get(keys.group_crop(frame_id, group_index))
+        data = self._r.get(redis_keys.group_crop(frame_id, group_index))
         return as_bytes(data) if data is not None else None
 
     def save_verdict(self, frame_id: str, verdict: GroupVerdict, deadline: float) -> None:
         """Record one group's verdict as soon as it exists (the sweeper reads these)."""
-        name = keys.frame_verdicts(frame_id)
+        name = redis_keys.frame_verdicts(frame_id)
         pipe = self._r.pipeline(transaction=False)
         pipe.hset(name, str(verdict.group_index), json.dumps(verdict_to_json(verdict)))
         pipe.pexpire(name, _ttl_ms(deadline))
@@ -197,27 +213,27 @@ class FrameStore:
         pipe = self._r.pipeline(transaction=False)
         self._stamp(pipe, frame_id, stage, deadline)
         if durations:
-            pipe.hset(keys.frame_timings(frame_id), mapping={k: repr(v) for k, v in durations.items()})
+            pipe.hset(redis_keys.frame_timings(frame_id), mapping={k: repr(v) for k, v in durations.items()})
         pipe.execute()
 
     def timings(self, frame_id: str) -> dict[str, float]:
         """Every recorded stage time of the frame."""
-        return {as_text(k): float(as_text(v)) for k, v in self._r.hgetall(keys.frame_timings(frame_id)).items()}
+        return {as_text(k): float(as_text(v)) for k, v in self._r.hgetall(redis_keys.frame_timings(frame_id)).items()}
 
     @staticmethod
     def _stamp(pipe: Any, frame_id: str, stage: str, deadline: float) -> None:
         """Queue the HSET of one stage time."""
-        pipe.hset(keys.frame_timings(frame_id), stage, repr(time.time()))
-        pipe.pexpire(keys.frame_timings(frame_id), _ttl_ms(deadline))
+        pipe.hset(redis_keys.frame_timings(frame_id), stage, repr(time.time()))
+        pipe.pexpire(redis_keys.frame_timings(frame_id), _ttl_ms(deadline))
 
     def verdicts(self, frame_id: str) -> list[GroupVerdict]:
         """Every verdict recorded for the frame so far."""
-        raw = self._r.hgetall(keys.frame_verdicts(frame_id))
+        raw = self._r.hgetall(redis_keys.frame_verdicts(frame_id))
         return [verdict_from_json(json.loads(v)) for v in raw.values()]
 
     def due(self, now: float, limit: int = 200) -> list[str]:
         """Pending frames whose deadline has passed."""
-        members = self._r.zrangebyscore(keys.FRAMES_PENDING, "-inf", now, start=0, num=limit)
+        members = self._r.zrangebyscore(redis_keys.FRAMES_PENDING, "-inf", now, start=0, num=limit)
         return [as_text(m) for m in members if isinstance(m, bytes | str)]
 
     def claim_final(self, frame_id: str) -> bool:
@@ -226,30 +242,30 @@ class FrameStore:
         The claim is a lease: a finaliser that dies (or loses Redis) before :meth:`confirm_final`
         leaves the frame pending, and once the lease lapses the deadline sweeper finalises it.
         """
-        return bool(self._r.set(keys.frame_final(frame_id), "claimed", nx=True, px=int(FINAL_CLAIM_S * 1000)))
+        return bool(self._r.set(redis_keys.frame_final(frame_id), "claimed", nx=True, px=int(FINAL_CLAIM_S * 1000)))
 
     def confirm_final(self, frame_id: str, deadline: float) -> None:
         """The frame's result is stored and sent: it is final for good and leaves the sweeper's set."""
         pipe = self._r.pipeline(transaction=True)
-        pipe.set(keys.frame_final(frame_id), "1", px=_ttl_ms(deadline))
-        pipe.zrem(keys.FRAMES_PENDING, frame_id)
+        pipe.set(redis_keys.frame_final(frame_id), "1", px=_ttl_ms(deadline))
+        pipe.zrem(redis_keys.FRAMES_PENDING, frame_id)
         pipe.execute()
 
     def set_latest(self, camera_id: str, captured_at: float, payload: dict[str, Any], ttl_s: float) -> bool:
         """Store the camera's latest result unless a newer frame's result is already there."""
         stored = self._set_if_newer(
-            keys=[keys.camera_latest(camera_id), keys.camera_latest_time(camera_id)],
+            keys=[redis_keys.camera_latest(camera_id), redis_keys.camera_latest_time(camera_id)],
             args=[repr(captured_at), json.dumps(payload), int(ttl_s * 1000)],
         )
         return bool(stored)
 
     def done_inflight(self, camera_id: str, frame_id: str) -> None:
         """The detector is done with the frame: it no longer counts against the camera's in-flight cap."""
-        self._r.zrem(keys.camera_inflight(camera_id), frame_id)
+        self._r.zrem(redis_keys.camera_inflight(camera_id), frame_id)
 
     def count(self, camera_id: str, counter: str, amount: int = 1) -> None:
         """Bump one of the camera's counters."""
-        self._r.hincrby(keys.camera_stats(camera_id), counter, amount)
+        self._r.hincrby(redis_keys.camera_stats(camera_id), counter, amount)
 
 
 def _ttl_ms(deadline: float) -> int:

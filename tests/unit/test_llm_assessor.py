@@ -10,8 +10,8 @@ import pytest
 from stack.provider_sim import ProviderSimulator, SimConfig, SimKey
 from traffic.analysis import analyse_detections
 from traffic.errors import BadModelReply, KeyRejected, RateLimited
-from traffic.group_assessor import LLMAssessor
 from traffic.imaging import crop_jpeg
+from traffic.llm_assessor import LLMAssessor
 from traffic.models import Detection, GroupContext, RiskLevel
 from traffic.settings import GroupingSettings, LLMSettings, RiskThresholds
 from traffic.vision_client import VisionClient

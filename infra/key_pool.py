@@ -1,7 +1,7 @@
 """The cluster-wide API key pool: grants under per-key and per-account limits, decided in Redis.
 
-Every decision is one Lua script (``workers.key_pool_lua``) on Redis ``TIME`` — no worker clock —
-following the rules of ``traffic.key_pool``. A grant is a lease with a TTL, so a crashed worker never
+Every decision is one Lua script (``infra.key_pool_lua``) on Redis ``TIME`` — no worker clock —
+following the rules of ``traffic.key_pool_rules``. A grant is a lease with a TTL, so a crashed worker never
 leaks a slot. Redis holds key ids, times and counters only; the secrets stay in this process, which
 maps a granted key id back to its ``KeySpec``.
 
@@ -23,8 +23,9 @@ from typing import Any
 
 import redis
 
-from traffic import keys
-from traffic.key_pool import (
+from infra.key_pool_lua import ACQUIRE, RELEASE, VERIFIED
+from traffic import redis_keys
+from traffic.key_pool_rules import (
     MAX_STRIKES,
     NEVER,
     SECOND_US,
@@ -40,7 +41,6 @@ from traffic.key_pool import (
 )
 from traffic.key_pool_view import status_view
 from traffic.settings import KeyPoolSettings, KeySpec, Settings
-from workers.key_pool_lua import ACQUIRE, RELEASE, VERIFIED
 
 log = logging.getLogger(__name__)
 
@@ -95,19 +95,19 @@ class KeyPool:
         self._release = client.register_script(RELEASE)
         self._verified = client.register_script(VERIFIED)
         self._rules_json = json.dumps(self.rules.to_json())
-        self._acquire_keys = [keys.KEY_POOL_LAST]
+        self._acquire_keys = [redis_keys.KEY_POOL_LAST]
         for rule in self.rules.keys:
             self._acquire_keys += [
-                keys.key_pool_key(rule.key_id),
-                keys.key_pool_window(rule.key_id, "second"),
-                keys.key_pool_window(rule.key_id, "minute"),
-                keys.key_pool_leases(rule.key_id),
+                redis_keys.key_pool_key(rule.key_id),
+                redis_keys.key_pool_window(rule.key_id, "second"),
+                redis_keys.key_pool_window(rule.key_id, "minute"),
+                redis_keys.key_pool_leases(rule.key_id),
             ]
         for acct in self.rules.accounts:
             self._acquire_keys += [
-                keys.key_pool_account(acct.account_id),
-                keys.key_pool_account_window(acct.account_id),
-                keys.key_pool_account_tokens(acct.account_id),
+                redis_keys.key_pool_account(acct.account_id),
+                redis_keys.key_pool_account_window(acct.account_id),
+                redis_keys.key_pool_account_tokens(acct.account_id),
             ]
         self._gate = threading.Lock()
 
@@ -167,9 +167,9 @@ class KeyPool:
         """End ``lease`` with the call's outcome (``error``: a short code, never a provider message)."""
         rule = self.rules.key(lease.key_id)
         acct = self.rules.account(rule.account) if rule else None
-        names = [keys.key_pool_key(lease.key_id), keys.key_pool_leases(lease.key_id)]
+        names = [redis_keys.key_pool_key(lease.key_id), redis_keys.key_pool_leases(lease.key_id)]
         if acct is not None:
-            names += [keys.key_pool_account(acct.account_id), keys.key_pool_account_tokens(acct.account_id)]
+            names += [redis_keys.key_pool_account(acct.account_id), redis_keys.key_pool_account_tokens(acct.account_id)]
         args = {
             "lease": lease.lease_id,
             "outcome": outcome.value,
@@ -194,19 +194,19 @@ class KeyPool:
 
     def disable(self, key_id: str, reason: str = "operator") -> None:
         """Take a key out of the pool on every worker at once, until ``enable``."""
-        self._client.hset(keys.key_pool_key(key_id), mapping={"disabled": reason, "disabled_at": self.now_us()})
+        self._client.hset(redis_keys.key_pool_key(key_id), mapping={"disabled": reason, "disabled_at": self.now_us()})
         log.warning("key %s disabled (%s)", key_id, reason)
 
     def enable(self, key_id: str) -> None:
         """Put a key back into the pool: not disabled, not cooling, its 429s forgiven."""
-        self._client.hset(keys.key_pool_key(key_id), mapping={"disabled": "", "cool_until": 0, "strikes": 0})
+        self._client.hset(redis_keys.key_pool_key(key_id), mapping={"disabled": "", "cool_until": 0, "strikes": 0})
         log.info("key %s enabled", key_id)
 
     def verified(self, key_id: str, ok: bool) -> bool:
         """Record a verification: a key rejected by the provider that now passes is enabled again."""
         if not ok:
             return False
-        return bool(self._verified(keys=[keys.key_pool_key(key_id)], args=[]))
+        return bool(self._verified(keys=[redis_keys.key_pool_key(key_id)], args=[]))
 
     def now_us(self) -> int:
         """Redis server time in microseconds."""
@@ -254,15 +254,18 @@ def read_state(client: redis.Redis, rules: PoolRules) -> PoolState:
     """Every configured key's and account's state, read in one round trip."""
     pipe = client.pipeline(transaction=False)
     for rule in rules.keys:
-        pipe.hgetall(keys.key_pool_key(rule.key_id))
-        for name in (keys.key_pool_window(rule.key_id, "second"), keys.key_pool_window(rule.key_id, "minute")):
+        pipe.hgetall(redis_keys.key_pool_key(rule.key_id))
+        for name in (
+            redis_keys.key_pool_window(rule.key_id, "second"),
+            redis_keys.key_pool_window(rule.key_id, "minute"),
+        ):
             pipe.zrange(name, 0, -1, withscores=True)
-        pipe.zrange(keys.key_pool_leases(rule.key_id), 0, -1, withscores=True)
+        pipe.zrange(redis_keys.key_pool_leases(rule.key_id), 0, -1, withscores=True)
     for acct in rules.accounts:
-        pipe.hgetall(keys.key_pool_account(acct.account_id))
-        pipe.zrange(keys.key_pool_account_window(acct.account_id), 0, -1, withscores=True)
-        pipe.zrange(keys.key_pool_account_tokens(acct.account_id), 0, -1, withscores=True)
-    pipe.get(keys.KEY_POOL_LAST)
+        pipe.hgetall(redis_keys.key_pool_account(acct.account_id))
+        pipe.zrange(redis_keys.key_pool_account_window(acct.account_id), 0, -1, withscores=True)
+        pipe.zrange(redis_keys.key_pool_account_tokens(acct.account_id), 0, -1, withscores=True)
+    pipe.get(redis_keys.KEY_POOL_LAST)
     replies: Iterator[Any] = iter(pipe.execute())
     state = PoolState()
     for rule in rules.keys:

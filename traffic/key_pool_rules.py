@@ -1,6 +1,6 @@
 """Decision rules of the cluster-wide API key pool, pure (no Redis, no clock): the reference model.
 
-``workers/key_pool_lua.py`` runs the same rules atomically in Redis; a test feeds one scenario to both
+``infra/key_pool_lua.py`` runs the same rules atomically in Redis; a test feeds one scenario to both
 and compares every decision. Times are integer microseconds of Redis ``TIME``: exact both as Python
 ints and as Lua doubles, so both sides compute identical decisions.
 

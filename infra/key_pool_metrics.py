@@ -15,9 +15,9 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from infra.key_pool import pool_status
 from traffic.key_pool_view import KeyStateName
 from traffic.settings import Settings
-from workers.key_pool import pool_status
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,10 @@ import redis
 from flask import Blueprint, Response, current_app, request
 from simple_websocket import ConnectionClosed, Server
 
-from traffic import keys
+from infra.socketio_packets import read_emit
+from traffic import redis_keys
 from web.auth import socket_token, token_matches
-from web.protocol import Context, EventError, error_payload, handle
+from web.realtime.protocol import Context, EventError, error_payload, handle
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class RoomRelay:
             try:
                 client = redis.Redis.from_url(self._redis_url, decode_responses=True)
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(keys.SOCKETIO_CHANNEL)
+                pubsub.subscribe(redis_keys.SOCKETIO_CHANNEL)
                 for message in pubsub.listen():
                     self._forward(message.get("data"))
             except redis.RedisError as exc:
@@ -86,17 +87,13 @@ class RoomRelay:
 
     def _forward(self, raw: Any) -> None:
         """Send one queued emit to the connections in its room."""
-        try:
-            packet = json.loads(raw)
-        except (TypeError, ValueError):
+        packet = read_emit(raw)
+        if packet is None or packet.namespace != "/" or packet.room is None:
             return
-        if packet.get("method") != "emit" or packet.get("namespace", "/") != "/":
-            return
-        room, event, args = packet.get("room"), packet.get("event"), packet.get("data") or [None]
         with self._lock:
-            targets = list(self._rooms.get(room, ())) if isinstance(room, str) else []
+            targets = list(self._rooms.get(packet.room, ()))
         for conn in targets:
-            if not conn.send(str(event), args[0]):
+            if not conn.send(packet.event, packet.data):
                 self.leave(conn)
 
 

@@ -1,4 +1,4 @@
-"""Socket.IO transport of the client protocol (``web.protocol``): rooms per camera, errors as events."""
+"""Socket.IO transport of the client protocol (``web.realtime.protocol``): rooms per camera, errors as events."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from flask import current_app, request
 from flask_socketio import SocketIO, emit, join_room, leave_room
 
 from web.auth import socket_token, token_matches
-from web.protocol import Context, EventError, Reply, error_payload, handle
+from web.realtime.protocol import Context, EventError, Reply, error_payload, handle
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The client protocol, independent of transport: validate a client event, act, return the reply.
 
-Socket.IO (``web.events``) and the plain-WebSocket gateway (``web.ws_gateway``) both call these; a
+Socket.IO (``socketio_binding``) and the plain-WebSocket gateway (``websocket_binding``) both call these; a
 handler raises ``EventError`` (code + message) for anything it cannot serve, and the transport turns
 it into an ``error`` event while the connection stays open.
 """
@@ -16,11 +16,11 @@ from typing import Any
 
 import redis
 
-from traffic import keys
+from infra.camera_registry import CameraRegistry
+from traffic import redis_keys
 from traffic.cameras import Camera, mask_url, normalise_camera_id, validate_camera_url
 from traffic.errors import CameraError
 from traffic.settings import Settings
-from workers.camera_registry import CameraRegistry
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def on_subscribe(ctx: Context, data: Any) -> Reply:
     ids = [] if alerts and "cameraIds" not in payload else _camera_ids(payload, "subscribe", allow_empty=alerts)
     pipe = ctx.redis.pipeline(transaction=False)
     for key, _ in ids:
-        pipe.get(keys.camera_latest(key))
+        pipe.get(redis_keys.camera_latest(key))
     latest = [json.loads(raw) for raw in pipe.execute() if raw]
     ack: dict[str, Any] = {"subscribed": [wire for _, wire in ids]}
     if alerts:
@@ -129,7 +129,7 @@ def on_subscribe(ctx: Context, data: Any) -> Reply:
     return Reply(
         ack=ack,
         events=tuple(("detection_result", payload) for payload in latest),
-        join=tuple(keys.camera_room(key) for key, _ in ids) + ((keys.ALERTS_ROOM,) if alerts else ()),
+        join=tuple(redis_keys.camera_room(key) for key, _ in ids) + ((redis_keys.ALERTS_ROOM,) if alerts else ()),
     )
 
 
@@ -141,7 +141,7 @@ def on_unsubscribe(ctx: Context, data: Any) -> Reply:
     ack: dict[str, Any] = {"unsubscribed": [wire for _, wire in ids]}
     if alerts:
         ack["alerts"] = False
-    rooms = tuple(keys.camera_room(k) for k, _ in ids) + ((keys.ALERTS_ROOM,) if alerts else ())
+    rooms = tuple(redis_keys.camera_room(k) for k, _ in ids) + ((redis_keys.ALERTS_ROOM,) if alerts else ())
     return Reply(ack=ack, leave=rooms)
 
 
@@ -155,7 +155,7 @@ def on_start_stream(ctx: Context, data: Any) -> Reply:
         raise EventError("invalid_payload", f"name must be a string of at most {MAX_NAME_LENGTH} characters")
     ctx.registry.add(Camera(camera_id=key, url=url, name=name, wire_id=wire))
     log.info("camera %s started by a client (%s)", key, mask_url(url))
-    return Reply(ack={"cameraId": wire, "started": True}, join=(keys.camera_room(key),))
+    return Reply(ack={"cameraId": wire, "started": True}, join=(redis_keys.camera_room(key),))
 
 
 def on_stop_stream(ctx: Context, data: Any) -> Reply:
@@ -168,7 +168,7 @@ def on_stop_stream(ctx: Context, data: Any) -> Reply:
 
 def on_check_camera(ctx: Context, data: Any) -> Reply:
     """Probe a camera URL once (connect and read one frame) and report it as ``camera_status``."""
-    from workers.sources import SourceError, open_source
+    from infra.camera_sources import SourceError, open_source
 
     payload = _object(data, "check_camera")
     _, wire = _camera_id(payload.get("cameraId"))

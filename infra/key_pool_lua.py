@@ -1,4 +1,4 @@
-"""The key pool's Lua scripts: the rules of ``traffic.key_pool``, run atomically in Redis on Redis ``TIME``.
+"""The key pool's Lua scripts: the rules of ``traffic.key_pool_rules``, run atomically in Redis on Redis ``TIME``.
 
 Each line of the acquire script mirrors a function of the model (``prune``, ``order``, ``key_wait``,
 ``_grant``); keep them in step (``tests/integration/test_key_pool.py`` compares both on one scenario).

@@ -1,0 +1,209 @@
+"""One camera's reader thread: connect, keep only the latest frame, reconnect with backoff, report status."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis
+
+from infra.camera_registry import CameraRegistry
+from infra.camera_sources import SourceError, open_source
+from traffic.cameras import Camera, mask_url, reconnect_delay
+from traffic.imaging import Image
+from traffic.settings import Settings
+from workers.capture.timings import CaptureTimings
+
+log = logging.getLogger(__name__)
+
+
+class EventSink(Protocol):
+    """``infra.emitter.Emitter``, or a stand-in."""
+
+    def to_camera(self, camera_id: str, event: str, data: dict[str, Any]) -> None:
+        """Send ``event`` to the camera's room."""
+        ...
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame read from a camera."""
+
+    seq: int
+    image: Image
+    captured_at: float
+    """Epoch seconds when the reader received it."""
+    received: float
+    """``time.monotonic()`` when the reader received it."""
+
+
+class FrameSlot:
+    """Holds only the latest frame of a camera; the reader overwrites it, the sampler peeks at it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frame: Frame | None = None
+
+    def put(self, image: Image) -> None:
+        """Replace the held frame with ``image``."""
+        with self._lock:
+            seq = self._frame.seq + 1 if self._frame else 1
+            self._frame = Frame(seq, image, time.time(), time.monotonic())
+
+    def newer_than(self, seq: int) -> Frame | None:
+        """The held frame if it is newer than ``seq``."""
+        with self._lock:
+            return self._frame if self._frame and self._frame.seq > seq else None
+
+    def last_received(self) -> float | None:
+        """Monotonic time of the held frame, if any."""
+        with self._lock:
+            return self._frame.received if self._frame else None
+
+
+class StatusReporter:
+    """Stores a camera's connection status in Redis and emits ``camera_status`` whenever it changes."""
+
+    def __init__(self, camera: Camera, registry: CameraRegistry, sink: EventSink) -> None:
+        self._camera = camera
+        self._registry = registry
+        self._sink = sink
+        self._lock = threading.Lock()
+        self._last: tuple[int, str] | None = None
+        self._closed = False
+
+    @property
+    def is_online(self) -> bool:
+        """Whether the last report was online."""
+        return self._last is not None and self._last[0] == 1
+
+    def online(self, latency_ms: int | None = None) -> None:
+        """Report the camera online (``latency_ms``: open plus first read)."""
+        self._report(1, "connected", latency_ms)
+
+    def offline(self, message: str) -> None:
+        """Report the camera offline with a reason."""
+        self._report(0, message, None)
+
+    def close(self) -> None:
+        """Report nothing more (the reader is being stopped)."""
+        with self._lock:
+            self._closed = True
+
+    def _report(self, status: int, message: str, latency_ms: int | None) -> None:
+        """Store and emit the status unless it equals the last one."""
+        with self._lock:
+            if self._closed or self._last == (status, message):
+                return
+            self._last = (status, message)
+            payload: dict[str, Any] = {"cameraId": self._camera.wire_id, "status": status, "message": message}
+            if latency_ms is not None:
+                payload["latencyMs"] = latency_ms
+            store_status(self._registry, self._camera.camera_id, payload)
+            self._sink.to_camera(self._camera.camera_id, "camera_status", payload)
+
+
+def store_status(registry: CameraRegistry, camera_id: str, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (status, message, latencyMs?) as the camera's status; a Redis outage is logged."""
+    try:
+        registry.set_status(camera_id, payload)
+    except redis.RedisError as exc:
+        log.warning("cannot store status of camera %s: %s", camera_id, exc)
+
+
+class CameraReader:
+    """Reads one camera in its own thread, reconnecting with backoff; keeps only the latest frame."""
+
+    def __init__(
+        self,
+        camera: Camera,
+        reporter: StatusReporter,
+        *,
+        settings: Settings,
+        timings: CaptureTimings,
+        rng: random.Random,
+    ) -> None:
+        self.camera = camera
+        self.reporter = reporter
+        self.slot = FrameSlot()
+        self.attempts: deque[float] = deque(maxlen=100)
+        """Monotonic times of connection attempts (observable for tests and diagnostics)."""
+        self.last_sampled = 0
+        self.origin = time.monotonic()
+        self.next_sample = self.origin + settings.capture.frame_interval_s
+        self._interval = settings.capture.frame_interval_s
+        self._timings = timings
+        self._rng = rng
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"capture-{camera.camera_id}", daemon=True)
+
+    def start(self) -> None:
+        """Start reading."""
+        log.info("camera %s: capturing %s", self.camera.camera_id, mask_url(self.camera.url))
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the reader to stop (returns at once); no status is reported after this."""
+        self.reporter.close()
+        self._stop.set()
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the thread to end; True if it did."""
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        """Connect, read until failure, wait a growing backoff, repeat until stopped."""
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                if self._connect_and_read():
+                    attempt = 0
+            except Exception:  # a bug must not end the camera silently: log it and reconnect
+                log.exception("camera %s: unexpected capture error", self.camera.camera_id)
+                self.reporter.offline("capture error")
+            if self._stop.is_set():
+                break
+            delay = reconnect_delay(
+                attempt, base_s=self._timings.backoff_base_s, cap_s=self._timings.backoff_cap_s, rng=self._rng
+            )
+            log.info("camera %s: reconnecting in %.1f s", self.camera.camera_id, delay)
+            if self._stop.wait(delay):
+                break
+            attempt += 1
+
+    def _connect_and_read(self) -> bool:
+        """One connection: open, read frames into the slot until an error; True if any frame arrived."""
+        started = time.monotonic()
+        self.attempts.append(started)
+        try:
+            source = open_source(self.camera.url, poll_interval_s=self._interval / 2, stop=self._stop)
+        except SourceError as exc:
+            self._failed(exc.reason)
+            return False
+        got_frame = False
+        try:
+            while not self._stop.is_set():
+                self.slot.put(source.read())
+                if not got_frame:
+                    got_frame = True
+                    self.reporter.online(int((time.monotonic() - started) * 1000))
+                elif not self.reporter.is_online:
+                    self.reporter.online()  # frames again after a "no frames" report
+        except SourceError as exc:
+            self._failed(exc.reason)
+        finally:
+            source.close()
+        return got_frame
+
+    def _failed(self, reason: str) -> None:
+        """Report the camera offline, unless we are stopping."""
+        if not self._stop.is_set():
+            log.warning("camera %s offline: %s", self.camera.camera_id, reason)
+            self.reporter.offline(reason)

@@ -1,0 +1,372 @@
+"""The capture service: claims its share of the cameras, runs their readers, samples frames into the pipeline.
+
+Threads: a control loop (registry changes via pub/sub plus a periodic re-read, lease renewal), one
+sampler (each camera every ``capture.frame_interval_s`` on a drift-free schedule) and one reader per
+claimed camera that overwrites a single latest-frame slot, so frames are never queued in memory.
+Several capture processes share the cameras through expiring Redis leases (``workers.capture.leases``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import redis
+
+from infra import celery_names
+from infra.camera_registry import CameraRegistry
+from infra.frame_store import CapturedFrame, FrameStore
+from traffic.cameras import Camera, next_tick, validate_camera_url
+from traffic.errors import CameraError
+from traffic.imaging import encode_jpeg, image_size, preview_jpeg
+from traffic.settings import Settings
+from workers.capture.leases import Leases, default_owner_id, fair_share
+from workers.capture.reader import CameraReader, EventSink, Frame, StatusReporter, store_status
+from workers.capture.timings import CaptureTimings
+
+log = logging.getLogger(__name__)
+
+FPS_SMOOTHING = 0.3
+"""Weight of the newest interval in a camera's smoothed frames-per-second figure."""
+
+
+class SendTask(Protocol):
+    """``Celery.send_task``, or a stand-in with the same call shape."""
+
+    def __call__(self, name: str, *, args: list[Any], **options: Any) -> object:
+        """Publish task ``name`` with ``args``."""
+        ...
+
+
+class CaptureService:
+    """Claims cameras from the registry with leases, reads them and feeds sampled frames to ``detect_frame``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis_client: redis.Redis,
+        emitter: EventSink,
+        *,
+        send_task: SendTask,
+        owner_id: str | None = None,
+        timings: CaptureTimings | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.owner_id = owner_id or default_owner_id()
+        self._redis = redis_client
+        self._sink = emitter
+        self._send_task = send_task
+        self._timings = timings or CaptureTimings()
+        self._rng = rng or random.Random()
+        self._registry = CameraRegistry(redis_client)
+        self._frames = FrameStore(redis_client)
+        self._leases = Leases(redis_client, self.owner_id, self._timings.lease_s)
+        self._lock = threading.Lock()
+        self._readers: dict[str, CameraReader] = {}
+        self._retiring: list[CameraReader] = []
+        self._lease_valid_until: dict[str, float] = {}
+        self._rejected: dict[str, tuple[str, str]] = {}
+        self._sent_at: dict[str, tuple[float, float]] = {}
+        """Per camera: when its last frame was sent, and the smoothed frames per second sent."""
+        self._live_owners = 1
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Start the control loop and the sampler."""
+        log.info("capture service %s starting", self.owner_id)
+        for name, target in (("capture-control", self._control_loop), ("capture-sampler", self._sample_loop)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def request_stop(self) -> None:
+        """Ask the service to stop (safe from a signal handler)."""
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until a stop is requested; True if it was."""
+        return self._stop.wait(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop everything, release every lease and join every thread (within about ``timeout``)."""
+        self._stop.set()
+        end = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        for camera_id in self.owned():
+            self._stop_camera(camera_id, "capture service stopped", announce=False)
+        self._guard(self._leases.leave)
+        with self._lock:
+            readers, self._retiring = self._retiring, []
+        stuck = [r.camera.camera_id for r in readers if not r.join(max(0.0, end - time.monotonic()))]
+        if stuck:
+            log.warning("readers of cameras %s did not stop in time", ", ".join(stuck))
+        log.info("capture service %s stopped", self.owner_id)
+
+    def __enter__(self) -> CaptureService:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- observable state
+
+    def owned(self) -> set[str]:
+        """Ids of the cameras this service captures now."""
+        with self._lock:
+            return set(self._readers)
+
+    def connect_attempts(self, camera_id: str) -> list[float]:
+        """Monotonic times of the recent connection attempts to the camera (empty if not owned)."""
+        with self._lock:
+            reader = self._readers.get(camera_id)
+        return list(reader.attempts) if reader else []
+
+    # ----------------------------------------------------------------- control loop
+
+    def _control_loop(self) -> None:
+        """React to registry changes, re-read the registry periodically and renew leases."""
+        pubsub: Any = None
+        next_reconcile = next_renew = time.monotonic()
+        while not self._stop.is_set():
+            pubsub, changed = self._poll_changes(pubsub)
+            now = time.monotonic()
+            if now >= next_renew:
+                self._guard(self._heartbeat)
+                self._guard(self._renew_leases)
+                next_renew = now + self._timings.renew_s
+            if changed or now >= next_reconcile:
+                self._guard(self._reconcile)
+                next_reconcile = now + self._timings.reconcile_s
+        if pubsub is not None:
+            self._guard(pubsub.close)
+
+    def _poll_changes(self, pubsub: Any) -> tuple[Any, bool]:
+        """Wait briefly for ``CAMERAS_CHANGED``; (the pub/sub to use next time, whether anything changed)."""
+        try:
+            if pubsub is None:
+                pubsub = self._registry.changes()
+            changed = False
+            message = pubsub.get_message(timeout=0.25)
+            while message is not None:
+                changed = changed or message.get("type") == "message"
+                message = pubsub.get_message(timeout=0.0)
+            return pubsub, changed
+        except (redis.RedisError, OSError) as exc:
+            log.warning("registry change feed failed (%s); re-subscribing", exc)
+            if pubsub is not None:
+                self._guard(pubsub.close)
+            self._stop.wait(1.0)
+            return None, True
+
+    def _guard(self, step: Callable[[], object]) -> None:
+        """Run one control step; a Redis outage is logged and retried on the next tick."""
+        try:
+            step()
+        except (redis.RedisError, OSError) as exc:
+            log.warning("capture control step %s failed: %s", getattr(step, "__name__", step), exc)
+
+    def _heartbeat(self) -> None:
+        """Announce this service as live and learn how many capture services share the cameras."""
+        self._live_owners = max(1, self._leases.heartbeat())
+
+    def _reconcile(self) -> None:
+        """Bring the running cameras in line with the registry and this service's fair share of them."""
+        desired = {camera.camera_id: camera for camera in self._registry.list()}
+        for camera_id, reader in self._running().items():
+            camera = desired.get(camera_id)
+            if camera is None or not camera.enabled:
+                self._stop_camera(camera_id, "removed" if camera is None else "disabled", announce=True)
+            elif camera != reader.camera:
+                log.info("camera %s changed; restarting its capture", camera_id)
+                self._stop_camera(camera_id, "changed", announce=False, release=False)
+                self._try_claim(camera)
+        for camera_id in set(self._rejected) - set(desired):
+            del self._rejected[camera_id]
+        enabled = [camera for camera in desired.values() if camera.enabled]
+        self._balance(enabled, quota=fair_share(len(enabled), self._live_owners))
+
+    def _balance(self, enabled: list[Camera], quota: int) -> None:
+        """Claim free cameras up to ``quota``; above it, hand one camera back so another service can take it."""
+        running = self._running()
+        if len(running) > quota:
+            self._stop_camera(max(running), "rebalanced", announce=False)
+            return
+        for camera in enabled:
+            if len(running) >= quota or self._stop.is_set():
+                return
+            if camera.camera_id not in running and self._try_claim(camera):
+                running = self._running()
+
+    def _running(self) -> dict[str, CameraReader]:
+        """A snapshot of the running readers."""
+        with self._lock:
+            return dict(self._readers)
+
+    def _try_claim(self, camera: Camera) -> bool:
+        """Start capturing ``camera`` if its URL is usable here and its lease is free; True if started."""
+        try:
+            validate_camera_url(camera.url, allow_files=self.settings.capture.allow_file_sources)
+        except CameraError as exc:
+            self._reject(camera, exc)
+            return False
+        self._rejected.pop(camera.camera_id, None)
+        if not self._leases.acquire(camera.camera_id):
+            return False
+        reader = CameraReader(
+            camera,
+            StatusReporter(camera, self._registry, self._sink),
+            settings=self.settings,
+            timings=self._timings,
+            rng=self._rng,
+        )
+        with self._lock:
+            self._readers[camera.camera_id] = reader
+            self._lease_valid_until[camera.camera_id] = time.monotonic() + self._timings.lease_s
+        reader.start()
+        return True
+
+    def _reject(self, camera: Camera, exc: CameraError) -> None:
+        """Report (once per URL and reason) a camera whose URL this service will not open."""
+        if self._rejected.get(camera.camera_id) == (camera.url, exc.code):
+            return
+        self._rejected[camera.camera_id] = (camera.url, exc.code)
+        log.warning("camera %s not captured: %s", camera.camera_id, exc)
+        StatusReporter(camera, self._registry, self._sink).offline(str(exc))
+
+    def _renew_leases(self) -> None:
+        """Renew every held lease; stop cameras whose lease was lost or ran out while Redis was away."""
+        for camera_id in self.owned():
+            sent_at = time.monotonic()
+            try:
+                held = self._leases.renew(camera_id)
+            except (redis.RedisError, OSError) as exc:
+                held = sent_at < self._lease_valid_until.get(camera_id, 0.0)
+                log.warning("cannot renew lease of camera %s: %s", camera_id, exc)
+            else:
+                if held:
+                    self._lease_valid_until[camera_id] = sent_at + self._timings.lease_s
+            if not held:
+                log.warning("camera %s: lease lost; another capture process may take it", camera_id)
+                self._stop_camera(camera_id, "lease lost", announce=False, release=False)
+
+    def _stop_camera(self, camera_id: str, reason: str, *, announce: bool, release: bool = True) -> None:
+        """Stop the camera's reader (joined later), release its lease and, if ``announce``, tell clients."""
+        with self._lock:
+            reader = self._readers.pop(camera_id, None)
+            self._lease_valid_until.pop(camera_id, None)
+            if reader is not None:
+                self._retiring.append(reader)
+        if reader is None:
+            return
+        reader.stop()
+        log.info("camera %s: capture stopped (%s)", camera_id, reason)
+        if release:
+            self._guard(lambda: self._leases.release(camera_id))
+        if announce:
+            self._announce_stop(reader.camera, reason)
+        self._reap()
+
+    def _announce_stop(self, camera: Camera, reason: str) -> None:
+        """Emit ``stream_stopped``; a removed camera's status is deleted, a disabled one's set offline."""
+        if reason == "removed":
+            self._guard(lambda: self._registry.clear_status(camera.camera_id))
+        else:
+            store_status(self._registry, camera.camera_id, {"status": 0, "message": f"stream stopped ({reason})"})
+        self._sink.to_camera(camera.camera_id, "stream_stopped", {"cameraId": camera.wire_id, "reason": reason})
+
+    def _reap(self) -> None:
+        """Forget retired readers whose threads have ended."""
+        with self._lock:
+            self._retiring = [r for r in self._retiring if not r.join(0.0)]
+
+    # ----------------------------------------------------------------- sampling
+
+    def _sample_loop(self) -> None:
+        """Sample every running camera on its own drift-free schedule."""
+        interval = self.settings.capture.frame_interval_s
+        while not self._stop.is_set():
+            now = time.monotonic()
+            readers = self._running().values()
+            for reader in readers:
+                if reader.next_sample <= now:
+                    self._sample_guarded(reader, now)
+                    reader.next_sample = next_tick(reader.origin, interval, time.monotonic())
+            upcoming = min((r.next_sample for r in self._running().values()), default=now + 0.25)
+            self._stop.wait(min(max(upcoming - time.monotonic(), 0.0), 0.25))
+
+    def _sample_guarded(self, reader: CameraReader, now: float) -> None:
+        """Sample one camera; a failure is logged and never stops the other cameras."""
+        try:
+            self._sample(reader, now)
+        except Exception:  # one camera's failure (Redis, broker, encoder) must not stop the sampler
+            log.exception("camera %s: sampling failed", reader.camera.camera_id)
+
+    def _sample(self, reader: CameraReader, now: float) -> None:
+        """Submit the camera's latest frame if it is new; report the camera offline if frames stopped."""
+        frame = reader.slot.newer_than(reader.last_sampled)
+        if frame is None:
+            self._check_stale(reader, now)
+            return
+        reader.last_sampled = frame.seq
+        self._submit_frame(reader.camera, frame)
+
+    def _check_stale(self, reader: CameraReader, now: float) -> None:
+        """Report an online camera offline when its reader has delivered nothing for too long."""
+        stale_after = self._timings.stale_after_s or max(10.0, 3 * self.settings.capture.frame_interval_s)
+        last = reader.slot.last_received()
+        if reader.reporter.is_online and last is not None and now - last > stale_after:
+            reader.reporter.offline(f"no frames for {stale_after:.0f} s")
+
+    def _submit_frame(self, camera: Camera, frame: Frame) -> str | None:
+        """Store the frame and enqueue ``detect_frame``; the frame id, or None if dropped (too many in flight)."""
+        cfg = self.settings.capture
+        camera_id = camera.camera_id
+        if self._frames.inflight_count(camera_id, cfg.frame_deadline_s) >= cfg.max_in_flight:
+            self._frames.count(camera_id, "dropped_inflight")
+            return None
+        width, height = image_size(frame.image)
+        captured = CapturedFrame(
+            frame_id=f"{camera_id}-{uuid.uuid4().hex[:12]}",
+            camera_id=camera_id,
+            wire_id=camera.wire_id,
+            captured_at=frame.captured_at,
+            deadline=frame.captured_at + cfg.frame_deadline_s,
+            width=width,
+            height=height,
+            jpeg=encode_jpeg(frame.image, cfg.jpeg_quality),
+            preview=preview_jpeg(frame.image),
+        )
+        self._frames.admit(captured, ttl_s=cfg.frame_ttl_s, fps=self._fps(camera_id, frame.captured_at))
+        try:
+            self._send_task(
+                celery_names.DETECT_FRAME,
+                args=[camera_id, captured.frame_id, frame.captured_at],
+                queue=celery_names.GPU_QUEUE,
+                expires=datetime.fromtimestamp(captured.deadline, UTC),
+                ignore_result=True,
+            )
+        except BaseException:
+            self._frames.withdraw(camera_id, captured.frame_id)  # the slot is not taken after all
+            raise
+        return captured.frame_id
+
+    def _fps(self, camera_id: str, captured_at: float) -> float:
+        """Frames per second sent to the detector for the camera, smoothed over the last few frames."""
+        last, fps = self._sent_at.get(camera_id, (None, 0.0))
+        if last is not None and captured_at > last:
+            rate = 1.0 / (captured_at - last)
+            fps = rate if fps == 0.0 else fps + FPS_SMOOTHING * (rate - fps)
+        self._sent_at[camera_id] = (captured_at, fps)
+        return round(fps, 4)
