@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping
+from urllib.parse import unquote, urlsplit
 
 from traffic.config import load_settings
 from traffic.settings import Settings
@@ -13,27 +15,31 @@ from traffic.settings import Settings
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s"
 
 
-class RedactSecrets(logging.Filter):
-    """Replaces any configured secret that slips into a log record with ``***``."""
+URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:@/\s]*:)(?P<password>[^@/\s]+)@")
+"""A password in a URL's user info (``redis://:pw@host``, ``http://user:pw@cam``)."""
 
-    def __init__(self, secrets: Iterable[str]) -> None:
-        super().__init__()
-        self._secrets = tuple(s for s in secrets if len(s) >= 6)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Render the record's message once, masking secrets; always keeps the record."""
-        if not self._secrets:
-            return True
-        message = record.getMessage()
-        masked = message
-        for secret in self._secrets:
-            masked = masked.replace(secret, "***")
-        if masked != message or record.args:
-            record.msg, record.args = masked, None
-        if record.exc_text:
-            for secret in self._secrets:
-                record.exc_text = record.exc_text.replace(secret, "***")
-        return True
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every configured secret and every password in a URL replaced by ``***``."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return URL_PASSWORD.sub(r"\g<head>***@", text)
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats a record (message, traceback and stack alike), then masks secrets in the finished text.
+
+    Masking after formatting is what catches an API key in an exception's message: a filter runs
+    before the traceback is rendered and never sees it.
+    """
+
+    def __init__(self, fmt: str, secrets: Iterable[str]) -> None:
+        super().__init__(fmt)
+        self._secrets = tuple(sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True))
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as text, secrets masked."""
+        return redact(super().format(record), self._secrets)
 
 
 def secrets_of(settings: Settings) -> list[str]:
@@ -41,24 +47,20 @@ def secrets_of(settings: Settings) -> list[str]:
     found = [key.api_key for key in settings.keys.keys]
     if settings.server.auth_token:
         found.append(settings.server.auth_token)
+    if settings.redis_url:
+        password = urlsplit(settings.redis_url).password
+        if password:
+            found.append(unquote(password))
     return found
 
 
 def configure_logging(settings: Settings, *, stream: object = None) -> None:
-    """Root logging at the configured level, with the secret filter on every handler."""
+    """Root logging at the configured level, through the secret-masking formatter."""
     handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    install_secret_filter(settings, [handler])
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT, secrets_of(settings)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
-
-
-def install_secret_filter(settings: Settings, handlers: Iterable[logging.Handler] | None = None) -> None:
-    """Attach the redacting filter to ``handlers`` (default: the root logger's)."""
-    redact = RedactSecrets(secrets_of(settings))
-    for handler in handlers if handlers is not None else logging.getLogger().handlers:
-        handler.addFilter(redact)
 
 
 def configure_libraries(settings: Settings) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from infra import celery_names
 from infra.runtime import bootstrap
+from traffic.cameras import mask_url
 from traffic.config import describe_settings
 from traffic.errors import ConfigError, TrafficError
 
@@ -35,7 +36,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     settings = bootstrap()
     url, local = resolve_redis(settings.redis_url, Path(args.var_dir) / "redis")
     try:
-        print(f"redis: {url}{' (embedded, started for this run)' if local else ''}", flush=True)
+        print(f"redis: {mask_url(url)}{' (embedded, started for this run)' if local else ''}", flush=True)
         run_demo_pass(settings, url, sys.stdout)
     finally:
         if local is not None:

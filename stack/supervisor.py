@@ -16,6 +16,7 @@ from infra import celery_names
 from stack.demo import make_demo_clip
 from stack.processes import ProcessGroup, ProcessSpec, celery_beat, celery_worker, python_module
 from stack.redis_server import LocalRedis, resolve_redis
+from traffic.cameras import mask_url
 from traffic.settings import Settings
 from workers.metrics import clear_metric_files
 
@@ -116,7 +117,7 @@ def _banner(
         "traffic is running." if ready else "traffic started, but the web server did not answer yet (see its log).",
         f"  dashboard:   {web_url}/",
         f"  health:      {web_url}/api/health/health_check",
-        f"  redis:       {redis_url}{' (embedded)' if local else ''}",
+        f"  redis:       {mask_url(redis_url)}{' (embedded)' if local else ''}",
         f"  demo camera: '{DEMO_CAMERA_ID}' looping {clip}",
         f"  logs:        {var / 'logs'}/",
         "Press Ctrl-C to stop everything.",

@@ -3,7 +3,8 @@
 Models wrap JSON in code fences, add prose, emit several objects, use single quotes, trailing
 commas, bare or snake_case keys, wrappers such as ``{"result": {...}}``, strings for numbers and
 percent confidences, and get cut off by ``max_tokens``. ``parse_reply`` tolerates all of that; it
-raises ``BadModelReply`` only when no JSON object can be found or none carries a verdict field.
+raises ``BadModelReply`` when no JSON object can be found, none carries a verdict field, or the
+verdict names neither a usable risk level nor a confidence (a description alone judges nothing).
 Work is bounded (first 20,000 characters, 32 object starts), so hostile text cannot stall a worker.
 """
 
@@ -88,6 +89,10 @@ def parse_reply(text: str, *, valid_object_ids: Collection[int] | None = None) -
     if fields is None:
         logger.debug("no verdict fields in model reply %.200r", text)
         raise BadModelReply("JSON in model reply has no verdict fields", raw=raw)
+    if parse_level(fields.get(LEVEL)) is None and _number(fields.get(CONFIDENCE)) is None:
+        # Nothing to judge by: reading it as "none" would call an unknown scene safe.
+        logger.debug("no risk level and no confidence in model reply %.200r", text)
+        raise BadModelReply("model reply names no risk level and no confidence", raw=raw)
     valid = frozenset(valid_object_ids) if valid_object_ids is not None else None
     return _build_reply(fields, valid)
 

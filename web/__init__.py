@@ -12,6 +12,8 @@ from flask_socketio import SocketIO
 
 from traffic import redis_keys
 from traffic.settings import Settings
+from web.auth import origin_allowed
+from web.message_queue import ReconnectingRedisManager
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +38,22 @@ def create_app(settings: Settings | None = None, *, message_queue: bool = True) 
     app = Flask(__name__)
     app.config["TRAFFIC_SETTINGS"] = settings
     app.extensions["traffic_redis"] = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    cors: Any = list(settings.server.cors_origins) or []
-    # ``socketio`` outlives one app: without a queue, name the in-process manager explicitly, or
-    # Flask-SocketIO keeps the message-queue manager of an earlier ``init_app`` call.
-    local: dict[str, Any] = {} if message_queue else {"client_manager": socketio_server.Manager()}
+    configured = settings.server.cors_origins
+
+    def cors(origin: str | None, environ: dict[str, Any]) -> bool:
+        return origin_allowed(origin, environ, configured)
+
+    # The manager is always named: ``socketio`` outlives one app, and Flask-SocketIO would otherwise
+    # keep the message-queue manager of an earlier ``init_app`` call.
+    manager: Any = socketio_server.Manager()  # this process's clients only (Flask-SocketIO's test client)
+    if message_queue:
+        manager = ReconnectingRedisManager(settings.redis_url, channel=redis_keys.SOCKETIO_CHANNEL)
     socketio.init_app(
         app,
         async_mode=ASYNC_MODE,
-        message_queue=settings.redis_url if message_queue else None,
-        channel=redis_keys.SOCKETIO_CHANNEL,
-        cors_allowed_origins=cors,
+        cors_allowed_origins=cors,  # same origin, plus the configured ones
         json=None,
-        **local,
+        client_manager=manager,
     )
     from web import api, auth, dashboard, metrics
     from web.realtime import socketio_binding, websocket_binding

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Request, current_app, jsonify, request
@@ -39,6 +40,33 @@ def socket_token(auth: Any, req: Request) -> str | None:
     if isinstance(auth, dict) and isinstance(auth.get("token"), str):
         return str(auth["token"])
     return req.args.get("token")
+
+
+def own_origins(environ: Mapping[str, Any]) -> set[str]:
+    """The origins this request's page would have if the server itself served it (``scheme://host``)."""
+    host, scheme = environ.get("HTTP_HOST"), environ.get("wsgi.url_scheme", "http")
+    if not host:
+        return set()
+    found = {f"{scheme}://{host}".lower()}
+    forwarded_host = environ.get("HTTP_X_FORWARDED_HOST")
+    forwarded_proto = environ.get("HTTP_X_FORWARDED_PROTO")
+    if forwarded_host or forwarded_proto:  # behind a proxy, as python-engineio reads it
+        proto = str(forwarded_proto or scheme).split(",")[0].strip()
+        found.add(f"{proto}://{str(forwarded_host or host).split(',')[0].strip()}".lower())
+    return found
+
+
+def origin_allowed(origin: str | None, environ: Mapping[str, Any], configured: tuple[str, ...]) -> bool:
+    """Whether a browser page at ``origin`` may open a live connection: same origin, or a configured one.
+
+    No ``Origin`` header means no browser page is asking (command-line and server clients); ``*`` in
+    ``configured`` allows every origin.
+    """
+    if not origin:
+        return True
+    if "*" in configured or origin in configured:
+        return True
+    return origin.lower() in own_origins(environ)
 
 
 def install(app: Flask) -> None:

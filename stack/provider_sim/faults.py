@@ -17,8 +17,11 @@ MALFORMED_VARIANTS = (
     "empty_content",
     "not_json_body",
     "no_choices",
+    "no_verdict",
+    "truncated",
 )
-"""2xx replies that are not a clean verdict; the first three carry content, the rest are unusable."""
+"""2xx replies that are not a clean verdict: ``prose_wrapped`` and ``missing_fields`` still carry a level;
+``no_verdict`` (a description only) and ``truncated`` (cut off inside the level) judge nothing."""
 RETRY_AFTER_STYLES = ("seconds", "http-date", "none")
 
 ScriptStep = int | str
@@ -122,6 +125,10 @@ def completion_reply(
         content = json.dumps({"riskLevel": verdict["riskLevel"]}, ensure_ascii=False)
     elif variant == "empty_content":
         content = ""
+    elif variant == "no_verdict":
+        content = json.dumps({"description": verdict.get("description") or "a road scene"}, ensure_ascii=False)
+    elif variant == "truncated":
+        content = clean[: clean.index('"riskLevel"') + len('"riskLevel": "') + 1]
     model = body.get("model") if isinstance(body, dict) else None
     message: Any = [{"type": "text", "text": content}] if content_parts else content
     choices: list[dict[str, Any]] = [

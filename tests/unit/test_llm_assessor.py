@@ -68,6 +68,24 @@ def test_two_bad_replies_are_a_bad_model_reply(assessor: LLMAssessor, sim: Provi
         assessor.assess(*_context(), api_key=KEY)
 
 
+@pytest.mark.parametrize("variant", ["no_verdict", "truncated"])
+def test_a_reply_that_judges_nothing_gets_a_repair_turn(
+    assessor: LLMAssessor, sim: ProviderSimulator, variant: str
+) -> None:
+    sim.script(variant, 200)
+    verdict = assessor.assess(*_context(), api_key=KEY)
+    assert verdict.ok and sim.stats()["total"] == 2
+
+
+@pytest.mark.parametrize("variant", ["no_verdict", "truncated"])
+def test_a_reply_that_judges_nothing_twice_is_a_bad_model_reply_not_safe(
+    assessor: LLMAssessor, sim: ProviderSimulator, variant: str
+) -> None:
+    sim.script(variant, variant)
+    with pytest.raises(BadModelReply, match="no risk level and no confidence"):
+        assessor.assess(*_context(), api_key=KEY)
+
+
 def test_provider_errors_propagate_typed(assessor: LLMAssessor, sim: ProviderSimulator) -> None:
     sim.script(429)
     with pytest.raises(RateLimited):

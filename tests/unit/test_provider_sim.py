@@ -192,6 +192,11 @@ def test_malformed_variants(sim: ProviderSimulator, variant: str) -> None:
         assert set(json.loads(content)) == {"riskLevel"}
     elif variant == "empty_content":
         assert content == ""
+    elif variant == "no_verdict":
+        assert set(json.loads(content)) == {"description"}
+    elif variant == "truncated":
+        head, _, cut = content.rpartition('"riskLevel": "')
+        assert head.startswith("{") and len(cut) == 1, content  # cut off one letter into the level
     else:
         assert "{" not in content
 

@@ -280,4 +280,31 @@ def test_fuzz_verdict_shaped_objects(fields: dict[str, object], before: str, aft
     text = before.replace("{", "") + json.dumps(fields) + after
     _only_reply_or_bad_reply(text)
     if any(not isinstance(value, dict) for value in fields.values()):
-        assert isinstance(parse_reply(json.dumps(fields)), ModelReply)
+        levels = [fields[key] for key in ("riskLevel", "risk_level") if key in fields]
+        try:
+            assert isinstance(parse_reply(json.dumps(fields)), ModelReply)
+        except BadModelReply as exc:
+            # Only a verdict that names neither a level nor a confidence is refused.
+            assert str(exc) == "model reply names no risk level and no confidence"
+            assert all(parse_level(level) is None for level in levels)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"description": "two cars and a pedestrian at the crossing"}',
+        '{"riskLevel": "hi',
+        '{"riskLevel": "orange", "riskTypes": ["speeding"]}',
+        '{"riskTypes": ["tailgating"], "dangerObjectCount": 2, "triggerObjectIds": [1, 2]}',
+        '{"riskLevel": null, "confidence": "n/a"}',
+    ],
+)
+def test_a_verdict_without_level_or_confidence_is_unusable_not_safe(text: str) -> None:
+    with pytest.raises(BadModelReply, match="no risk level and no confidence") as caught:
+        parse_reply(text)
+    assert caught.value.raw == text
+
+
+def test_a_confidence_alone_still_judges() -> None:
+    reply = parse_reply('{"confidence": 0.85, "description": "close call"}')
+    assert reply.risk_level is None and reply.confidence == 0.85

@@ -20,7 +20,7 @@ from simple_websocket import ConnectionClosed, Server
 
 from infra.socketio_packets import read_emit
 from traffic import redis_keys
-from web.auth import socket_token, token_matches
+from web.auth import origin_allowed, socket_token, token_matches
 from web.realtime.protocol import Context, EventError, error_payload, handle
 
 log = logging.getLogger(__name__)
@@ -49,19 +49,30 @@ class Connection:
 
 
 class RoomRelay:
-    """Forwards room broadcasts from the Socket.IO message queue to gateway connections."""
+    """Forwards room broadcasts from the Socket.IO message queue to gateway connections.
+
+    One thread per web process listens on Redis; it survives Redis outages (retrying every
+    ``RETRY_S``), handles each message on its own (a bad one is logged and skipped), and stops
+    on :meth:`stop`.
+    """
+
+    RETRY_S = 1.0
+    POLL_S = 0.5
 
     def __init__(self, redis_url: str) -> None:
         self._redis_url = redis_url
         self._rooms: dict[str, set[Connection]] = defaultdict(set)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.listening = threading.Event()
+        """Set while subscribed to the message queue (observable for tests and health checks)."""
 
     def join(self, conn: Connection, room: str) -> None:
         """Deliver ``room``'s events to ``conn``."""
         with self._lock:
             self._rooms[room].add(conn)
-            if self._thread is None:
+            if self._thread is None and not self._stop.is_set():
                 self._thread = threading.Thread(target=self._run, name="ws-relay", daemon=True)
                 self._thread.start()
 
@@ -72,18 +83,47 @@ class RoomRelay:
             for name in rooms:
                 self._rooms.get(name, set()).discard(conn)
 
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop listening; True once the thread has ended (or never started)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return thread is None or not thread.is_alive()
+
     def _run(self) -> None:
-        """Listen forever, reconnecting after Redis outages."""
-        while True:
+        """Listen until stopped, reconnecting after Redis outages."""
+        while not self._stop.is_set():
             try:
-                client = redis.Redis.from_url(self._redis_url, decode_responses=True)
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(redis_keys.SOCKETIO_CHANNEL)
-                for message in pubsub.listen():
-                    self._forward(message.get("data"))
-            except redis.RedisError as exc:
-                log.warning("ws relay lost Redis (%s); reconnecting", exc)
-                time.sleep(1.0)
+                self._listen()
+            except (redis.RedisError, OSError) as exc:
+                log.warning("ws relay lost Redis (%s); reconnecting in %.0f s", exc, self.RETRY_S)
+            except Exception:  # a bug must not end the relay for good: log it and listen again
+                log.exception("ws relay failed; restarting it")
+            self.listening.clear()
+            self._stop.wait(self.RETRY_S)
+
+    def _listen(self) -> None:
+        """One subscription: forward messages until the connection fails or a stop is asked."""
+        client = redis.Redis.from_url(self._redis_url)  # bytes: undecodable data must not break the read
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(redis_keys.SOCKETIO_CHANNEL)
+            self.listening.set()
+            while not self._stop.is_set():
+                message = pubsub.get_message(timeout=self.POLL_S)
+                if message is not None:
+                    self._forward_safely(message.get("data"))
+        finally:
+            pubsub.close()
+            client.close()
+
+    def _forward_safely(self, raw: Any) -> None:
+        """Forward one message; whatever goes wrong with it is logged and the next one is served."""
+        try:
+            self._forward(raw)
+        except Exception:  # one message must not stop the others
+            log.exception("ws relay could not forward a message; skipped it")
 
     def _forward(self, raw: Any) -> None:
         """Send one queued emit to the connections in its room."""
@@ -110,6 +150,9 @@ def _relay() -> RoomRelay:
 def gateway() -> Response:
     """Serve one old-protocol client until it disconnects."""
     ctx = Context(current_app.config["TRAFFIC_SETTINGS"], current_app.extensions["traffic_redis"])
+    if not origin_allowed(request.headers.get("Origin"), request.environ, ctx.settings.server.cors_origins):
+        log.info("/ws connection refused: origin %r is not allowed", request.headers.get("Origin"))
+        return Response("origin not allowed", status=403)
     if not token_matches(socket_token(None, request), ctx.settings.server.auth_token):
         return Response("missing or wrong token", status=401)
     ws = Server(request.environ, max_message_size=MAX_MESSAGE_BYTES)
