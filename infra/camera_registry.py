@@ -18,6 +18,24 @@ from traffic.errors import CameraError
 log = logging.getLogger(__name__)
 
 
+_ADD_LUA = """
+local exists = redis.call('HEXISTS', KEYS[1], ARGV[1])
+local limit = tonumber(ARGV[3])
+if exists == 0 and limit >= 0 and redis.call('HLEN', KEYS[1]) >= limit then return -1 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+return 1 - exists
+"""
+
+
+class CameraLimitReached(CameraError):
+    """Adding a camera would exceed the configured number of cameras."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("camera_limit", f"this server runs at most {limit} cameras (TRAFFIC_MAX_CAMERAS)")
+        self.limit = limit
+
+
 def _text(value: bytes | str) -> str:
     """``value`` as text, whether the client decodes responses or not."""
     return value.decode() if isinstance(value, bytes) else value
@@ -28,14 +46,18 @@ class CameraRegistry:
 
     def __init__(self, redis_client: redis.Redis) -> None:
         self._redis = redis_client
+        self._add = redis_client.register_script(_ADD_LUA)
 
-    def add(self, camera: Camera) -> bool:
-        """Store (or replace) ``camera``; True if its id was new."""
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(redis_keys.CAMERAS, camera.camera_id, json.dumps(camera.to_json()))
-        pipe.publish(redis_keys.CAMERAS_CHANGED, camera.camera_id)
-        created, _ = pipe.execute()
-        return bool(created)
+    def add(self, camera: Camera, *, limit: int | None = None) -> bool:
+        """Store (or replace) ``camera``; True if its id was new. With ``limit``, a new camera beyond that many
+        raises ``CameraLimitReached`` (checked and stored in one step, so concurrent adds cannot overshoot)."""
+        result = self._add(
+            keys=[redis_keys.CAMERAS, redis_keys.CAMERAS_CHANGED],
+            args=[camera.camera_id, json.dumps(camera.to_json()), -1 if limit is None else limit],
+        )
+        if int(result) < 0:
+            raise CameraLimitReached(limit or 0)
+        return bool(int(result))
 
     def remove(self, camera_id: str) -> bool:
         """Forget the camera; True if it existed."""

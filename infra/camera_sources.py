@@ -1,7 +1,10 @@
 """Frame sources behind one interface: OpenCV streams, polled HTTP snapshots, looped local files.
 
 ``open_source(url)`` picks the kind; ``read()`` blocks for the next frame and raises ``SourceError``
-with a short reason that is safe to show (never the URL's credentials).
+with a short reason that is safe to show (never the URL's credentials). A ``guard`` (the camera URL
+policy) is asked before every connection is opened and before every HTTP redirect is followed.
+Snapshot bodies are read with a byte cap and an overall deadline, so a server that drips bytes or
+sends an endless body cannot hold a reader.
 """
 
 from __future__ import annotations
@@ -11,16 +14,18 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import cv2
 import numpy as np
 import requests
 
+from traffic.bounded_read import BodyBroken, BodyTooLarge, BodyTooSlow, read_bounded
 from traffic.cameras import local_path, mask_url
-from traffic.errors import ImageError, TrafficError
+from traffic.errors import CameraError, ImageError, TrafficError
 from traffic.imaging import Image, decode_jpeg, read_image
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,16 @@ STILL_IMAGE_FPS = 5.0
 DEFAULT_FILE_FPS = 25.0
 SNAPSHOT_TYPES = ("image/jpeg", "image/png")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+MAX_SNAPSHOT_BYTES = 16 * 1024 * 1024
+"""A snapshot larger than this is refused (a 4K JPEG is a few MB)."""
+MAX_REDIRECTS = 5
+
+Guard = Callable[[str], object]
+"""Raises ``CameraError`` when the URL may not be opened (``traffic.url_policy``)."""
+
+
+def _allow_all(url: str) -> None:
+    """The guard of callers that checked nothing (tests of the sources themselves)."""
 
 
 class SourceError(TrafficError):
@@ -65,16 +80,32 @@ def quiet_native_logs() -> None:
 
 
 def open_source(
-    url: str, *, poll_interval_s: float = 1.0, stop: threading.Event | None = None, timeout_s: float = TIMEOUT_S
+    url: str,
+    *,
+    poll_interval_s: float = 1.0,
+    stop: threading.Event | None = None,
+    timeout_s: float = TIMEOUT_S,
+    guard: Guard = _allow_all,
 ) -> FrameSource:
     """Open ``url`` as the right kind of source (blocking up to ``timeout_s``); raises ``SourceError``."""
     stop = stop or threading.Event()
+    _ask(guard, url)
     path = local_path(url)
     if path is not None:
         return _open_file(path, stop)
-    if urlsplit(url).scheme in ("http", "https") and _is_snapshot(url, timeout_s):
-        return SnapshotSource(url, poll_interval_s=poll_interval_s, timeout_s=timeout_s, stop=stop)
+    if urlsplit(url).scheme in ("http", "https"):
+        snapshot_url = _snapshot_url(url, timeout_s, guard)
+        if snapshot_url is not None:
+            return SnapshotSource(snapshot_url, poll_interval_s=poll_interval_s, timeout_s=timeout_s, stop=stop)
     return StreamSource(url, timeout_s=timeout_s)
+
+
+def _ask(guard: Guard, url: str) -> None:
+    """Ask the guard; its refusal becomes a ``SourceError`` naming the rule, never the address."""
+    try:
+        guard(url)
+    except CameraError as exc:
+        raise SourceError(f"not allowed: {exc}") from None
 
 
 class _Pacer:
@@ -179,16 +210,35 @@ def _content_type(response: requests.Response) -> str:
     return response.headers.get("Content-Type", "").split(";")[0].strip().lower()
 
 
-def _is_snapshot(url: str, timeout_s: float) -> bool:
-    """Whether ``url`` answers with a single JPEG/PNG image (HEAD, else GET); raises ``SourceError``."""
+def _get(
+    session: requests.Session, method: str, url: str, *, timeout_s: float, guard: Guard
+) -> tuple[str, requests.Response]:
+    """(final URL, response) of ``method url``, following redirects one by one, each allowed by ``guard``."""
+    for _ in range(MAX_REDIRECTS + 1):
+        response = session.request(method, url, timeout=timeout_s, stream=True, allow_redirects=False)
+        if not response.is_redirect:
+            return url, response
+        location = response.headers.get("Location", "")
+        response.close()
+        url = urljoin(url, location)
+        _ask(guard, url)
+    raise SourceError("cannot open stream (too many redirects)")
+
+
+def _snapshot_url(url: str, timeout_s: float, guard: Guard) -> str | None:
+    """Where ``url`` answers with a single JPEG/PNG image (HEAD, else GET), after redirects; None for a
+    stream; raises ``SourceError``."""
     try:
-        with requests.head(url, timeout=timeout_s, allow_redirects=True) as response:
-            if response.status_code < 400:
-                return _content_type(response) in SNAPSHOT_TYPES
-        with requests.get(url, timeout=timeout_s, stream=True) as response:  # some cameras refuse HEAD
-            if response.status_code >= 400:
-                raise SourceError(f"cannot open stream (HTTP {response.status_code})")
-            return _content_type(response) in SNAPSHOT_TYPES
+        with requests.Session() as session:
+            final, response = _get(session, "HEAD", url, timeout_s=timeout_s, guard=guard)
+            with response:
+                if response.status_code < 400:
+                    return final if _content_type(response) in SNAPSHOT_TYPES else None
+            final, response = _get(session, "GET", url, timeout_s=timeout_s, guard=guard)  # some refuse HEAD
+            with response:
+                if response.status_code >= 400:
+                    raise SourceError(f"cannot open stream (HTTP {response.status_code})")
+                return final if _content_type(response) in SNAPSHOT_TYPES else None
     except requests.RequestException as exc:
         raise SourceError(f"cannot open stream ({_describe(exc)})") from None
 
@@ -204,16 +254,24 @@ class SnapshotSource:
         log.debug("polling snapshots from %s", mask_url(url))
 
     def read(self) -> Image:
-        """The next snapshot, fetched at the next poll tick."""
+        """The next snapshot, fetched at the next poll tick (the whole fetch within ``timeout_s``)."""
         self._pacer.wait()
+        deadline = time.monotonic() + self._timeout_s
         try:
-            response = self._session.get(self._url, timeout=self._timeout_s)
+            with self._session.get(self._url, timeout=self._timeout_s, stream=True, allow_redirects=False) as response:
+                if response.status_code != 200:
+                    raise SourceError(f"read failed (HTTP {response.status_code})")
+                body = read_bounded(response, max_bytes=MAX_SNAPSHOT_BYTES, deadline=deadline)
         except requests.RequestException as exc:
             raise SourceError(f"read failed ({_describe(exc)})") from None
-        if response.status_code != 200:
-            raise SourceError(f"read failed (HTTP {response.status_code})")
+        except BodyTooLarge:
+            raise SourceError(f"read failed (larger than {MAX_SNAPSHOT_BYTES // (1024 * 1024)} MB)") from None
+        except BodyTooSlow:
+            raise SourceError("read failed (too slow)") from None
+        except BodyBroken as exc:
+            raise SourceError(f"read failed ({exc})") from None
         try:
-            return decode_jpeg(response.content)
+            return decode_jpeg(body)
         except ImageError:
             raise SourceError("read failed (not an image)") from None
 

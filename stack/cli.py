@@ -93,7 +93,9 @@ def _cmd_cameras(args: argparse.Namespace) -> int:
     import redis
 
     from infra.camera_registry import CameraRegistry
+    from infra.host_resolver import resolve_host
     from traffic.cameras import make_camera
+    from traffic.url_policy import check_camera_url, policy_of
 
     settings = bootstrap(configure_log=False)
     registry = CameraRegistry(redis.Redis.from_url(_redis_url()))
@@ -103,8 +105,10 @@ def _cmd_cameras(args: argparse.Namespace) -> int:
             print(json.dumps({**camera.public_json(), "status": status}, ensure_ascii=False))
         return 0
     if args.action == "add":
-        camera = make_camera(args.id, args.url, allow_files=settings.capture.allow_file_sources, name=args.name or "")
-        print("added" if registry.add(camera) else "updated", camera.camera_id)
+        url = check_camera_url(args.url, policy_of(settings.capture), resolve_host)
+        camera = make_camera(args.id, url, allow_files=settings.capture.allow_file_sources, name=args.name or "")
+        added = registry.add(camera, limit=settings.capture.max_cameras)
+        print("added" if added else "updated", camera.camera_id)
         return 0
     return 0 if registry.remove(args.id) else 1
 

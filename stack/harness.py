@@ -54,6 +54,8 @@ def stack_env(redis_url: str, tmp: Path, sim: ProviderSimulator | None, **overri
         "TRAFFIC_MODEL_NAME": str(weights),
         "TRAFFIC_CLASS_MAP": ",".join(f"{a}={b}" for a, b in PACKAGED_CLASS_MAP),
         "TRAFFIC_ALLOW_FILE_SOURCES": "true",
+        "TRAFFIC_MEDIA_DIR": str(tmp),
+        "TRAFFIC_CLIENT_FILE_SOURCES": "true",  # the tests start file cameras as a client would
         "TRAFFIC_SERVER_HOST": "127.0.0.1",
         "TRAFFIC_SERVER_PORT": str(free_port()),
         "TRAFFIC_LLM_COOLDOWN": "0",

@@ -98,13 +98,16 @@ def run_stack(settings: Settings, var_dir: Path, out: TextIO, *, stop: threading
 
 
 def _child_env(settings: Settings, redis_url: str, var_dir: Path) -> dict[str, str]:
-    """Children's environment: Redis, file sources on (the demo is a file), an emptied metrics directory."""
+    """Children's environment: Redis, file sources below the run directory (the demo is a file there), an
+    emptied metrics directory. Clients of the web server still may not name files (``client_file_sources``)."""
     metrics_dir = Path(settings.metrics.dir or var_dir / "metrics")
     metrics_dir.mkdir(parents=True, exist_ok=True)
     clear_metric_files(metrics_dir)
     env = {"REDIS_URL": redis_url, "TRAFFIC_REDIS_URL": redis_url, "TRAFFIC_METRICS_DIR": str(metrics_dir.resolve())}
     if "TRAFFIC_ALLOW_FILE_SOURCES" not in os.environ and "ALGO_ALLOW_FILE_SOURCES" not in os.environ:
         env["TRAFFIC_ALLOW_FILE_SOURCES"] = "true"
+    if not settings.capture.media_dir:
+        env["TRAFFIC_MEDIA_DIR"] = str(var_dir.resolve())
     return env
 
 

@@ -23,6 +23,7 @@ import yaml
 
 from traffic.errors import ConfigError
 from traffic.settings import AccountSpec, KeyPoolSettings, KeySpec, Settings
+from traffic.url_policy import parse_allowed_hosts
 
 _log = logging.getLogger(__name__)
 
@@ -211,6 +212,16 @@ def _names(raw: object) -> tuple[str, ...]:
     return tuple(items)
 
 
+def _allowed_hosts(raw: object) -> tuple[str, ...]:
+    """Camera hosts allowed past the URL policy: names, addresses or CIDR networks."""
+    names = _names(raw)
+    try:
+        parse_allowed_hosts(names)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+    return names
+
+
 def _renames(raw: object) -> tuple[tuple[str, str], ...]:
     """Class renames from a YAML mapping or ``"Old=new,Other=new"``."""
     if isinstance(raw, Mapping):
@@ -390,10 +401,16 @@ _ROWS: tuple[_Row, ...] = (
     _row("pipeline.alert_end_after_s", _POSITIVE, "ALERT_END_AFTER", "pipeline.alert_end_after"),
     _row("pipeline.latest_ttl_s", _POSITIVE, "LATEST_TTL", "pipeline.latest_ttl"),
     _row("capture.allow_file_sources", _boolean, "ALLOW_FILE_SOURCES", "capture.allow_file_sources"),
+    _row("capture.media_dir", _nonempty, "MEDIA_DIR", "capture.media_dir"),
+    _row("capture.allowed_hosts", _allowed_hosts, "CAMERA_ALLOWED_HOSTS", "capture.allowed_hosts"),
+    _row("capture.max_cameras", _integer(1, 100_000), "MAX_CAMERAS", "capture.max_cameras"),
     _row("server.host", _nonempty, "SERVER_HOST", "server.host"),
     _row("server.port", _integer(1, 65535), "SERVER_PORT", "server.port"),
     _row("server.auth_token", _nonempty, "AUTH_TOKEN", "server.auth_token", secret=True),
     _row("server.cors_origins", _names, "CORS_ORIGINS", "server.cors_origins"),
+    _row("server.client_file_sources", _boolean, "CLIENT_FILE_SOURCES", "server.client_file_sources"),
+    _row("server.max_probes", _integer(1, 1000), "MAX_PROBES", "server.max_probes"),
+    _row("server.max_probes_per_client", _integer(1, 1000), "MAX_PROBES_PER_CLIENT", "server.max_probes_per_client"),
     _row("metrics.port", _integer(0, 65535), "METRICS_PORT", "metrics.port"),
     _row("metrics.host", _nonempty, "METRICS_HOST", "metrics.host"),
     _row("metrics.dir", _nonempty, "METRICS_DIR", "metrics.dir", bare=("PROMETHEUS_MULTIPROC_DIR",)),

@@ -134,7 +134,13 @@ class CaptureSettings:
     frame_deadline_s: float = 45.0
     """Every frame that enters assessment is final this long after capture (partial if need be)."""
     allow_file_sources: bool = False
-    """Whether ``file://`` and bare paths are accepted as camera URLs."""
+    """Whether ``file://`` and bare paths are accepted as camera URLs (only below ``media_dir``)."""
+    media_dir: str | None = None
+    """File sources must lie inside this directory; without it no file source is accepted."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Camera hosts (names, addresses or CIDR networks) allowed although loopback, private, link-local…"""
+    max_cameras: int = 64
+    """At most this many cameras (each costs a reader thread, Redis keys and metric label sets)."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,12 @@ class ServerSettings:
     port: int = 5000
     auth_token: str | None = field(default=None, repr=False)
     cors_origins: tuple[str, ...] = ()
+    client_file_sources: bool = False
+    """Whether Socket.IO, ``/ws`` and REST clients may name local files as cameras (besides the capture rules)."""
+    max_probes: int = 4
+    """``check_camera`` probes running at once in one web process."""
+    max_probes_per_client: int = 1
+    """``check_camera`` probes running at once for one client address."""
 
 
 @dataclass(frozen=True)

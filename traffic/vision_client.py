@@ -8,6 +8,8 @@ Every failure is mapped to a typed error from :mod:`traffic.errors`:
 - 408, 5xx, timeouts, connection failures                                  → ``ProviderUnavailable``
 - any other non-2xx                                                        → ``ProviderError``
 - a 2xx without JSON, without ``choices[0].message.content`` or with empty content → ``BadModelReply``
+- a reply still arriving when the call's timeout has passed (bytes dripping in)  → ``ProviderUnavailable``
+- a reply larger than ``MAX_REPLY_BYTES`` (refused unread)                 → ``BadModelReply``
 
 The API key is a secret: it is scrubbed from every message this module builds or logs.
 """
@@ -29,6 +31,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from traffic.bounded_read import BodyBroken, BodyTooLarge, BodyTooSlow, read_bounded
 from traffic.errors import (
     BadModelReply,
     ConfigError,
@@ -41,6 +44,8 @@ from traffic.models import Usage
 
 log = logging.getLogger(__name__)
 
+MAX_REPLY_BYTES = 1024 * 1024
+"""A provider reply larger than this is refused unread (a verdict is a few hundred bytes)."""
 _MAX_DETAIL = 200
 """Provider error text is cut to this many characters in our messages."""
 _MAX_RAW = 2000
@@ -268,8 +273,18 @@ class VisionClient:
         started = time.perf_counter()
         try:
             response = self._session.post(
-                self._url, json=payload, headers=headers, timeout=timeout, allow_redirects=False
+                self._url, json=payload, headers=headers, timeout=timeout, allow_redirects=False, stream=True
             )
+            with response:
+                content = read_bounded(
+                    response, max_bytes=MAX_REPLY_BYTES, deadline=started + timeout, clock=time.perf_counter
+                )
+        except BodyTooLarge:
+            raise BadModelReply(f"provider reply is larger than {MAX_REPLY_BYTES} bytes", raw="", status=None) from None
+        except (BodyTooSlow, BodyBroken) as exc:
+            latency = time.perf_counter() - started
+            kind = "timed out" if isinstance(exc, BodyTooSlow) else "connection failed"
+            raise ProviderUnavailable(f"provider {kind} after {latency:.2f}s (while reading the reply)") from None
         except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             latency = time.perf_counter() - started
             kind = "timed out" if _is_timeout(exc) else "connection failed"
@@ -282,7 +297,7 @@ class VisionClient:
         latency = time.perf_counter() - started
         request_id = response.headers.get("x-request-id") or response.headers.get("x-dashscope-request-id")
         status = response.status_code
-        text = response.content.decode("utf-8", errors="replace")  # JSON is UTF-8 (RFC 8259); skip sniffing
+        text = content.decode("utf-8", errors="replace")  # JSON is UTF-8 (RFC 8259); skip sniffing
         try:
             parsed: Any = json.loads(text) if text else None
         except ValueError:

@@ -21,7 +21,7 @@ from redis.client import NEVER_DECODE
 from werkzeug.exceptions import HTTPException
 
 import traffic
-from infra.camera_registry import CameraRegistry
+from infra.camera_registry import CameraLimitReached, CameraRegistry
 from infra.celery_names import QUEUES
 from traffic import redis_keys
 from traffic.alerts import alert_from_json
@@ -30,7 +30,8 @@ from traffic.codec import CodecError
 from traffic.models import RiskLevel
 from traffic.settings import Settings
 from web import openapi, validation
-from web.validation import ApiError
+from web.camera_urls import check_client_url
+from web.validation import ApiError, UrlCheck
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,12 @@ def store() -> redis.Redis:
     """The app's Redis client (str responses)."""
     client: redis.Redis = current_app.extensions["traffic_redis"]
     return client
+
+
+def _url_check() -> UrlCheck:
+    """The camera URL check for this app's clients."""
+    config, resolve = settings(), current_app.extensions["traffic_resolver"]
+    return lambda url: check_client_url(config, url, resolve)
 
 
 def settings() -> Settings:
@@ -177,8 +184,11 @@ def put_camera() -> Any:
     """Create a camera (201) or replace the one with this id (200)."""
     body = validation.json_object(request)
     cameras = registry()
-    camera = validation.new_camera(body, allow_files=settings().capture.allow_file_sources, lookup=cameras.get)
-    created = cameras.add(camera)
+    camera = validation.new_camera(body, check=_url_check(), lookup=cameras.get)
+    try:
+        created = cameras.add(camera, limit=settings().capture.max_cameras)
+    except CameraLimitReached as exc:
+        raise ApiError(409, exc.code, str(exc)) from None
     log.info(
         "camera %s %s over REST (%s)", camera.camera_id, "created" if created else "replaced", mask_url(camera.url)
     )
@@ -198,7 +208,7 @@ def patch_camera(camera_id: str) -> Any:
     cameras = registry()
     current = existing_camera(cameras, camera_id)
     body = validation.json_object(request)
-    camera = validation.patched_camera(body, current, allow_files=settings().capture.allow_file_sources)
+    camera = validation.patched_camera(body, current, check=_url_check())
     cameras.add(camera)
     log.info("camera %s changed over REST: %s", camera.camera_id, ", ".join(sorted(body)) or "nothing")
     return envelope(camera_view(cameras, camera), 200, "updated")

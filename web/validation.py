@@ -19,8 +19,11 @@ from typing import Any
 from flask import Request
 from werkzeug.datastructures import MultiDict
 
-from traffic.cameras import Camera, WireId, mask_url, normalise_camera_id, validate_camera_url
+from traffic.cameras import Camera, WireId, mask_url, normalise_camera_id
 from traffic.errors import CameraError
+
+UrlCheck = Callable[[object], str]
+"""Checks a camera URL from a client: the URL, or ``CameraError``."""
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_NAME_LENGTH = 128
@@ -171,7 +174,7 @@ def camera_id(value: object, field: str = "cameraId") -> tuple[str, WireId]:
         raise ApiError(400, exc.code, str(exc), field) from None
 
 
-def camera_url(value: object, field: str, *, allow_files: bool, current: str | None = None) -> str:
+def camera_url(value: object, field: str, *, check: UrlCheck, current: str | None = None) -> str:
     """A usable camera source URL (``traffic.cameras`` rules and error codes); masked ``current`` means ``current``."""
     # A client that sends back the camera a GET showed must not overwrite its credentials with ***.
     if current is not None and isinstance(value, str) and value == mask_url(current):
@@ -179,7 +182,7 @@ def camera_url(value: object, field: str, *, allow_files: bool, current: str | N
     if isinstance(value, str):
         unicode_text(value, field)
     try:
-        return validate_camera_url(value, allow_files=allow_files)
+        return check(value)
     except CameraError as exc:
         raise ApiError(400, exc.code, str(exc), field) from None
 
@@ -188,23 +191,23 @@ CAMERA_FIELDS = ("url", "name", "enabled")
 
 
 def new_camera(
-    body: Mapping[str, Any], *, allow_files: bool, lookup: Callable[[str], Camera | None] = lambda _: None
+    body: Mapping[str, Any], *, check: UrlCheck, lookup: Callable[[str], Camera | None] = lambda _: None
 ) -> Camera:
     """The camera a POST body describes; ``lookup`` finds the one it replaces (for its masked URL)."""
     check_fields(body, required=("cameraId", "url"), optional=("name", "enabled"))
     key, wire = camera_id(body["cameraId"])
     current = lookup(key)
-    url = camera_url(body["url"], "url", allow_files=allow_files, current=current.url if current else None)
+    url = camera_url(body["url"], "url", check=check, current=current.url if current else None)
     name = text(body.get("name", ""), "name", max_length=MAX_NAME_LENGTH)
     return Camera(key, url, name, boolean(body.get("enabled", True), "enabled"), wire)
 
 
-def patched_camera(body: Mapping[str, Any], current: Camera, *, allow_files: bool) -> Camera:
+def patched_camera(body: Mapping[str, Any], current: Camera, *, check: UrlCheck) -> Camera:
     """``current`` with the fields of a PATCH body (``url?``, ``name?``, ``enabled?``) replaced."""
     check_fields(body, optional=CAMERA_FIELDS)
     url = current.url
     if "url" in body:
-        url = camera_url(body["url"], "url", allow_files=allow_files, current=current.url)
+        url = camera_url(body["url"], "url", check=check, current=current.url)
     name = text(body["name"], "name", max_length=MAX_NAME_LENGTH) if "name" in body else current.name
     enabled = boolean(body["enabled"], "enabled") if "enabled" in body else current.enabled
     return Camera(current.camera_id, url, name, enabled, current.wire_id)

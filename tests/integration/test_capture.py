@@ -14,6 +14,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -59,10 +60,21 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
+MEDIA_DIR = str(Path(tempfile.gettempdir()).resolve())
+"""Where pytest's temporary files (the test clips and images) live."""
+
+
 def make_settings(redis_url: str, **capture: Any) -> Settings:
-    """Settings with a short frame interval and file sources allowed, plus ``capture`` overrides."""
+    """Settings with a short frame interval, file sources allowed in pytest's temporary directories and the
+    loopback snapshot camera allowed past the URL policy, plus ``capture`` overrides."""
     base = Settings(redis_url=redis_url)
-    fields = {"frame_interval_s": INTERVAL, "allow_file_sources": True, **capture}
+    fields = {
+        "frame_interval_s": INTERVAL,
+        "allow_file_sources": True,
+        "media_dir": MEDIA_DIR,
+        "allowed_hosts": ("127.0.0.1",),
+        **capture,
+    }
     return dataclasses.replace(base, capture=dataclasses.replace(base.capture, **fields))
 
 
@@ -97,6 +109,8 @@ class SnapshotCamera:
 
     def __init__(self) -> None:
         self.port = free_port()
+        self.hits = 0
+        """Requests served (HEAD and GET)."""
         image = np.full((120, 160, 3), 80, dtype=np.uint8)
         cv2.putText(image, "cam", (20, 70), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (255, 255, 255), 2)
         self.jpeg = cv2.imencode(".jpg", image)[1].tobytes()
@@ -111,9 +125,11 @@ class SnapshotCamera:
     def start(self) -> None:
         """Serve on the camera's port."""
         jpeg = self.jpeg
+        camera = self
 
         class Handler(BaseHTTPRequestHandler):
             def _headers(self) -> None:
+                camera.hits += 1
                 self.send_response(200)
                 self.send_header("Content-Type", "image/jpeg")
                 self.send_header("Content-Length", str(len(jpeg)))
@@ -282,6 +298,27 @@ def test_in_flight_cap_drops_frames_instead_of_queueing(
     assert redis_client.llen("gpu") == 3
 
 
+def test_a_camera_the_url_policy_denies_is_reported_and_never_contacted(
+    redis_client: redis.Redis, events: SocketEvents, services: Callable[..., CaptureService]
+) -> None:
+    camera = SnapshotCamera()
+    camera.start()
+    try:
+        CameraRegistry(redis_client).add(make_camera("deny", camera.url, allow_files=False))
+        service = services(allowed_hosts=())  # loopback is not listed: denied
+        refused = wait_until(
+            lambda: [d for d in events.named("camera_status") if d["cameraId"] == "deny" and d["status"] == 0],
+            5,
+            "the refusal",
+        )
+        assert refused[0]["message"].startswith("the camera's host is a loopback address")
+        assert "hunter22" not in json.dumps(events.poll()) and str(camera.port) not in refused[0]["message"]
+        time.sleep(3 * INTERVAL)
+        assert camera.hits == 0 and "deny" not in service.owned()
+    finally:
+        camera.stop()
+
+
 def test_camera_going_away_reconnects_with_growing_backoff(
     redis_client: redis.Redis, events: SocketEvents, services: Callable[..., CaptureService]
 ) -> None:
@@ -398,6 +435,7 @@ def test_process_exits_cleanly_on_sigterm(redis_url: str, redis_client: redis.Re
         **{k: v for k, v in os.environ.items() if not k.startswith(("TRAFFIC_", "ALGO_"))},
         "REDIS_URL": redis_url,
         "TRAFFIC_ALLOW_FILE_SOURCES": "true",
+        "TRAFFIC_MEDIA_DIR": MEDIA_DIR,
         "TRAFFIC_FRAME_INTERVAL": str(INTERVAL),
     }
     proc = subprocess.Popen(

@@ -309,7 +309,12 @@ def test_file_sources_need_the_setting_and_an_existing_file(
 ) -> None:
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"\x00" * 16)
-    client = make_app(make_settings({"TRAFFIC_ALLOW_FILE_SOURCES": "true"})).test_client()
+    env = {
+        "TRAFFIC_ALLOW_FILE_SOURCES": "true",
+        "TRAFFIC_CLIENT_FILE_SOURCES": "true",
+        "TRAFFIC_MEDIA_DIR": str(tmp_path),
+    }
+    client = make_app(make_settings(env)).test_client()
     assert ok(post(client, {"cameraId": "f", "url": str(video)}), 201)["url"] == str(video)
     assert ok(post(client, {"cameraId": "g", "url": video.as_uri()}), 201)["url"] == video.as_uri()
     refused(post(client, {"cameraId": "h", "url": str(tmp_path / "none.mp4")}), 400, "file_not_found", "url")

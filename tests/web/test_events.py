@@ -11,6 +11,7 @@ import pytest
 from flask import Flask
 
 from infra.camera_registry import CameraRegistry
+from tests import offline_dns
 from traffic import redis_keys
 from traffic.config import load_settings
 from web import create_app, socketio
@@ -20,14 +21,21 @@ TOKEN = "test-token-123456"
 
 def make_app(redis_url: str, **env: str) -> Flask:
     settings = load_settings({"REDIS_URL": redis_url, **env})
-    app = create_app(settings, message_queue=False)
+    app = create_app(settings, message_queue=False, resolver=offline_dns.resolve)
     app.config["TESTING"] = True
     return app
 
 
 @pytest.fixture
-def app(redis_url: str) -> Flask:
-    return make_app(redis_url, TRAFFIC_ALLOW_FILE_SOURCES="true")
+def app(redis_url: str, tmp_path: Path) -> Flask:
+    # Clients may name files in the test's directory and cameras on loopback (the tests' only hosts).
+    return make_app(
+        redis_url,
+        TRAFFIC_ALLOW_FILE_SOURCES="true",
+        TRAFFIC_CLIENT_FILE_SOURCES="true",
+        TRAFFIC_MEDIA_DIR=str(tmp_path),
+        TRAFFIC_CAMERA_ALLOWED_HOSTS="127.0.0.1",
+    )
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests import offline_dns
 from traffic.config import load_settings
 from web import create_app, socketio
 from web.realtime.protocol import CLIENT_EVENTS
@@ -36,7 +37,7 @@ events = st.one_of(st.sampled_from(PROBE_FREE), st.text(min_size=1, max_size=30)
 
 @pytest.fixture(scope="module")
 def client(redis_server: Any) -> Any:
-    app = create_app(load_settings({"REDIS_URL": redis_server.url}), message_queue=False)
+    app = create_app(load_settings({"REDIS_URL": redis_server.url}), message_queue=False, resolver=offline_dns.resolve)
     return socketio.test_client(app)
 
 

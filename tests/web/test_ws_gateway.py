@@ -12,6 +12,7 @@ import websocket
 from werkzeug.serving import make_server
 
 from infra.emitter import Emitter
+from tests import offline_dns
 from traffic.config import load_settings
 from web import create_app
 from web.__main__ import NoDelayRequestHandler
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def server_url(redis_url: str) -> Iterator[str]:
-    app = create_app(load_settings({"REDIS_URL": redis_url}))
+    app = create_app(load_settings({"REDIS_URL": redis_url}), resolver=offline_dns.resolve)
     server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=NoDelayRequestHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -79,7 +80,9 @@ def test_bad_messages_get_an_error_and_the_connection_survives(server_url: str, 
 
 
 def test_a_configured_token_is_required(redis_url: str) -> None:
-    app = create_app(load_settings({"REDIS_URL": redis_url, "TRAFFIC_AUTH_TOKEN": "s3cret-token-xyz"}))
+    app = create_app(
+        load_settings({"REDIS_URL": redis_url, "TRAFFIC_AUTH_TOKEN": "s3cret-token-xyz"}), resolver=offline_dns.resolve
+    )
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

@@ -11,22 +11,28 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from infra.camera_registry import CameraRegistry
+from infra.host_resolver import resolve_host
 from traffic import redis_keys
-from traffic.cameras import Camera, mask_url, normalise_camera_id, validate_camera_url
+from traffic.cameras import Camera, WireId, mask_url, normalise_camera_id
 from traffic.errors import CameraError
 from traffic.settings import Settings
+from traffic.url_policy import Resolver
+from web.camera_urls import check_client_url
+from web.realtime.probe_limits import ProbeLimiter, ProbesBusy
 
 log = logging.getLogger(__name__)
 
 MAX_SUBSCRIPTIONS = 256
 MAX_NAME_LENGTH = 128
 CHECK_TIMEOUT_S = 5.0
+MAX_MESSAGE_BYTES = 64 * 1024
+"""The largest client message either transport accepts (Socket.IO's ``max_http_buffer_size``, ``/ws`` frames)."""
 
 CLIENT_EVENTS = ("ping", "start_stream", "stop_stream", "check_camera", "subscribe", "unsubscribe")
 
@@ -55,6 +61,12 @@ class Context:
 
     settings: Settings
     redis: redis.Redis
+    resolve: Resolver = resolve_host
+    """Host names to addresses, for the camera URL policy."""
+    probes: ProbeLimiter = field(default_factory=lambda: ProbeLimiter(1, 1))
+    """This process's ``check_camera`` slots (shared by every connection)."""
+    client: str = "local"
+    """The client's address, for per-client limits."""
 
     @property
     def registry(self) -> CameraRegistry:
@@ -96,7 +108,7 @@ def _camera_ids(data: dict[str, Any], event: str, *, allow_empty: bool) -> list[
 def _url(ctx: Context, value: Any) -> str:
     """A validated camera URL."""
     try:
-        return validate_camera_url(value, allow_files=ctx.settings.capture.allow_file_sources)
+        return check_client_url(ctx.settings, value, ctx.resolve)
     except CameraError as exc:
         raise EventError(exc.code, str(exc)) from None
 
@@ -153,7 +165,12 @@ def on_start_stream(ctx: Context, data: Any) -> Reply:
     name = payload.get("name", "")
     if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH:
         raise EventError("invalid_payload", f"name must be a string of at most {MAX_NAME_LENGTH} characters")
-    ctx.registry.add(Camera(camera_id=key, url=url, name=name, wire_id=wire))
+    try:
+        ctx.registry.add(
+            Camera(camera_id=key, url=url, name=name, wire_id=wire), limit=ctx.settings.capture.max_cameras
+        )
+    except CameraError as exc:
+        raise EventError(exc.code, str(exc)) from None
     log.info("camera %s started by a client (%s)", key, mask_url(url))
     return Reply(ack={"cameraId": wire, "started": True}, join=(redis_keys.camera_room(key),))
 
@@ -168,14 +185,27 @@ def on_stop_stream(ctx: Context, data: Any) -> Reply:
 
 def on_check_camera(ctx: Context, data: Any) -> Reply:
     """Probe a camera URL once (connect and read one frame) and report it as ``camera_status``."""
-    from infra.camera_sources import SourceError, open_source
-
     payload = _object(data, "check_camera")
     _, wire = _camera_id(payload.get("cameraId"))
     url = _url(ctx, payload.get("rtspUrl"))
+    try:
+        with ctx.probes.slot(ctx.client):
+            status = _probe(ctx, wire, url)
+    except ProbesBusy as busy:
+        who = "you have" if busy.scope == "client" else "the server has"
+        raise EventError("too_many_probes", f"{who} {busy.limit} camera checks running; try again shortly") from None
+    return Reply(ack=status, events=(("camera_status", status),))
+
+
+def _probe(ctx: Context, wire: WireId, url: str) -> dict[str, Any]:
+    """Connect to ``url`` once and read one frame; the ``camera_status`` payload."""
+    from infra.camera_sources import SourceError, open_source
+
     started = time.perf_counter()
     try:
-        source = open_source(url, timeout_s=CHECK_TIMEOUT_S)
+        source = open_source(
+            url, timeout_s=CHECK_TIMEOUT_S, guard=lambda hop: check_client_url(ctx.settings, hop, ctx.resolve)
+        )
         try:
             source.read()
         finally:
@@ -185,7 +215,7 @@ def on_check_camera(ctx: Context, data: Any) -> Reply:
     else:
         latency = round((time.perf_counter() - started) * 1000)
         status = {"cameraId": wire, "status": 1, "message": "reachable", "latencyMs": latency}
-    return Reply(ack=status, events=(("camera_status", status),))
+    return status
 
 
 HANDLERS: dict[str, Callable[[Context, Any], Reply]] = {

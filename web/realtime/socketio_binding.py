@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from flask import current_app, request
-from flask_socketio import SocketIO, emit, join_room, leave_room
+from flask_socketio import Namespace, SocketIO, emit, join_room, leave_room
 
 from web.auth import socket_token, token_matches
 from web.realtime.protocol import Context, EventError, Reply, error_payload, handle
@@ -17,7 +17,13 @@ log = logging.getLogger(__name__)
 
 def _context() -> Context:
     """The protocol context of the current app."""
-    return Context(current_app.config["TRAFFIC_SETTINGS"], current_app.extensions["traffic_redis"])
+    return Context(
+        current_app.config["TRAFFIC_SETTINGS"],
+        current_app.extensions["traffic_redis"],
+        current_app.extensions["traffic_resolver"],
+        current_app.extensions["traffic_probes"],
+        request.remote_addr or "unknown",
+    )
 
 
 def on_connect(auth: Any = None) -> bool:
@@ -46,13 +52,32 @@ def dispatch(event: str, data: Any = None) -> Any:
     return reply.ack
 
 
-def register(socketio: SocketIO) -> None:
-    """Attach the handlers: known events, a catch-all for the rest, and an error fallback."""
-    socketio.on_event("connect", on_connect)
+class ProtocolNamespace(Namespace):  # type: ignore[misc]
+    """The default namespace: every client event goes through :func:`dispatch`.
 
-    @socketio.on("*")
-    def any_event(event: Any, data: Any = None) -> Any:
-        return dispatch(str(event), data)
+    A class-based namespace rather than a ``"*"`` function handler: python-socketio hands an event
+    literally named ``"*"`` to such a handler with its arguments shifted, which failed inside
+    Flask-SocketIO before any of our code ran.
+    """
+
+    def on_connect(self, auth: Any = None) -> bool:
+        """A client connects."""
+        return on_connect(auth)
+
+    def on_disconnect(self, reason: Any = None) -> None:
+        """A client left; its cameras keep running (they belong to the server)."""
+
+    def trigger_event(self, event: str, *args: Any) -> Any:
+        """Route ``connect``/``disconnect`` to their methods and every other event to the protocol."""
+        if event in ("connect", "disconnect"):
+            return super().trigger_event(event, *args)
+        sid, *data = args
+        return self.socketio._handle_event(dispatch, event, self.namespace, sid, str(event), *data[:1])
+
+
+def register(socketio: SocketIO) -> None:
+    """Attach the protocol namespace and an error fallback."""
+    socketio.on_namespace(ProtocolNamespace("/"))
 
     @socketio.on_error_default
     def on_error(exc: BaseException) -> None:

@@ -21,13 +21,11 @@ from simple_websocket import ConnectionClosed, Server
 from infra.socketio_packets import read_emit
 from traffic import redis_keys
 from web.auth import origin_allowed, socket_token, token_matches
-from web.realtime.protocol import Context, EventError, error_payload, handle
+from web.realtime.protocol import MAX_MESSAGE_BYTES, Context, EventError, error_payload, handle
 
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("ws_gateway", __name__)
-
-MAX_MESSAGE_BYTES = 64 * 1024
 
 
 class Connection:
@@ -149,7 +147,13 @@ def _relay() -> RoomRelay:
 @blueprint.route("/ws", websocket=True)
 def gateway() -> Response:
     """Serve one old-protocol client until it disconnects."""
-    ctx = Context(current_app.config["TRAFFIC_SETTINGS"], current_app.extensions["traffic_redis"])
+    ctx = Context(
+        current_app.config["TRAFFIC_SETTINGS"],
+        current_app.extensions["traffic_redis"],
+        current_app.extensions["traffic_resolver"],
+        current_app.extensions["traffic_probes"],
+        request.remote_addr or "unknown",
+    )
     if not origin_allowed(request.headers.get("Origin"), request.environ, ctx.settings.server.cors_origins):
         log.info("/ws connection refused: origin %r is not allowed", request.headers.get("Origin"))
         return Response("origin not allowed", status=403)

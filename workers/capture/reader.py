@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import redis
 
 from infra.camera_registry import CameraRegistry
-from infra.camera_sources import SourceError, open_source
+from infra.camera_sources import Guard, SourceError, open_source
 from traffic.cameras import Camera, mask_url, reconnect_delay
 from traffic.imaging import Image
 from traffic.settings import Settings
@@ -127,6 +127,7 @@ class CameraReader:
         settings: Settings,
         timings: CaptureTimings,
         rng: random.Random,
+        guard: Guard,
     ) -> None:
         self.camera = camera
         self.reporter = reporter
@@ -139,6 +140,8 @@ class CameraReader:
         self._interval = settings.capture.frame_interval_s
         self._timings = timings
         self._rng = rng
+        self._guard = guard
+        """The camera URL policy, asked again at every (re)connect and redirect: DNS answers change."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"capture-{camera.camera_id}", daemon=True)
 
@@ -183,7 +186,9 @@ class CameraReader:
         started = time.monotonic()
         self.attempts.append(started)
         try:
-            source = open_source(self.camera.url, poll_interval_s=self._interval / 2, stop=self._stop)
+            source = open_source(
+                self.camera.url, poll_interval_s=self._interval / 2, stop=self._stop, guard=self._guard
+            )
         except SourceError as exc:
             self._failed(exc.reason)
             return False

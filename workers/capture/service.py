@@ -22,10 +22,12 @@ import redis
 from infra import celery_names
 from infra.camera_registry import CameraRegistry
 from infra.frame_store import CapturedFrame, FrameStore
-from traffic.cameras import Camera, next_tick, validate_camera_url
+from infra.host_resolver import resolve_host
+from traffic.cameras import Camera, next_tick
 from traffic.errors import CameraError
 from traffic.imaging import encode_jpeg, image_size, preview_jpeg
 from traffic.settings import Settings
+from traffic.url_policy import check_camera_url, policy_of
 from workers.capture.leases import Leases, default_owner_id, fair_share
 from workers.capture.reader import CameraReader, EventSink, Frame, StatusReporter, store_status
 from workers.capture.timings import CaptureTimings
@@ -214,10 +216,14 @@ class CaptureService:
         with self._lock:
             return dict(self._readers)
 
+    def _check_url(self, url: str) -> str:
+        """``url`` if the camera URL policy lets this service open it now; raises ``CameraError``."""
+        return check_camera_url(url, policy_of(self.settings.capture), resolve_host)
+
     def _try_claim(self, camera: Camera) -> bool:
         """Start capturing ``camera`` if its URL is usable here and its lease is free; True if started."""
         try:
-            validate_camera_url(camera.url, allow_files=self.settings.capture.allow_file_sources)
+            self._check_url(camera.url)
         except CameraError as exc:
             self._reject(camera, exc)
             return False
@@ -230,6 +236,7 @@ class CaptureService:
             settings=self.settings,
             timings=self._timings,
             rng=self._rng,
+            guard=self._check_url,
         )
         with self._lock:
             self._readers[camera.camera_id] = reader
