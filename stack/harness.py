@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 import uuid
@@ -54,7 +55,8 @@ def stack_env(redis_url: str, tmp: Path, sim: ProviderSimulator | None, **overri
         "TRAFFIC_MODEL_NAME": str(weights),
         "TRAFFIC_CLASS_MAP": ",".join(f"{a}={b}" for a, b in PACKAGED_CLASS_MAP),
         "TRAFFIC_ALLOW_FILE_SOURCES": "true",
-        "TRAFFIC_MEDIA_DIR": str(tmp),
+        # Tests keep their clips and images in temporary directories (pytest's, one per test or module).
+        "TRAFFIC_MEDIA_DIR": str(Path(tempfile.gettempdir()).resolve()),
         "TRAFFIC_CLIENT_FILE_SOURCES": "true",  # the tests start file cameras as a client would
         "TRAFFIC_SERVER_HOST": "127.0.0.1",
         "TRAFFIC_SERVER_PORT": str(free_port()),

@@ -409,6 +409,7 @@ _ROWS: tuple[_Row, ...] = (
     _row("server.auth_token", _nonempty, "AUTH_TOKEN", "server.auth_token", secret=True),
     _row("server.cors_origins", _names, "CORS_ORIGINS", "server.cors_origins"),
     _row("server.client_file_sources", _boolean, "CLIENT_FILE_SOURCES", "server.client_file_sources"),
+    _row("server.trusted_network", _boolean, "TRUSTED_NETWORK", "server.trusted_network"),
     _row("server.max_probes", _integer(1, 1000), "MAX_PROBES", "server.max_probes"),
     _row("server.max_probes_per_client", _integer(1, 1000), "MAX_PROBES_PER_CLIENT", "server.max_probes_per_client"),
     _row("metrics.port", _integer(0, 65535), "METRICS_PORT", "metrics.port"),

@@ -181,6 +181,8 @@ class ServerSettings:
     cors_origins: tuple[str, ...] = ()
     client_file_sources: bool = False
     """Whether Socket.IO, ``/ws`` and REST clients may name local files as cameras (besides the capture rules)."""
+    trusted_network: bool = False
+    """Serve without a token on a non-loopback address (only where every host that can reach it is trusted)."""
     max_probes: int = 4
     """``check_camera`` probes running at once in one web process."""
     max_probes_per_client: int = 1
@@ -193,7 +195,7 @@ class MetricsSettings:
 
     port: int = 0
     """A Celery worker node serves its own ``/metrics`` on this port; 0 serves none (the web server may)."""
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     """Address the worker node's exporter binds to."""
     dir: str | None = None
     """Multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``); each worker node writes to its own folder in it."""

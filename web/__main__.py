@@ -9,6 +9,7 @@ from werkzeug.serving import WSGIRequestHandler
 
 from infra.runtime import bootstrap
 from web import create_app, socketio
+from web.auth import exposure_error
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,12 @@ class NoDelayRequestHandler(WSGIRequestHandler):
 def main() -> None:
     """Serve until interrupted."""
     settings = bootstrap()
-    app = create_app(settings)
     host, port = settings.server.host, settings.server.port
+    refusal = exposure_error([host], settings)
+    if refusal:
+        log.error("%s", refusal)
+        raise SystemExit(2)
+    app = create_app(settings)
     log.info("web server on http://%s:%d", host, port)
     socketio.run(
         app, host=host, port=port, allow_unsafe_werkzeug=True, log_output=False, request_handler=NoDelayRequestHandler

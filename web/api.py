@@ -29,11 +29,13 @@ from traffic.cameras import Camera, mask_url
 from traffic.codec import CodecError
 from traffic.models import RiskLevel
 from traffic.settings import Settings
-from web import openapi, validation
+from web import auth, openapi, validation
 from web.camera_urls import check_client_url
 from web.validation import ApiError, UrlCheck
 
 log = logging.getLogger(__name__)
+
+MAX_TOKEN_LENGTH = 4096
 
 FRAME_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 
@@ -177,6 +179,35 @@ def list_cameras() -> Any:
     """Every camera, by id."""
     cameras = registry()
     return envelope([camera_view(cameras, c) for c in cameras.list()])
+
+
+@blueprint.get("/session")
+def session_status() -> Any:
+    """Whether a token is needed and whether this request is signed in (public)."""
+    return envelope(auth.session_state(request, settings().server.auth_token))
+
+
+@blueprint.post("/session")
+def sign_in() -> Any:
+    """Trade the access token for the session cookie (public): the dashboard keeps the token out of URLs."""
+    body = validation.json_object(request)
+    validation.check_fields(body, required=("token",))
+    token = validation.text(body["token"], "token", max_length=MAX_TOKEN_LENGTH)
+    expected = settings().server.auth_token
+    if expected and not auth.token_matches(token, expected):
+        raise ApiError(401, "unauthorized", "wrong token")
+    response = envelope({"authRequired": bool(expected), "authenticated": True})
+    if expected:
+        auth.set_session(response, expected, secure=request.is_secure)
+    return response
+
+
+@blueprint.delete("/session")
+def sign_out() -> Any:
+    """Forget the session cookie (public)."""
+    response = envelope({"authRequired": bool(settings().server.auth_token), "authenticated": False})
+    auth.clear_session(response)
+    return response
 
 
 @blueprint.post("/cameras")

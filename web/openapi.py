@@ -162,6 +162,13 @@ SCHEMAS: JSON = {
             "data": ref("ErrorData"),
         }
     ),
+    "Session": obj(
+        {
+            "authRequired": {"type": "boolean", "description": "Whether the server asks for the access token."},
+            "authenticated": {"type": "boolean", "description": "Whether this request carried it (or the cookie)."},
+        }
+    ),
+    "SessionLogin": obj({"token": {"type": "string", "maxLength": 4096}}, ["token"]),
     "Health": obj(
         {
             "status": {"type": "string", "enum": ["UP", "DEGRADED"], "description": "DEGRADED: Redis unreachable."},
@@ -428,6 +435,31 @@ PATHS: JSON = {
             "security": [],
             "responses": {"200": ok("The service is up.", ref("Health")), "default": ref("OtherError", "responses")},
         }
+    },
+    "/api/session": {
+        "get": {
+            "operationId": "sessionStatus",
+            "tags": ["session"],
+            "summary": "Whether a token is needed, and whether this request is signed in (public).",
+            "security": [],
+            "responses": {"200": ok("The session state.", ref("Session")), "default": ref("OtherError", "responses")},
+        },
+        "post": {
+            "operationId": "signIn",
+            "tags": ["session"],
+            "summary": "Trade the access token for an HttpOnly, SameSite=Strict session cookie (public).",
+            "description": "The dashboard signs in here so that the token never appears in a URL.",
+            "security": [],
+            "requestBody": body("SessionLogin", "The access token."),
+            "responses": {"200": ok("Signed in; the cookie is set.", ref("Session")), **errors(401)},
+        },
+        "delete": {
+            "operationId": "signOut",
+            "tags": ["session"],
+            "summary": "Forget the session cookie (public).",
+            "security": [],
+            "responses": {"200": ok("Signed out.", ref("Session")), "default": ref("OtherError", "responses")},
+        },
     },
     "/api/openapi.json": {
         "get": {

@@ -159,3 +159,60 @@ def test_camera_wall_shows_frames_boxes_verdicts_and_alerts(page: Any, stack: St
     page.wait_for_selector(tile, state="detached", timeout=15_000)
     assert page.get_attribute("#connection", "data-state") == "connected"
     assert not page.script_errors, page.script_errors
+
+
+TOKEN = "wall-token-0123456789"
+
+
+@pytest.fixture
+def protected_url(redis_url: str) -> Iterator[str]:
+    """A web server (no pipeline behind it) that requires ``TOKEN``."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from traffic.config import load_settings
+    from web import create_app
+    from web.__main__ import NoDelayRequestHandler
+
+    app = create_app(load_settings({"REDIS_URL": redis_url, "TRAFFIC_AUTH_TOKEN": TOKEN}))
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=NoDelayRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_signing_in_keeps_the_token_out_of_every_url(browser: Any, protected_url: str) -> None:
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    try:
+        page.goto(protected_url + "/")
+        page.wait_for_selector("#login-form:not([hidden])", timeout=15_000)
+        assert page.get_attribute("#connection", "data-state") == "failed"
+        page.fill("#login-token", "not-the-token")
+        page.click("#login-form button[type=submit]")
+        page.wait_for_selector("#login-error:not([hidden])", timeout=5_000)
+        assert page.text_content("#login-error") == "Wrong token."
+        page.fill("#login-token", TOKEN)
+        page.click("#login-form button[type=submit]")
+        page.wait_for_selector('#connection[data-state="connected"]', timeout=15_000)
+        assert page.is_hidden("#login-form")
+        (cookie,) = [c for c in context.cookies() if c["name"] == "traffic_session"]
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["value"] != TOKEN
+
+        # An old bookmark with ?token= signs in too, and the token leaves the address bar.
+        fresh = browser.new_context(viewport=VIEWPORT)
+        bookmarked = fresh.new_page()
+        bookmarked.on("request", lambda request: requested.append(request.url))
+        bookmarked.goto(f"{protected_url}/?token={TOKEN}")
+        bookmarked.wait_for_selector('#connection[data-state="connected"]', timeout=15_000)
+        assert "token" not in bookmarked.url
+        assert bookmarked.evaluate("document.cookie") == "", "the session cookie is not readable by scripts"
+        fresh.close()
+        # Only the bookmark itself named the token; nothing the page requested did.
+        assert [url for url in requested if TOKEN in url] == [f"{protected_url}/?token={TOKEN}"]
+    finally:
+        screenshot(page, "dashboard-sign-in")
+        context.close()

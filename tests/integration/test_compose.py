@@ -29,7 +29,11 @@ BASE_SERVICES = APP_SERVICES | {"redis", "prometheus"}
 SECRET_NAME = re.compile(r"KEY|TOKEN|PASSWORD|SECRET")
 
 
-def _compose_config(files: tuple[str, ...], tmp: Path) -> dict[str, Any]:
+TOKEN_ENV = {"TRAFFIC_AUTH_TOKEN": "compose-test-token"}
+"""The one secret compose requires (the web server is published): given for ``config`` to work."""
+
+
+def _compose_config(files: tuple[str, ...], tmp: Path, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """``docker-compose -f … config`` of ``files``, parsed; fails (not skips) without docker-compose."""
     binary = shutil.which("docker-compose")
     if binary is None:
@@ -39,7 +43,7 @@ def _compose_config(files: tuple[str, ...], tmp: Path) -> dict[str, Any]:
     args = [binary, "--env-file", str(env_file)]
     for name in files:
         args += ["-f", str(ROOT / name)]
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp), "LANG": "C.UTF-8"}
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp), "LANG": "C.UTF-8", **(extra_env or {})}
     proc = subprocess.run([*args, "config"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"docker-compose {' '.join(files)} config failed:\n{proc.stderr}"
     config = yaml.safe_load(proc.stdout)
@@ -50,14 +54,14 @@ def _compose_config(files: tuple[str, ...], tmp: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The merged production config."""
-    services: dict[str, Any] = _compose_config(BASE, tmp_path_factory.mktemp("compose-base"))["services"]
+    services: dict[str, Any] = _compose_config(BASE, tmp_path_factory.mktemp("compose-base"), TOKEN_ENV)["services"]
     return services
 
 
 @pytest.fixture(scope="module")
 def cpu(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The merged config with the CPU override."""
-    services: dict[str, Any] = _compose_config(CPU, tmp_path_factory.mktemp("compose-cpu"))["services"]
+    services: dict[str, Any] = _compose_config(CPU, tmp_path_factory.mktemp("compose-cpu"), TOKEN_ENV)["services"]
     return services
 
 
@@ -199,10 +203,39 @@ def test_flower_requires_basic_auth_from_the_environment(base: dict[str, Any]) -
     flower = base["flower"]
     line = " ".join(_command(flower))
     assert "celery -A workers flower" in line and "--port=5555" in line
-    assert re.search(r"--basic-auth=\$+\{FLOWER_USER:\?[^}]*\}:\$+\{FLOWER_PASSWORD:\?[^}]*\}", line), line
+    assert re.search(r"\$+\{FLOWER_USER:\?[^}]*\}", line) and re.search(r"\$+\{FLOWER_PASSWORD:\?[^}]*\}", line), line
+    assert "--basic-auth" not in line, "credentials never on a command line"
+    assert re.search(r"FLOWER_BASIC_AUTH=\"\$+FLOWER_USER:\$+FLOWER_PASSWORD\" exec celery", line), line
     env = _env(flower)
     assert env["FLOWER_USER"] == "" and env["FLOWER_PASSWORD"] == ""
     assert 5555 in _published_ports(flower)
+
+
+@pytest.mark.parametrize("which", ["base", "cpu"])
+def test_published_ports_are_on_loopback_by_default(which: str, request: pytest.FixtureRequest) -> None:
+    published = {
+        name: [str(port) for port in svc.get("ports") or []]
+        for name, svc in _active(request.getfixturevalue(which)).items()
+    }
+    assert {name for name, ports in published.items() if ports} == {"web", "flower", "prometheus"}
+    for name, ports in published.items():
+        for port in ports:
+            assert port.startswith("127.0.0.1:") or "host_ip: 127.0.0.1" in port or "'host_ip': '127.0.0.1'" in port, (
+                name,
+                port,
+            )
+
+
+@pytest.mark.parametrize("files", [BASE, CPU])
+def test_compose_refuses_to_run_without_the_token(files: tuple[str, ...], tmp_path: Path) -> None:
+    binary = shutil.which("docker-compose")
+    assert binary is not None
+    env_file = tmp_path / "empty.env"
+    env_file.write_text("")
+    args = [binary, "--env-file", str(env_file), *(arg for name in files for arg in ("-f", str(ROOT / name)))]
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    proc = subprocess.run([*args, "config"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "set TRAFFIC_AUTH_TOKEN" in proc.stderr
 
 
 @pytest.mark.parametrize("which", ["base", "cpu"])
@@ -231,7 +264,8 @@ def test_secrets_come_only_from_the_environment(which: str, request: pytest.Fixt
         for var, value in _env(svc).items():
             if SECRET_NAME.search(var):
                 seen += 1
-                assert value == "", f"{name}: {var} has a value although the environment sets none"
+                expected = TOKEN_ENV.get(var, "")
+                assert value == expected, f"{name}: {var} has a value the environment did not set"
     assert seen >= 3  # DASHSCOPE_API_KEY, TRAFFIC_AUTH_TOKEN, FLOWER_PASSWORD at least
 
 
@@ -244,7 +278,8 @@ def test_secret_variables_are_empty_default_substitutions(filename: str) -> None
         for var, value in _env(svc).items():
             if SECRET_NAME.search(var):
                 seen += 1
-                assert value == f"${{{var}:-}}", f"{filename} {name}: {var} must be ${{{var}:-}}, is {value!r}"
+                substitution = value == f"${{{var}:-}}" or value.startswith(f"${{{var}:?")
+                assert substitution, f"{filename} {name}: {var} must be ${{{var}:-}} or ${{{var}:?…}}, is {value!r}"
     assert seen >= 1
 
 

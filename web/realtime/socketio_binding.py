@@ -9,7 +9,7 @@ from typing import Any
 from flask import current_app, request
 from flask_socketio import Namespace, SocketIO, emit, join_room, leave_room
 
-from web.auth import socket_token, token_matches
+from web.auth import authorised
 from web.realtime.protocol import Context, EventError, Reply, error_payload, handle
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def _context() -> Context:
 def on_connect(auth: Any = None) -> bool:
     """Acknowledge a connection; refuse it when a token is configured and not given."""
     expected = _context().settings.server.auth_token
-    if not token_matches(socket_token(auth, request), expected):
+    if not authorised(request, expected, auth if auth is not None else {}):
         log.info("Socket.IO connection refused: missing or wrong token")
         return False
     emit("connection_ack", {"message": "WS connected (pipeline ready)", "serverTime": time.time()})

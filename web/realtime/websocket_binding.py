@@ -20,7 +20,7 @@ from simple_websocket import ConnectionClosed, Server
 
 from infra.socketio_packets import read_emit
 from traffic import redis_keys
-from web.auth import origin_allowed, socket_token, token_matches
+from web.auth import authorised, origin_allowed
 from web.realtime.protocol import MAX_MESSAGE_BYTES, Context, EventError, error_payload, handle
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def gateway() -> Response:
     if not origin_allowed(request.headers.get("Origin"), request.environ, ctx.settings.server.cors_origins):
         log.info("/ws connection refused: origin %r is not allowed", request.headers.get("Origin"))
         return Response("origin not allowed", status=403)
-    if not token_matches(socket_token(None, request), ctx.settings.server.auth_token):
+    if not authorised(request, ctx.settings.server.auth_token):
         return Response("missing or wrong token", status=401)
     ws = Server(request.environ, max_message_size=MAX_MESSAGE_BYTES)
     conn, relay = Connection(ws), _relay()

@@ -32,13 +32,12 @@
   const TOAST_MS = 7000;
   const REMOVE_CONFIRM_MS = 3000;
   const HIGHLIGHT_MS = 2600;
-  const TOKEN_STORAGE_KEY = "traffic.token";
+  const OLD_TOKEN_STORAGE_KEY = "traffic.token"; // earlier versions kept the token here: removed on load
   const SVG_NS = "http://www.w3.org/2000/svg";
   /** Detection labels are drawn only when a box is at least this wide on screen, to keep small tiles legible. */
   const MIN_LABELLED_BOX_PX = 34;
 
   const state = {
-    token: readToken(),
     socket: null,
     /** camera key (the id as a string, as the server keys it) → tile record */
     tiles: new Map(),
@@ -64,33 +63,78 @@
     healthQueues: document.getElementById("health-queues"),
     form: document.getElementById("add-camera-form"),
     formError: document.getElementById("add-camera-error"),
+    login: document.getElementById("login-form"),
+    loginToken: document.getElementById("login-token"),
+    loginError: document.getElementById("login-error"),
     formSubmit: document.getElementById("add-camera-submit"),
     toasts: document.getElementById("toasts"),
   };
 
   // ---------------------------------------------------------------- token and REST
 
-  /** The token from `?token=` (remembered for next time) or from localStorage; null when none. */
-  function readToken() {
-    const fromUrl = new URLSearchParams(window.location.search).get("token");
+  /**
+   * The token never travels in a URL (page and image URLs end up in proxy logs and history): it is
+   * traded once for an HttpOnly session cookie, which every later request and the socket carry.
+   * A `?token=` in the page URL (old bookmarks) is traded the same way and removed from the address bar.
+   */
+  async function startSession() {
     try {
-      if (fromUrl) window.localStorage.setItem(TOKEN_STORAGE_KEY, fromUrl);
-      return fromUrl || window.localStorage.getItem(TOKEN_STORAGE_KEY);
+      window.localStorage.removeItem(OLD_TOKEN_STORAGE_KEY);
     } catch {
-      return fromUrl; // storage can be disabled (private mode); the URL token still works
+      // storage can be disabled (private mode): nothing was stored then
     }
+    const params = new URLSearchParams(window.location.search);
+    const fromUrl = params.get("token");
+    if (fromUrl === null) return;
+    params.delete("token");
+    const query = params.toString();
+    window.history.replaceState(null, "", `${window.location.pathname}${query ? `?${query}` : ""}${window.location.hash}`);
+    await login(fromUrl);
   }
 
-  /** `url` with `?token=` added: <img> requests cannot send an Authorization header. */
-  function withToken(url) {
-    if (!state.token) return url;
-    return `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(state.token)}`;
+  /** Trade `token` for the session cookie; true when the server accepted it. */
+  async function login(token) {
+    const response = await fetch("/api/session", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ token }),
+      cache: "no-store",
+    });
+    return response.ok;
+  }
+
+  function showLogin(message) {
+    el.login.hidden = false;
+    el.loginError.textContent = message || "";
+    el.loginError.hidden = !message;
+    el.loginToken.focus();
+  }
+
+  async function onLogin(event) {
+    event.preventDefault();
+    const token = el.loginToken.value;
+    if (!token) return;
+    let accepted = false;
+    try {
+      accepted = await login(token);
+    } catch {
+      showLogin("The server did not answer; try again.");
+      return;
+    }
+    if (!accepted) {
+      showLogin("Wrong token.");
+      return;
+    }
+    el.loginToken.value = "";
+    el.login.hidden = true;
+    setConnection("connecting", "Connecting…");
+    if (state.socket) state.socket.connect();
+    refreshHealth();
   }
 
   /** GET a `{code, msg, data}` endpoint and return `data`; throws with the server's message on failure. */
   async function getJson(path) {
     const headers = { Accept: "application/json" };
-    if (state.token) headers.Authorization = `Bearer ${state.token}`;
     const response = await fetch(path, { headers, cache: "no-store" });
     let body = null;
     try {
@@ -112,7 +156,7 @@
       toast("client_missing", "The Socket.IO client did not load (/static/vendor/socket.io.min.js).");
       return;
     }
-    const socket = window.io({ transports: ["websocket"], auth: state.token ? { token: state.token } : {} });
+    const socket = window.io({ transports: ["websocket"] }); // the session cookie goes with the handshake
     state.socket = socket;
     socket.on("connect", onConnected);
     socket.on("disconnect", (reason) => setConnection("disconnected", `Disconnected (${reason}) · retrying`));
@@ -142,8 +186,9 @@
   function onConnectError(error) {
     // The server refuses a wrong or missing token by rejecting the connection; say so plainly.
     const refused = /unauthori[sz]ed|refused|rejected/i.test(String(error && error.message));
-    const text = refused ? "Refused: missing or wrong token (add ?token=…)" : "Cannot reach the server · retrying";
+    const text = refused ? "Sign in with the access token" : "Cannot reach the server · retrying";
     setConnection(refused ? "failed" : "disconnected", text);
+    if (refused) showLogin();
   }
 
   /** Round-trip time of the `ping` event, shown next to the connection state. */
@@ -377,8 +422,8 @@
     tile.shownFrameId = result.frameId;
     // The preview of exactly this frame, so boxes line up with the picture they were found in; the
     // camera's latest frame only if that preview has expired already.
-    const preview = withToken(`/api/frames/${encodeURIComponent(result.frameId || "")}/preview.jpg`);
-    const latest = withToken(`/api/cameras/${encodeURIComponent(tile.key)}/frame.jpg?t=${Date.now()}`);
+    const preview = `/api/frames/${encodeURIComponent(result.frameId || "")}/preview.jpg`;
+    const latest = `/api/cameras/${encodeURIComponent(tile.key)}/frame.jpg?t=${Date.now()}`;
     const src = result.frame || (result.frameId ? preview : latest);
     const loader = new Image();
     loader.onload = () => {
@@ -874,9 +919,12 @@
   window.trafficDashboard = { state };
 
   el.form.addEventListener("submit", onAddCamera);
+  el.login.addEventListener("submit", onLogin);
   layoutWall();
-  connect();
-  refreshHealth();
+  startSession().finally(() => {
+    connect();
+    refreshHealth();
+  });
   window.setInterval(refreshHealth, HEALTH_REFRESH_MS);
   window.setInterval(refreshCameras, CAMERA_REFRESH_MS);
 })();
