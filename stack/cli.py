@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +35,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from stack.redis_server import resolve_redis
 
     settings = bootstrap()
-    url, local = resolve_redis(settings.redis_url, Path(args.var_dir) / "redis")
+    url, local = resolve_redis(settings.redis_url, Path(args.var_dir) / "redis", password=secrets.token_urlsafe(24))
     try:
         print(f"redis: {mask_url(url)}{' (embedded, started for this run)' if local else ''}", flush=True)
         run_demo_pass(settings, url, sys.stdout)

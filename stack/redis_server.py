@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 import redis
 
@@ -133,6 +134,7 @@ class LocalRedis:
         binary: RedisBinary | None = None,
         persist: bool = False,
         appendfsync: str = "everysec",
+        password: str | None = None,
     ) -> None:
         if appendfsync not in APPENDFSYNC:
             raise ValueError(f"appendfsync must be one of {', '.join(APPENDFSYNC)}")
@@ -142,12 +144,15 @@ class LocalRedis:
         self.directory = Path(directory or self._tmp.name).resolve()  # type: ignore[union-attr]
         self.persist = persist
         self.appendfsync = appendfsync
+        self.password = password
+        """Clients must AUTH with it (``requirepass``); it travels in ``url``, never on a command line."""
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:PORT/0``."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """``redis://127.0.0.1:PORT/0``, with ``:PASSWORD@`` when the server has one."""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -157,8 +162,8 @@ class LocalRedis:
     def start(self, timeout: float = 10.0) -> LocalRedis:
         """Start the server and wait until it answers PING; after ``kill``, on the same port and data."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        args = [
-            self.binary.path,
+        args = [self.binary.path, str(self._config_file())] if self.password else [self.binary.path]
+        args += [
             "--bind", "127.0.0.1",
             "--port", str(self.port),
             "--dir", str(self.directory),
@@ -191,6 +196,14 @@ class LocalRedis:
             time.sleep(0.05)
         self.stop()
         raise RedisUnavailable(f"redis-server did not answer PING within {timeout:.0f} s; see {self.log_path}")
+
+    def _config_file(self) -> Path:
+        """A config file (owner-only) holding ``requirepass``: the password stays off every command line."""
+        path = self.directory / "redis-auth.conf"
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(f"requirepass {self.password}\n")
+        return path
 
     @property
     def log_path(self) -> Path:
@@ -243,8 +256,11 @@ class LocalRedis:
         self.stop()
 
 
-def resolve_redis(url: str | None, directory: str | Path | None = None) -> tuple[str, LocalRedis | None]:
-    """Use ``url`` if it answers (and is ≥ 6.2); otherwise start a local server and return it too."""
+def resolve_redis(
+    url: str | None, directory: str | Path | None = None, *, password: str | None = None
+) -> tuple[str, LocalRedis | None]:
+    """Use ``url`` if it answers (and is ≥ 6.2); otherwise start a local server (with ``password``, if given)
+    and return it too."""
     if url:
         version = server_version(url)
         if version is not None:
@@ -254,7 +270,7 @@ def resolve_redis(url: str | None, directory: str | Path | None = None) -> tuple
                 )
             return url, None
         log.warning("Redis at %s does not answer; starting a local redis-server instead", _safe_url(url))
-    local = LocalRedis(directory).start()
+    local = LocalRedis(directory, password=password).start()
     return local.url, local
 
 

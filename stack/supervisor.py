@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import threading
 import time
@@ -78,7 +79,8 @@ def run_stack(settings: Settings, var_dir: Path, out: TextIO, *, stop: threading
     stop = stop or threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    url, local = resolve_redis(settings.redis_url, var_dir / "redis")
+    # The embedded Redis gets a fresh password each run: a loopback port is open to every local user.
+    url, local = resolve_redis(settings.redis_url, var_dir / "redis", password=secrets.token_urlsafe(24))
     group = ProcessGroup(var_dir / "logs", _child_env(settings, url, var_dir))
     try:
         clip = add_demo_camera(url, var_dir)

@@ -29,8 +29,8 @@ BASE_SERVICES = APP_SERVICES | {"redis", "prometheus"}
 SECRET_NAME = re.compile(r"KEY|TOKEN|PASSWORD|SECRET")
 
 
-TOKEN_ENV = {"TRAFFIC_AUTH_TOKEN": "compose-test-token"}
-"""The one secret compose requires (the web server is published): given for ``config`` to work."""
+TOKEN_ENV = {"TRAFFIC_AUTH_TOKEN": "compose-test-token", "REDIS_PASSWORD": "compose-test-redis-pass"}
+"""The secrets compose requires (the web server is published; Redis has a password): given for ``config``."""
 
 
 def _compose_config(files: tuple[str, ...], tmp: Path, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -136,10 +136,27 @@ def test_service_set(base: dict[str, Any], cpu: dict[str, Any]) -> None:
 
 def test_redis_is_durable_and_never_evicts(base: dict[str, Any]) -> None:
     command = _command(base["redis"])
-    assert command[0] == "redis-server"
-    assert _flag_value(command, "--appendonly") == "yes"
-    assert _flag_value(command, "--maxmemory-policy") == "noeviction"
+    assert command[:2] == ["sh", "-c"]
+    server = command[2].split("| ", 1)[1].split()
+    assert server[:2] == ["redis-server", "-"], "configuration (the password) comes on stdin"
+    assert _flag_value(server, "--appendonly") == "yes"
+    assert _flag_value(server, "--maxmemory-policy") == "noeviction"
     assert "/data" in [target for _, target in _mounts(base["redis"])]
+
+
+@pytest.mark.parametrize("which", ["base", "cpu"])
+def test_redis_has_a_password_that_every_client_uses(which: str, request: pytest.FixtureRequest) -> None:
+    services = _active(request.getfixturevalue(which))
+    redis_svc = services["redis"]
+    password = TOKEN_ENV["REDIS_PASSWORD"]
+    assert _env(redis_svc)["REDIS_PASSWORD"] == password
+    line = " ".join(_command(redis_svc))
+    assert "requirepass" in line and password not in line, "the password is not on the command line"
+    assert "REDISCLI_AUTH" in " ".join(redis_svc["healthcheck"]["test"])
+    clients = {
+        name: _env(svc).get("REDIS_URL") for name, svc in services.items() if name not in {"redis", "prometheus"}
+    }
+    assert clients and all(url == f"redis://:{password}@redis:6379/0" for url in clients.values()), clients
 
 
 @pytest.mark.parametrize("which", ["base", "cpu"])
@@ -152,7 +169,7 @@ def test_app_services_share_one_image(which: str, request: pytest.FixtureRequest
     for name, svc in apps.items():
         assert svc.get("restart") == "unless-stopped", name
         assert svc["depends_on"]["redis"]["condition"] == "service_healthy", name
-        assert _env(svc)["REDIS_URL"] == "redis://redis:6379/0", name
+        assert _env(svc)["REDIS_URL"] == f"redis://:{TOKEN_ENV['REDIS_PASSWORD']}@redis:6379/0", name
 
 
 @pytest.mark.parametrize("which", ["base", "cpu"])
@@ -226,16 +243,18 @@ def test_published_ports_are_on_loopback_by_default(which: str, request: pytest.
             )
 
 
+@pytest.mark.parametrize("missing", sorted(TOKEN_ENV))
 @pytest.mark.parametrize("files", [BASE, CPU])
-def test_compose_refuses_to_run_without_the_token(files: tuple[str, ...], tmp_path: Path) -> None:
+def test_compose_refuses_to_run_without_a_required_secret(files: tuple[str, ...], missing: str, tmp_path: Path) -> None:
     binary = shutil.which("docker-compose")
     assert binary is not None
     env_file = tmp_path / "empty.env"
     env_file.write_text("")
     args = [binary, "--env-file", str(env_file), *(arg for name in files for arg in ("-f", str(ROOT / name)))]
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    env |= {name: value for name, value in TOKEN_ENV.items() if name != missing}
     proc = subprocess.run([*args, "config"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and "set TRAFFIC_AUTH_TOKEN" in proc.stderr
+    assert proc.returncode != 0 and f"set {missing}" in proc.stderr
 
 
 @pytest.mark.parametrize("which", ["base", "cpu"])
