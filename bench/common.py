@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,6 +46,15 @@ def summary(name: str, values: Sequence[float], unit: str = "ms") -> str:
 def machine_line(pairs: Mapping[str, object]) -> str:
     """The closing ``name=value`` line."""
     return " ".join(f"{k}={_fmt(v)}" for k, v in pairs.items())
+
+
+def finish(pairs: Mapping[str, object]) -> None:
+    """Print the closing line; exit non-zero when a figure is missing (nan, None): nothing was measured."""
+    print(machine_line(pairs), flush=True)
+    missing = [k for k, v in pairs.items() if v is None or (isinstance(v, float) and math.isnan(v))]
+    if missing:
+        print(f"measured nothing for: {', '.join(missing)}", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def _fmt(value: object) -> str:

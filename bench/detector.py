@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.common import frame_set, machine_line, summary
+from bench.common import finish, frame_set, summary
 from infra.camera_registry import CameraRegistry
 from infra.detector_loading import packaged_detector_settings
 from infra.frame_store import FrameStore
@@ -184,7 +184,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="TRAFFIC_DEVICE for both loops (default: auto)")
     args = parser.parse_args()
     count = args.frames or (24 if args.quick else 120)
-    print(machine_line(run(max(count, CAMERAS), args.device)))
+    finish(run(max(count, CAMERAS), args.device))
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bench.common import machine_line, percentile
+from bench.common import finish, percentile
 from traffic.gate import GateDecision, RecentVerdict, decide, group_signature
 from traffic.grouping import find_groups
 from traffic.models import Detection, GroupContext, GroupVerdict, RiskLevel, VerdictStatus
@@ -702,7 +702,7 @@ def main() -> None:
     if args.distance_tolerance is not None:
         policy = dataclasses.replace(policy, distance_tolerance=args.distance_tolerance)
     minutes = args.minutes or (2.0 if args.quick else 10.0)
-    print(machine_line(run(args.cameras, minutes, args.seed, policy, args.window_ticks, not args.no_motion)))
+    finish(run(args.cameras, minutes, args.seed, policy, args.window_ticks, not args.no_motion))
 
 
 if __name__ == "__main__":

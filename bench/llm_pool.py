@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from bench.common import machine_line
+from bench.common import finish
 from infra.frame_store import FrameStore
 from stack.harness import bus_jpeg
 from stack.processes import ProcessGroup, celery_worker
@@ -49,7 +48,7 @@ from traffic.analysis import analyse_detections
 from traffic.frame_record import FrameRecord
 from traffic.imaging import crop_jpeg, decode_jpeg, image_size
 from traffic.models import Detection
-from traffic.settings import GroupingSettings
+from traffic.settings import GroupingSettings, KeyPoolSettings
 
 POOLS = ("threads", "eventlet")
 DEFAULT_POOL = "threads"
@@ -57,15 +56,11 @@ LATENCY_MS = 300.0
 JITTER_MS = 300.0
 """Simulated provider latency: uniform in [300, 600] ms."""
 DRAIN_TIMEOUT_S = 40.0
-SIM_LAUNCH = (
-    "import sys; sys.setswitchinterval(0.0005); from stack.provider_sim import main; sys.exit(main(sys.argv[1:]))"
-)
-"""The simulator with a short GIL switch interval: it stamps arrivals without waiting 5 ms for the GIL.
-
-The simulator stands in for a remote provider, whose arrival clock is not slowed by this host's
-other processes; on a shared 2-core machine its scheduling delays (measured up to 70 ms without this
-and a higher priority) would otherwise show up as requests that reached "the provider" late.
-"""
+DEFAULT_MARGIN_MS = KeyPoolSettings().window_margin_ms
+NETWORK_JITTER_MS = (1.0, 20.0)
+"""Transit from a worker to the provider: each request reaches the simulator's limit windows a uniform
+1-20 ms after it was sent, so requests granted in order can arrive out of it, as over a real network.
+The simulator runs at normal priority with Python's default GIL switch interval: nothing flatters it."""
 LOG_DIR: Path | None = None
 """Where worker logs are kept (``--logs``); None: a temporary folder."""
 
@@ -158,15 +153,15 @@ def simulator(scenario: Scenario, tmp: Path) -> Iterator[str]:
         "accounts": {a: {"rpm_limit": rpm} for a, rpm in scenario.accounts.items()},
         "latency_ms": LATENCY_MS,
         "jitter_ms": JITTER_MS,
+        "arrival_jitter_ms": list(NETWORK_JITTER_MS),
         "record_requests": 0,
     }
     path = tmp / "sim.json"
     path.write_text(json.dumps(config))
     proc = subprocess.Popen(
-        [sys.executable, "-c", SIM_LAUNCH, "--port", "0", "--config", str(path)],
+        [sys.executable, "-m", "stack.provider_sim", "--port", "0", "--config", str(path)],
         stdout=subprocess.PIPE,
         text=True,
-        preexec_fn=_provider_priority,
     )
     try:
         assert proc.stdout is not None
@@ -177,14 +172,6 @@ def simulator(scenario: Scenario, tmp: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def _provider_priority() -> None:
-    """Run the simulator ahead of the workers where allowed (root): a real provider is not on this host."""
-    try:
-        os.nice(-15)
-    except OSError:
-        pass
 
 
 def sim_stats(base_url: str) -> dict[str, Any]:
@@ -261,7 +248,14 @@ def wait_for_workers(app: Celery, names: list[str], timeout: float) -> None:
 
 
 def run_once(
-    scenario: Scenario, pool: str, *, workers: int, concurrency: int, warmup_s: float, measure_s: float
+    scenario: Scenario,
+    pool: str,
+    *,
+    workers: int,
+    concurrency: int,
+    warmup_s: float,
+    measure_s: float,
+    margin_ms: float = DEFAULT_MARGIN_MS,
 ) -> Result:
     """Queue a backlog, start the workers, measure the drain; everything is stopped afterwards."""
     with tempfile.TemporaryDirectory(prefix="bench-llm-pool-") as name:
@@ -274,6 +268,7 @@ def run_once(
                 "TRAFFIC_LLM_BASE_URL": base_url,
                 "TRAFFIC_API_KEYS_FILE": str(tmp / "api_keys.yaml"),
                 "TRAFFIC_LOG_LEVEL": "WARNING",
+                "TRAFFIC_KEY_WINDOW_MARGIN": str(margin_ms),
             }
             tasks = math.ceil(scenario.capacity * (warmup_s + measure_s + 4.0))
             frames = store_frames(client, math.ceil(tasks / 4), time.time() + 900)
@@ -352,12 +347,23 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3, help="llm worker processes")
     parser.add_argument("--concurrency", type=int, default=64, help="tasks in flight per worker process")
     parser.add_argument("--measure", type=float, help="measured seconds per run")
+    parser.add_argument(
+        "--margin-ms",
+        type=float,
+        default=DEFAULT_MARGIN_MS,
+        help="the pool's window margin (TRAFFIC_KEY_WINDOW_MARGIN)",
+    )
     args = parser.parse_args()
     measure = args.measure or (15.0 if args.quick else 60.0)
     compare = args.measure or (15.0 if args.quick else 20.0)
     warmup = 3.0
     all_scenarios = scenarios()
     print(f"{args.workers} llm workers x {args.concurrency}; provider latency {LATENCY_MS:.0f}+U(0,{JITTER_MS:.0f}) ms")
+    low, high = NETWORK_JITTER_MS
+    print(
+        f"applied: network jitter U({low:g},{high:g}) ms before the provider's limit windows; "
+        f"pool window margin {args.margin_ms:g} ms (+1/200 of each span); no priority or GIL changes"
+    )
     results: list[Result] = []
     for pool in (args.pool, *[p for p in POOLS if p != args.pool]):
         window = measure if (pool == args.pool and args.quick) else compare
@@ -368,6 +374,7 @@ def main() -> None:
             concurrency=args.concurrency,
             warmup_s=warmup,
             measure_s=window,
+            margin_ms=args.margin_ms,
         )
         print(result.line(), flush=True)
         results.append(result)
@@ -381,6 +388,7 @@ def main() -> None:
             concurrency=args.concurrency,
             warmup_s=warmup,
             measure_s=measure,
+            margin_ms=args.margin_ms,
         )
         print(result.line(), flush=True)
         chosen.append(result)
@@ -390,11 +398,13 @@ def main() -> None:
         "over_limit": sum(r.over_limit for r in chosen),
         "lost": sum(r.lost for r in chosen),
         "pool": args.pool,
+        "margin_ms": args.margin_ms,
+        "network_jitter_ms": f"{NETWORK_JITTER_MS[0]:g}-{NETWORK_JITTER_MS[1]:g}",
     }
     pairs |= {f"{r.scenario}_ratio": round(r.ratio, 3) for r in chosen}
     pairs |= {f"{pool}_keys10_ratio": round(ratio, 3) for pool, ratio in by_pool.items()}
     pairs |= {f"{r.pool}_keys10_over_limit": r.over_limit for r in results}
-    print(machine_line(pairs))
+    finish(pairs)
 
 
 if __name__ == "__main__":

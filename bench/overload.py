@@ -38,7 +38,7 @@ from typing import Any
 
 import redis
 
-from bench.common import DetectionResults, bare_detect_s, frame_set, machine_line, percentile, summary
+from bench.common import DetectionResults, bare_detect_s, finish, frame_set, percentile, summary
 from infra.camera_registry import CameraRegistry
 from infra.frame_store import FrameStore
 from stack.demo import make_demo_clip
@@ -211,7 +211,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="TRAFFIC_DEVICE for the bare loop and the worker")
     args = parser.parse_args()
     seconds = args.seconds or (30.0 if args.quick else 120.0)
-    print(machine_line(run(seconds, args.device, 10 if args.quick else 20)))
+    finish(run(seconds, args.device, 10 if args.quick else 20))
 
 
 if __name__ == "__main__":

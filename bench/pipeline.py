@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import DetectionResults, bare_detect_s, frame_set, machine_line, percentile, summary
+from bench.common import DetectionResults, bare_detect_s, finish, frame_set, percentile, summary
 from infra.frame_store import FrameStore
 from stack.harness import API_KEY, Stack, stack_env
 from stack.provider_sim import ProviderSimulator, SimConfig, SimKey
@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, help="number of measured frames")
     args = parser.parse_args()
     count = args.frames or (10 if args.quick else 60)
-    print(machine_line(run(count)))
+    finish(run(count))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from traffic.key_pool_rules import (
     NEVER,
     SECOND_US,
     TOKEN_PEAK_DECAY,
-    WINDOW_MARGIN_US,
     AccountState,
     Grant,
     KeyState,
@@ -86,7 +85,7 @@ class Released:
 class KeyPool:
     """The pool of the configured keys, shared through Redis by every worker of the cluster."""
 
-    def __init__(self, client: redis.Redis, settings: KeyPoolSettings, *, margin_us: int = WINDOW_MARGIN_US) -> None:
+    def __init__(self, client: redis.Redis, settings: KeyPoolSettings, *, margin_us: int | None = None) -> None:
         self.rules: PoolRules = rules_from_settings(settings, margin_us=margin_us)
         self._settings = settings
         self._specs = {k.key_id: k for k in settings.keys if k.enabled}

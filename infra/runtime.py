@@ -47,6 +47,10 @@ def secrets_of(settings: Settings) -> list[str]:
     found = [key.api_key for key in settings.keys.keys]
     if settings.server.auth_token:
         found.append(settings.server.auth_token)
+    if settings.server.flower_auth:
+        for pair in settings.server.flower_auth.split(","):
+            _, _, password = pair.partition(":")
+            found.extend(secret for secret in (pair.strip(), password.strip()) if secret)
     if settings.redis_url:
         password = urlsplit(settings.redis_url).password
         if password:

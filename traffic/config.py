@@ -380,6 +380,7 @@ _ROWS: tuple[_Row, ...] = (
     ),
     _row("keys.max_cooldown_s", _POSITIVE, "KEY_MAX_COOLDOWN", "max_cooldown", file="keys"),
     _row("keys.lease_ttl_s", _POSITIVE, "KEY_LEASE_TTL", "lease_ttl", file="keys"),
+    _row("keys.window_margin_ms", _NON_NEGATIVE, "KEY_WINDOW_MARGIN", "window_margin", file="keys"),
     _row("capture.frame_interval_s", _POSITIVE, "FRAME_INTERVAL", "capture.frame_interval"),
     _row("capture.jpeg_quality", _integer(1, 100), "JPEG_QUALITY", "capture.jpeg_quality"),
     _row("capture.frame_ttl_s", _POSITIVE, "FRAME_TTL", "capture.frame_ttl"),
@@ -410,6 +411,9 @@ _ROWS: tuple[_Row, ...] = (
     _row("server.cors_origins", _names, "CORS_ORIGINS", "server.cors_origins"),
     _row("server.client_file_sources", _boolean, "CLIENT_FILE_SOURCES", "server.client_file_sources"),
     _row("server.trusted_network", _boolean, "TRUSTED_NETWORK", "server.trusted_network"),
+    _row(
+        "server.flower_auth", _nonempty, "FLOWER_BASIC_AUTH", "", secret=True, bare=("FLOWER_BASIC_AUTH",)
+    ),
     _row("server.max_probes", _integer(1, 1000), "MAX_PROBES", "server.max_probes"),
     _row("server.max_probes_per_client", _integer(1, 1000), "MAX_PROBES_PER_CLIENT", "server.max_probes_per_client"),
     _row("metrics.port", _integer(0, 65535), "METRICS_PORT", "metrics.port"),

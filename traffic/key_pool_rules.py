@@ -173,8 +173,8 @@ class PoolRules:
         }
 
 
-def rules_from_settings(settings: KeyPoolSettings, *, margin_us: int = WINDOW_MARGIN_US) -> PoolRules:
-    """The rules of the enabled keys of ``settings``."""
+def rules_from_settings(settings: KeyPoolSettings, *, margin_us: int | None = None) -> PoolRules:
+    """The rules of the enabled keys of ``settings`` (``margin_us`` overrides ``settings.window_margin_ms``)."""
     if settings.strategy not in STRATEGIES:
         raise ValueError(f"unknown key strategy {settings.strategy!r}")
     keys = tuple(key_rule(k) for k in settings.keys if k.enabled)
@@ -188,7 +188,7 @@ def rules_from_settings(settings: KeyPoolSettings, *, margin_us: int = WINDOW_MA
         strategy=settings.strategy,
         keys=keys,
         accounts=accounts,
-        margin_us=margin_us,
+        margin_us=round(settings.window_margin_ms * 1000) if margin_us is None else margin_us,
         default_cooldown_us=round(settings.default_cooldown_s * SECOND_US),
         max_cooldown_us=round(settings.max_cooldown_s * SECOND_US),
         lease_ttl_us=round(settings.lease_ttl_s * SECOND_US),

@@ -120,6 +120,9 @@ class KeyPoolSettings:
     default_cooldown_s: float = 10.0
     max_cooldown_s: float = 120.0
     lease_ttl_s: float = 60.0
+    window_margin_ms: float = 20.0
+    """Each sliding window the pool keeps is this much (plus 1/200 of its span) longer than the provider's:
+    a safety margin for grant-to-arrival jitter, paid for in throughput (``bench/llm_pool.py`` measures it)."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,8 @@ class ServerSettings:
     cors_origins: tuple[str, ...] = ()
     client_file_sources: bool = False
     """Whether Socket.IO, ``/ws`` and REST clients may name local files as cameras (besides the capture rules)."""
+    flower_auth: str | None = field(default=None, repr=False)
+    """Flower's ``user:password[,user:password]`` (``FLOWER_BASIC_AUTH``): known here so logs mask the passwords."""
     trusted_network: bool = False
     """Serve without a token on a non-loopback address (only where every host that can reach it is trusted)."""
     max_probes: int = 4

@@ -67,6 +67,9 @@ class SimConfig:
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
     """Extra uniform random latency in [0, jitter_ms]."""
+    arrival_jitter_ms: tuple[float, float] = (0.0, 0.0)
+    """Network transit to a remote provider: each request is counted against the limits a uniform random
+    [low, high] ms after it reached the simulator (requests sent in order can arrive out of it)."""
     status_script: tuple[ScriptStep, ...] = ()
     """Replies for the next requests, in order, before any other check."""
     levels: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_LEVEL_WEIGHTS))
@@ -94,6 +97,9 @@ class SimConfig:
             raise ValueError("qps_window_s and rpm_window_s must be positive")
         if self.window_grace_ms < 0 or self.latency_ms < 0 or self.jitter_ms < 0 or self.hang_s < 0:
             raise ValueError("window_grace_ms, latency_ms, jitter_ms and hang_s must not be negative")
+        low, high = self.arrival_jitter_ms
+        if not 0 <= low <= high:
+            raise ValueError("arrival_jitter_ms must be [low, high] with 0 <= low <= high")
         unknown = [v for v in self.malformed_variants if v not in MALFORMED_VARIANTS]
         if unknown or not self.malformed_variants:
             raise ValueError(f"malformed_variants must be a non-empty subset of {MALFORMED_VARIANTS}")
@@ -137,6 +143,9 @@ def _convert_fields(data: Mapping[str, Any]) -> dict[str, Any]:
             out[name] = frozenset(str(k) for k in value)
         elif name in ("malformed_variants", "status_script"):
             out[name] = tuple(value)
+        elif name == "arrival_jitter_ms":
+            low, high = value
+            out[name] = (float(low), float(high))
         elif name == "levels":
             out[name] = {str(k): float(v) for k, v in dict(value).items()}
         elif name == "risk_types":

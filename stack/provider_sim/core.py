@@ -196,6 +196,11 @@ class SimulatorCore:
 
     def handle_chat(self, path: str, authorization: str | None, raw_body: bytes) -> Reply:
         """Decide the reply to one chat-completions request."""
+        low, high = self._config.arrival_jitter_ms
+        if high > 0:
+            with self._lock:
+                transit = self._rng.uniform(low, high)
+            time.sleep(transit / 1000.0)  # the request reaches "the provider" this much later
         arrival = time.monotonic()
         api_key = _bearer(authorization)
         try:

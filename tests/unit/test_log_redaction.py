@@ -73,3 +73,10 @@ def test_the_redis_password_counts_as_a_secret(settings: Settings) -> None:
 )
 def test_url_passwords(text: str, masked: str) -> None:
     assert redact(text) == masked
+
+
+def test_flower_passwords_count_as_secrets() -> None:
+    settings = Settings(server=ServerSettings(flower_auth="ops:fl0wer-pass-1,audit:fl0wer-pass-2"))
+    found = secrets_of(settings)
+    assert "fl0wer-pass-1" in found and "fl0wer-pass-2" in found
+    assert "fl0wer-pass-2" not in redact("login audit:fl0wer-pass-2 ok", found)
