@@ -49,8 +49,8 @@ def secrets_of(settings: Settings) -> list[str]:
         found.append(settings.server.auth_token)
     if settings.server.flower_auth:
         for pair in settings.server.flower_auth.split(","):
-            _, _, password = pair.partition(":")
-            found.extend(secret for secret in (pair.strip(), password.strip()) if secret)
+            _, _, flower_password = pair.partition(":")
+            found.extend(secret for secret in (pair.strip(), flower_password.strip()) if secret)
     if settings.redis_url:
         password = urlsplit(settings.redis_url).password
         if password:

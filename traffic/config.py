@@ -411,9 +411,7 @@ _ROWS: tuple[_Row, ...] = (
     _row("server.cors_origins", _names, "CORS_ORIGINS", "server.cors_origins"),
     _row("server.client_file_sources", _boolean, "CLIENT_FILE_SOURCES", "server.client_file_sources"),
     _row("server.trusted_network", _boolean, "TRUSTED_NETWORK", "server.trusted_network"),
-    _row(
-        "server.flower_auth", _nonempty, "FLOWER_BASIC_AUTH", "", secret=True, bare=("FLOWER_BASIC_AUTH",)
-    ),
+    _row("server.flower_auth", _nonempty, "FLOWER_BASIC_AUTH", "", secret=True, bare=("FLOWER_BASIC_AUTH",)),
     _row("server.max_probes", _integer(1, 1000), "MAX_PROBES", "server.max_probes"),
     _row("server.max_probes_per_client", _integer(1, 1000), "MAX_PROBES_PER_CLIENT", "server.max_probes_per_client"),
     _row("metrics.port", _integer(0, 65535), "METRICS_PORT", "metrics.port"),
