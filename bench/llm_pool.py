@@ -39,6 +39,7 @@ import redis
 from celery import Celery
 
 from bench.common import finish
+from infra import celery_names
 from infra.frame_store import FrameStore
 from stack.harness import bus_jpeg
 from stack.processes import ProcessGroup, celery_worker
@@ -278,14 +279,16 @@ def run_once(
             for frame_id, indices in frames:
                 for index in indices:
                     app.send_task(
-                        "workers.tasks.assess_group", args=["bench", frame_id, index, time.time() + 900], queue="llm"
+                        celery_names.ASSESS_GROUP,
+                        args=["bench", frame_id, index, time.time() + 900],
+                        queue=celery_names.LLM_QUEUE,
                     )
                     sent += 1
             group = ProcessGroup(LOG_DIR or tmp / "logs", env)
             names = [f"llm{i}" for i in range(1, workers + 1)]
             try:
                 for worker in names:
-                    group.start(celery_worker(worker, "llm", pool, concurrency))
+                    group.start(celery_worker(worker, celery_names.LLM_QUEUE, pool, concurrency))
                 wait_for_workers(app, names, 60)
                 rate = _measure(base_url, warmup_s, measure_s)
                 found = _drain(client, frames, sent)

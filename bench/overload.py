@@ -39,6 +39,7 @@ from typing import Any
 import redis
 
 from bench.common import DetectionResults, bare_detect_s, finish, frame_set, percentile, summary
+from infra import celery_names
 from infra.camera_registry import CameraRegistry
 from infra.frame_store import FrameStore
 from stack.demo import make_demo_clip
@@ -79,7 +80,7 @@ class QueueSampler:
     def _run(self) -> None:
         next_at = time.monotonic()
         while not self._stop.is_set():
-            self.samples.append((time.time(), int(self._client.llen("gpu"))))
+            self.samples.append((time.time(), int(self._client.llen(celery_names.GPU_QUEUE))))
             next_at += QUEUE_SAMPLE_S
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
