@@ -78,14 +78,8 @@ class FrameStore:
     def admit(self, frame: CapturedFrame, *, ttl_s: float, fps: float) -> None:
         """Store a captured frame: JPEG, preview, metadata, the camera's latest frame, in-flight slot, counters."""
         camera_id = frame.camera_id
-        meta: dict[FieldT, EncodableT] = {
-            "camera_id": camera_id,
-            "wire_id": json.dumps(frame.wire_id),
-            "captured_at": repr(frame.captured_at),
-            "deadline": repr(frame.deadline),
-            "width": frame.width,
-            "height": frame.height,
-        }
+        meta = _meta(camera_id, frame.wire_id, frame.captured_at, frame.deadline)
+        meta |= {"width": frame.width, "height": frame.height}
         inflight = redis_keys.camera_inflight(camera_id)
         pipe = self._r.pipeline(transaction=True)
         pipe.set(redis_keys.frame_image(frame.frame_id), frame.jpeg, px=int(ttl_s * 1000))
@@ -101,12 +95,7 @@ class FrameStore:
 
     def put(self, frame_id: str, camera_id: str, jpeg: bytes, *, captured_at: float, deadline: float) -> None:
         """Store a frame's JPEG and metadata only (no in-flight slot, latest frame or counters): test input."""
-        meta: dict[FieldT, EncodableT] = {
-            "camera_id": camera_id,
-            "wire_id": json.dumps(camera_id),
-            "captured_at": repr(captured_at),
-            "deadline": repr(deadline),
-        }
+        meta = _meta(camera_id, camera_id, captured_at, deadline)
         pipe = self._r.pipeline()
         pipe.set(redis_keys.frame_image(frame_id), jpeg, ex=120)
         pipe.hset(redis_keys.frame_meta(frame_id), mapping=meta)
@@ -266,6 +255,16 @@ class FrameStore:
     def count(self, camera_id: str, counter: str, amount: int = 1) -> None:
         """Bump one of the camera's counters."""
         self._r.hincrby(redis_keys.camera_stats(camera_id), counter, amount)
+
+
+def _meta(camera_id: str, wire_id: str | int, captured_at: float, deadline: float) -> dict[FieldT, EncodableT]:
+    """The frame metadata hash's fields (``FrameMeta`` reads them back)."""
+    return {
+        "camera_id": camera_id,
+        "wire_id": json.dumps(wire_id),
+        "captured_at": repr(captured_at),
+        "deadline": repr(deadline),
+    }
 
 
 def _ttl_ms(deadline: float) -> int:

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import redis
 
+from traffic.cameras import mask_url
 from traffic.errors import TrafficError
 
 log = logging.getLogger(__name__)
@@ -266,14 +267,9 @@ def resolve_redis(
         if version is not None:
             if version < MIN_VERSION:
                 raise RedisUnavailable(
-                    f"Redis at {_safe_url(url)} is {'.'.join(map(str, version))}; traffic needs >= 6.2"
+                    f"Redis at {mask_url(url)} is {'.'.join(map(str, version))}; traffic needs >= 6.2"
                 )
             return url, None
-        log.warning("Redis at %s does not answer; starting a local redis-server instead", _safe_url(url))
+        log.warning("Redis at %s does not answer; starting a local redis-server instead", mask_url(url))
     local = LocalRedis(directory, password=password).start()
     return local.url, local
-
-
-def _safe_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
+from flask import Flask
 
 from stack.redis_server import LocalRedis
 
@@ -35,3 +38,29 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+ServeApp = Callable[[Flask], str]
+
+
+@pytest.fixture
+def serve_app() -> Iterator[ServeApp]:
+    """Serve Flask apps on free loopback ports in threads (as ``python -m web`` does); ``host:port`` of each.
+
+    Every server is shut down after the test.
+    """
+    from werkzeug.serving import make_server
+
+    from web.__main__ import NoDelayRequestHandler
+
+    servers: list[Any] = []
+
+    def serve(app: Flask) -> str:
+        server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=NoDelayRequestHandler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"127.0.0.1:{server.server_port}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()

@@ -12,6 +12,7 @@ Pure: the resolver is passed in (``infra.camera_sources.resolve_host`` in the pr
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -72,6 +73,12 @@ def policy_of(capture: CaptureSettings) -> UrlPolicy:
     return UrlPolicy(capture.allowed_hosts, capture.allow_file_sources, capture.media_dir)
 
 
+@functools.lru_cache(maxsize=64)
+def _parsed(entries: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[IPNetwork, ...]]:
+    """``parse_allowed_hosts`` of a configured allowlist, parsed once (it is checked at every connect)."""
+    return parse_allowed_hosts(entries)
+
+
 def parse_allowed_hosts(entries: Sequence[str]) -> tuple[tuple[str, ...], tuple[IPNetwork, ...]]:
     """(host names, networks) of an allowlist; raises ``ValueError`` for an entry that is neither."""
     names: list[str] = []
@@ -124,7 +131,7 @@ def check_network_url(url: str, policy: UrlPolicy, resolve: Resolver) -> None:
     host = (parts.hostname or "").rstrip(".")
     if not host:
         raise CameraError("invalid_url", "camera URL has no host")
-    names, networks = parse_allowed_hosts(policy.allowed_hosts)
+    names, networks = _parsed(tuple(policy.allowed_hosts))
     if host in names:
         return
     for address in addresses_of(host, resolve):

@@ -69,9 +69,9 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def exposure_error(bind_hosts: list[str], settings: Settings) -> str | None:
+def exposure_error(bind_hosts: list[str], config: Settings) -> str | None:
     """Why the server must not start on these addresses (non-loopback, no token, not trusted); None if it may."""
-    server = settings.server
+    server = config.server
     exposed = [host for host in bind_hosts if not is_loopback_host(host)]
     if not exposed or server.auth_token or server.trusted_network:
         return None

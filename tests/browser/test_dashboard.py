@@ -16,6 +16,7 @@ import pytest
 from stack.demo import make_demo_clip
 from stack.harness import API_KEY, Stack, running_stack
 from stack.provider_sim import ProviderSimulator, SimConfig, SimKey
+from tests.conftest import ServeApp
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -165,21 +166,12 @@ TOKEN = "wall-token-0123456789"
 
 
 @pytest.fixture
-def protected_url(redis_url: str) -> Iterator[str]:
+def protected_url(redis_url: str, serve_app: ServeApp) -> str:
     """A web server (no pipeline behind it) that requires ``TOKEN``."""
-    import threading
-
-    from werkzeug.serving import make_server
-
     from traffic.config import load_settings
     from web import create_app
-    from web.__main__ import NoDelayRequestHandler
 
-    app = create_app(load_settings({"REDIS_URL": redis_url, "TRAFFIC_AUTH_TOKEN": TOKEN}))
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=NoDelayRequestHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    return "http://" + serve_app(create_app(load_settings({"REDIS_URL": redis_url, "TRAFFIC_AUTH_TOKEN": TOKEN})))
 
 
 def test_signing_in_keeps_the_token_out_of_every_url(browser: Any, protected_url: str) -> None:

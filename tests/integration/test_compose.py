@@ -33,8 +33,8 @@ TOKEN_ENV = {"TRAFFIC_AUTH_TOKEN": "compose-test-token", "REDIS_PASSWORD": "comp
 """The secrets compose requires (the web server is published; Redis has a password): given for ``config``."""
 
 
-def _compose_config(files: tuple[str, ...], tmp: Path, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
-    """``docker-compose -f … config`` of ``files``, parsed; fails (not skips) without docker-compose."""
+def _run_config(files: tuple[str, ...], tmp: Path, extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``docker-compose -f … config`` of ``files`` with only ``extra_env`` set; fails (not skips) without it."""
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.fail("docker-compose is not installed: apt-get install docker-compose (scripts/bootstrap.sh --dev does)")
@@ -43,8 +43,13 @@ def _compose_config(files: tuple[str, ...], tmp: Path, extra_env: dict[str, str]
     args = [binary, "--env-file", str(env_file)]
     for name in files:
         args += ["-f", str(ROOT / name)]
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp), "LANG": "C.UTF-8", **(extra_env or {})}
-    proc = subprocess.run([*args, "config"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp), "LANG": "C.UTF-8", **extra_env}
+    return subprocess.run([*args, "config"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _compose_config(files: tuple[str, ...], tmp: Path, extra_env: dict[str, str]) -> dict[str, Any]:
+    """``docker-compose -f … config`` of ``files``, parsed."""
+    proc = _run_config(files, tmp, extra_env)
     assert proc.returncode == 0, f"docker-compose {' '.join(files)} config failed:\n{proc.stderr}"
     config = yaml.safe_load(proc.stdout)
     assert isinstance(config, dict) and isinstance(config.get("services"), dict), proc.stdout
@@ -246,14 +251,7 @@ def test_published_ports_are_on_loopback_by_default(which: str, request: pytest.
 @pytest.mark.parametrize("missing", sorted(TOKEN_ENV))
 @pytest.mark.parametrize("files", [BASE, CPU])
 def test_compose_refuses_to_run_without_a_required_secret(files: tuple[str, ...], missing: str, tmp_path: Path) -> None:
-    binary = shutil.which("docker-compose")
-    assert binary is not None
-    env_file = tmp_path / "empty.env"
-    env_file.write_text("")
-    args = [binary, "--env-file", str(env_file), *(arg for name in files for arg in ("-f", str(ROOT / name)))]
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
-    env |= {name: value for name, value in TOKEN_ENV.items() if name != missing}
-    proc = subprocess.run([*args, "config"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = _run_config(files, tmp_path, {name: value for name, value in TOKEN_ENV.items() if name != missing})
     assert proc.returncode != 0 and f"set {missing}" in proc.stderr
 
 

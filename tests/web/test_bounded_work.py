@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 import redis
 import socketio as socketio_client
-from werkzeug.serving import make_server
 
 from infra.camera_registry import CameraLimitReached, CameraRegistry
 from tests import offline_dns
+from tests.conftest import ServeApp
 from traffic.cameras import Camera
 from traffic.config import load_settings
 from web import create_app, socketio
-from web.__main__ import NoDelayRequestHandler
 from web.realtime.probe_limits import ProbeLimiter, ProbesBusy
 from web.realtime.protocol import MAX_MESSAGE_BYTES, Context, EventError, handle
 
@@ -132,13 +131,11 @@ def test_the_probe_limiter_counts_per_client_and_in_total() -> None:
         pass
 
 
-def test_socketio_refuses_messages_over_the_limit(redis_url: str) -> None:
-    app = create_app(load_settings({"REDIS_URL": redis_url}), resolver=offline_dns.resolve)
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=NoDelayRequestHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def test_socketio_refuses_messages_over_the_limit(redis_url: str, serve_app: ServeApp) -> None:
+    host = serve_app(create_app(load_settings({"REDIS_URL": redis_url}), resolver=offline_dns.resolve))
     client = socketio_client.Client(reconnection=False)
     try:
-        client.connect(f"http://127.0.0.1:{server.server_port}", transports=["websocket"], wait_timeout=10)
+        client.connect(f"http://{host}", transports=["websocket"], wait_timeout=10)
         assert client.call("ping", {"pad": "x" * (MAX_MESSAGE_BYTES // 2)}, timeout=5)
         client.emit("ping", {"pad": "x" * (MAX_MESSAGE_BYTES + 1024)})
         deadline = time.monotonic() + 5
@@ -147,4 +144,3 @@ def test_socketio_refuses_messages_over_the_limit(redis_url: str) -> None:
         assert not client.connected, "an oversized message closes the connection"
     finally:
         client.disconnect()
-        server.shutdown()

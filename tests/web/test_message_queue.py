@@ -14,14 +14,13 @@ import pytest
 import redis
 import socketio
 import websocket
-from werkzeug.serving import make_server
 
 from infra.emitter import Emitter
 from stack.redis_server import LocalRedis
+from tests.conftest import ServeApp
 from traffic import redis_keys
 from traffic.config import load_settings
 from web import create_app
-from web.__main__ import NoDelayRequestHandler
 from web.realtime.websocket_binding import RoomRelay
 
 pytestmark = pytest.mark.integration
@@ -49,12 +48,8 @@ def own_redis(tmp_path: Path) -> Iterator[LocalRedis]:
 
 
 @pytest.fixture
-def web_host(own_redis: LocalRedis) -> Iterator[str]:
-    app = create_app(load_settings({"REDIS_URL": own_redis.url}))
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=NoDelayRequestHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_port}"
-    server.shutdown()
+def web_host(own_redis: LocalRedis, serve_app: ServeApp) -> str:
+    return serve_app(create_app(load_settings({"REDIS_URL": own_redis.url})))
 
 
 def _first_arrival(emitter: Emitter, received: Callable[[], bool], timeout: float) -> float:

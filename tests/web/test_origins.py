@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import requests
 import websocket
-from werkzeug.serving import make_server
 
+from tests.conftest import ServeApp
 from traffic.config import load_settings
 from web import create_app
-from web.__main__ import NoDelayRequestHandler
 from web.auth import origin_allowed
 
 pytestmark = pytest.mark.integration
@@ -24,19 +22,11 @@ Serve = Callable[..., str]
 
 
 @pytest.fixture
-def serve(redis_url: str) -> Iterator[Serve]:
-    servers = []
-
+def serve(redis_url: str, serve_app: ServeApp) -> Serve:
     def start(**env: str) -> str:
-        app = create_app(load_settings({"REDIS_URL": redis_url, **env}))
-        server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=NoDelayRequestHandler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"127.0.0.1:{server.server_port}"
+        return serve_app(create_app(load_settings({"REDIS_URL": redis_url, **env})))
 
-    yield start
-    for server in servers:
-        server.shutdown()
+    return start
 
 
 def _handshake(host: str, origin: str | None) -> int:

@@ -5,20 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import websocket
 from flask import Flask
-from werkzeug.serving import make_server
 
 from stack.redis_server import free_port
 from tests import offline_dns
+from tests.conftest import ServeApp
 from traffic.config import load_settings
 from web import create_app, socketio
-from web.__main__ import NoDelayRequestHandler
 from web.auth import SESSION_COOKIE, exposure_error, is_loopback_host, session_value
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,18 +64,13 @@ def test_without_a_token_configured_the_session_says_so(redis_url: str) -> None:
 
 
 @pytest.mark.integration
-def test_ws_accepts_the_session_cookie(app: Flask) -> None:
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=NoDelayRequestHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"ws://127.0.0.1:{server.server_port}/ws"
-    try:
-        with pytest.raises(websocket.WebSocketBadStatusException):
-            websocket.create_connection(url, timeout=5)
-        ws = websocket.create_connection(url, timeout=5, cookie=f"{SESSION_COOKIE}={session_value(TOKEN)}")
-        assert '"connection_ack"' in ws.recv()
-        ws.close()
-    finally:
-        server.shutdown()
+def test_ws_accepts_the_session_cookie(app: Flask, serve_app: ServeApp) -> None:
+    url = f"ws://{serve_app(app)}/ws"
+    with pytest.raises(websocket.WebSocketBadStatusException):
+        websocket.create_connection(url, timeout=5)
+    ws = websocket.create_connection(url, timeout=5, cookie=f"{SESSION_COOKIE}={session_value(TOKEN)}")
+    assert '"connection_ack"' in ws.recv()
+    ws.close()
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ def _context() -> Context:
 def on_connect(auth: Any = None) -> bool:
     """Acknowledge a connection; refuse it when a token is configured and not given."""
     expected = _context().settings.server.auth_token
-    if not authorised(request, expected, auth if auth is not None else {}):
+    if not authorised(request, expected, auth):
         log.info("Socket.IO connection refused: missing or wrong token")
         return False
     emit("connection_ack", {"message": "WS connected (pipeline ready)", "serverTime": time.time()})
