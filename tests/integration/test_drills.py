@@ -134,6 +134,8 @@ OUTAGE_S = 2.5
 RECONNECT_BOUND_S = 10.0
 """Every process works again this long after Redis is back (the drill's requirement)."""
 FLOW_S = 10.0
+REDELIVERY_S = 30.0
+"""Visibility timeout of the drill (10 s), the restore scan, and a loaded machine's delays."""
 """Frames flow this long before, between and after the outages."""
 RESTART_CAMERA = "restart-cam"
 PROBE_ROOM_CAMERA = "drill-probe"
@@ -338,15 +340,23 @@ def test_redis_restarted_under_load_every_process_reconnects_and_no_frame_is_str
         # it) and no detector task is queued or running.
         last_deadline = time.time() + RESTART_DEADLINE_S
         drained_by = max(max(marks.snapshot().values()), last_deadline) + SWEEP_SLACK_S + 2 * RECONNECT_BOUND_S
-        wait_until(
-            lambda: (
-                time.time() > last_deadline
-                and detector_idle(stack.redis)
-                and stack.redis.zcard(redis_keys.FRAMES_PENDING) == 0
-            ),
-            max(drained_by - time.time(), 5.0),
-            "no frame left pending, and none able to enter assessment",
-        )
+        # The bound also allows for a detector message whose acknowledgement was lost with the restart: Redis
+        # hands it out again after the visibility timeout, and the detector then drops it as expired. A busy
+        # machine (CI beside another test run) needs that long; the state is reported if it never drains.
+        drain_state: dict[str, object] = {}
+
+        def drained() -> bool:
+            drain_state.update(
+                deadline_passed=time.time() > last_deadline,
+                detector_idle=detector_idle(stack.redis),
+                pending=stack.redis.zcard(redis_keys.FRAMES_PENDING),
+            )
+            return bool(drain_state["deadline_passed"] and drain_state["detector_idle"] and not drain_state["pending"])
+
+        try:
+            wait_until(drained, max(drained_by - time.time(), 5.0) + REDELIVERY_S, "the drain")
+        except pytest.fail.Exception:
+            pytest.fail(f"no frame left pending, and none able to enter assessment: last seen {drain_state}")
         time.sleep(1.0)
         stamps.harvest()
         pending_events, finals = socket_results(client)
