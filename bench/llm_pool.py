@@ -365,7 +365,8 @@ def main() -> None:
     low, high = NETWORK_JITTER_MS
     print(
         f"applied: network jitter U({low:g},{high:g}) ms before the provider's limit windows; "
-        f"pool window margin {args.margin_ms:g} ms (+1/200 of each span); no priority or GIL changes"
+        f"pool window margin {args.margin_ms:g} ms (+1/200 of each span); windows count calls from their "
+        "send stamp; no priority or GIL changes"
     )
     results: list[Result] = []
     for pool in (args.pool, *[p for p in POOLS if p != args.pool]):

@@ -5,6 +5,10 @@ following the rules of ``traffic.key_pool_rules``. A grant is a lease with a TTL
 leaks a slot. Redis holds key ids, times and counters only; the secrets stay in this process, which
 maps a granted key id back to its ``KeySpec``.
 
+Send stamps: the holder of a lease calls ``sent`` once its request is written (``VisionClient``
+does it from inside the HTTP connection); the windows count the call from then (see
+``traffic.key_pool_rules``). A holder that never calls it is still safe: its release stamps it.
+
 Waiting: a caller that finds no key free waits *without holding anything*, bounded by its deadline,
 behind a process-local gate so that only one task per process polls Redis (at the moment the script
 said a key frees up) while the others queue locally.
@@ -23,10 +27,11 @@ from typing import Any
 
 import redis
 
-from infra.key_pool_lua import ACQUIRE, RELEASE, VERIFIED
+from infra.key_pool_lua import ACQUIRE, RELEASE, SENT, VERIFIED
 from traffic import redis_keys
 from traffic.key_pool_rules import (
     MAX_STRIKES,
+    MINUTE_US,
     NEVER,
     SECOND_US,
     TOKEN_PEAK_DECAY,
@@ -82,6 +87,14 @@ class Released:
     cooldown_s: float
 
 
+@dataclass(frozen=True)
+class Stamped:
+    """What ``KeyPool.sent`` did: the Redis time, and whether the lease was stamped by it."""
+
+    at_us: int
+    stamped: bool
+
+
 class KeyPool:
     """The pool of the configured keys, shared through Redis by every worker of the cluster."""
 
@@ -92,6 +105,7 @@ class KeyPool:
         self._client = client
         self._acquire = client.register_script(ACQUIRE)
         self._release = client.register_script(RELEASE)
+        self._sent = client.register_script(SENT)
         self._verified = client.register_script(VERIFIED)
         self._rules_json = json.dumps(self.rules.to_json())
         self._acquire_keys = [redis_keys.KEY_POOL_LAST]
@@ -101,12 +115,14 @@ class KeyPool:
                 redis_keys.key_pool_window(rule.key_id, "second"),
                 redis_keys.key_pool_window(rule.key_id, "minute"),
                 redis_keys.key_pool_leases(rule.key_id),
+                redis_keys.key_pool_unsent(rule.key_id),
             ]
         for acct in self.rules.accounts:
             self._acquire_keys += [
                 redis_keys.key_pool_account(acct.account_id),
                 redis_keys.key_pool_account_window(acct.account_id),
                 redis_keys.key_pool_account_tokens(acct.account_id),
+                redis_keys.key_pool_account_unsent(acct.account_id),
             ]
         self._gate = threading.Lock()
 
@@ -153,6 +169,37 @@ class KeyPool:
         finally:
             self._gate.release()
 
+    def sent(self, lease: Lease) -> Stamped:
+        """Stamp ``lease``'s request as sent now (nothing to stamp when already stamped, released or expired)."""
+        rule = self.rules.key(lease.key_id)
+        second = bool(rule and rule.second)
+        span = rule.second.span_us if rule and rule.second else 0
+        reply = self._sent(
+            keys=self._stamp_keys(lease.key_id),
+            args=[lease.lease_id, "1" if second else "0", self._keep_ms(span), self._keep_ms(MINUTE_US)],
+        )
+        return Stamped(int(reply[0]), bool(int(reply[1])))
+
+    def _stamp_keys(self, key_id: str) -> list[str]:
+        """The unsent set and windows of a key (and of its account) that a send stamp touches."""
+        names = [
+            redis_keys.key_pool_unsent(key_id),
+            redis_keys.key_pool_window(key_id, "second"),
+            redis_keys.key_pool_window(key_id, "minute"),
+        ]
+        rule = self.rules.key(key_id)
+        acct = self.rules.account(rule.account) if rule else None
+        if acct is not None:
+            names += [
+                redis_keys.key_pool_account_unsent(acct.account_id),
+                redis_keys.key_pool_account_window(acct.account_id),
+            ]
+        return names
+
+    def _keep_ms(self, span_us: int) -> int:
+        """How long (ms) Redis keeps a window of ``span_us`` after its last stamp."""
+        return -(-self.rules.reach(span_us) // 1000) + 1000
+
     def release(
         self,
         lease: Lease,
@@ -166,9 +213,15 @@ class KeyPool:
         """End ``lease`` with the call's outcome (``error``: a short code, never a provider message)."""
         rule = self.rules.key(lease.key_id)
         acct = self.rules.account(rule.account) if rule else None
-        names = [redis_keys.key_pool_key(lease.key_id), redis_keys.key_pool_leases(lease.key_id)]
+        stamp = self._stamp_keys(lease.key_id)
+        names = [redis_keys.key_pool_key(lease.key_id), redis_keys.key_pool_leases(lease.key_id), *stamp[:3]]
         if acct is not None:
-            names += [redis_keys.key_pool_account(acct.account_id), redis_keys.key_pool_account_tokens(acct.account_id)]
+            names += [
+                redis_keys.key_pool_account(acct.account_id),
+                redis_keys.key_pool_account_tokens(acct.account_id),
+                *stamp[3:],
+            ]
+        second = rule.second if rule else None
         args = {
             "lease": lease.lease_id,
             "outcome": outcome.value,
@@ -182,6 +235,9 @@ class KeyPool:
             "max": self.rules.max_cooldown_us,
             "max_strikes": MAX_STRIKES,
             "decay": TOKEN_PEAK_DECAY,
+            "second": second is not None,
+            "keep_second": self._keep_ms(second.span_us if second else 0),
+            "keep_minute": self._keep_ms(MINUTE_US),
         }
         now, cool = self._release(keys=names, args=[json.dumps(args)])
         seconds = int(cool) / SECOND_US
@@ -260,29 +316,32 @@ def read_state(client: redis.Redis, rules: PoolRules) -> PoolState:
         ):
             pipe.zrange(name, 0, -1, withscores=True)
         pipe.zrange(redis_keys.key_pool_leases(rule.key_id), 0, -1, withscores=True)
+        pipe.zrange(redis_keys.key_pool_unsent(rule.key_id), 0, -1, withscores=True)
     for acct in rules.accounts:
         pipe.hgetall(redis_keys.key_pool_account(acct.account_id))
         pipe.zrange(redis_keys.key_pool_account_window(acct.account_id), 0, -1, withscores=True)
         pipe.zrange(redis_keys.key_pool_account_tokens(acct.account_id), 0, -1, withscores=True)
+        pipe.zrange(redis_keys.key_pool_account_unsent(acct.account_id), 0, -1, withscores=True)
     pipe.get(redis_keys.KEY_POOL_LAST)
     replies: Iterator[Any] = iter(pipe.execute())
     state = PoolState()
     for rule in rules.keys:
-        state.keys[rule.key_id] = _key_state(next(replies), next(replies), next(replies), next(replies))
+        state.keys[rule.key_id] = _key_state(*(next(replies) for _ in range(5)))
     for acct in rules.accounts:
-        state.accounts[acct.account_id] = _account_state(next(replies), next(replies), next(replies))
+        state.accounts[acct.account_id] = _account_state(*(next(replies) for _ in range(4)))
     last = next(replies)
     state.last_granted = _text(last) if last is not None else ""
     return state
 
 
-def _key_state(raw: dict[Any, Any], second: Any, minute: Any, leases: Any) -> KeyState:
+def _key_state(raw: dict[Any, Any], second: Any, minute: Any, leases: Any, unsent: Any) -> KeyState:
     """A key's state from its hash, windows and lease set."""
     f = {_text(k): _text(v) for k, v in raw.items()}
     return KeyState(
         second=_times(second),
         minute=_times(minute),
         leases={_text(m): int(score) for m, score in leases},
+        unsent={_text(m): int(score) for m, score in unsent},
         tat_second=_int(f, "tat_s"),
         tat_minute=_int(f, "tat_m"),
         last_grant=_int(f, "last"),
@@ -302,7 +361,7 @@ def _key_state(raw: dict[Any, Any], second: Any, minute: Any, leases: Any) -> Ke
     )
 
 
-def _account_state(raw: dict[Any, Any], minute: Any, tokens: Any) -> AccountState:
+def _account_state(raw: dict[Any, Any], minute: Any, tokens: Any, unsent: Any) -> AccountState:
     """An account's state from its hash and windows."""
     f = {_text(k): _text(v) for k, v in raw.items()}
     entries = []
@@ -311,6 +370,7 @@ def _account_state(raw: dict[Any, Any], minute: Any, tokens: Any) -> AccountStat
         entries.append((int(score), lease, int(count)))
     return AccountState(
         minute=_times(minute),
+        unsent={_text(m): int(score) for m, score in unsent},
         tokens=entries,
         token_total=_int(f, "tok_total"),
         token_peak=_int(f, "tok_peak"),
@@ -325,4 +385,4 @@ def _account_state(raw: dict[Any, Any], minute: Any, tokens: Any) -> AccountStat
     )
 
 
-__all__ = ["KeyPool", "Lease", "NoKey", "Outcome", "Released", "pool_status", "read_state"]
+__all__ = ["KeyPool", "Lease", "NoKey", "Outcome", "Released", "Stamped", "pool_status", "read_state"]

@@ -8,12 +8,18 @@ Admission: key *k* of account *a* is granted at ``now`` only when
 - *k* is not disabled (by an operator, or after 401/403/InvalidApiKey/Arrearage) and not cooling;
 - fewer than ``max_concurrency`` unexpired leases are out on *k*;
 - each rate limit of *k* (per second, per minute) and of *a* (requests per minute) has room in its
-  sliding window, widened by a margin (a request reaches the provider a little after its grant, and
-  not always equally late: the margin keeps it inside the provider's own window), and the
-  limit's smoothing schedule allows it;
+  sliding window, widened by a margin for the network (a request reaches the provider 1-20 ms
+  after it leaves, not always equally late), and the limit's smoothing schedule allows it;
 - *a*'s tokens granted in the last minute (+ margin) plus this call's estimate fit ``tpm_limit``.
   A grant reserves the caller's estimate, else the account's recent peak tokens per call (decaying
   by 1/64 per call); the release replaces it with the usage the provider reported.
+
+Send stamps: a window counts a call from the moment its request was *sent*, not from its grant.
+The holder of a lease reports ``sent`` once the request is written to the socket; until then the
+lease counts in every window as if sent *now* (it may go out any moment), so no delay between grant
+and send — a slow TLS handshake, a descheduled thread — can put two calls closer than a window.
+A release also stamps an unsent lease (the call, if any, went out before it), and a lease that
+expires unsent counts as sent at its expiry.
 
 Smoothing (low burst): a limit of C per S also spaces grants on a GCRA schedule of interval S/C with
 tolerance S/2C, so at most two grants come in the time of one interval, never a burst of C.
@@ -29,6 +35,7 @@ success forgives one 429.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import math
 from dataclasses import dataclass, field
@@ -215,11 +222,13 @@ class KeyState:
     """Everything the pool remembers about one key (Redis: a hash, two windows, a lease set)."""
 
     second: list[int] = field(default_factory=list)
-    """Grant times in the per-second window, oldest first."""
+    """Send times in the per-second window, oldest first."""
     minute: list[int] = field(default_factory=list)
-    """Grant times in the last minute (+ margin), kept with or without a per-minute limit."""
+    """Send times in the last minute (+ margin), kept with or without a per-minute limit."""
     leases: dict[str, int] = field(default_factory=dict)
     """Lease id → expiry."""
+    unsent: dict[str, int] = field(default_factory=dict)
+    """Lease id → expiry of the leases whose request is not sent yet (they count as sent now)."""
     tat_second: int = 0
     tat_minute: int = 0
     last_grant: int = 0
@@ -245,6 +254,9 @@ class AccountState:
     """Everything the pool remembers about one account."""
 
     minute: list[int] = field(default_factory=list)
+    """Send times of the account's calls in the last minute (+ margin), oldest first."""
+    unsent: dict[str, int] = field(default_factory=dict)
+    """Lease id → expiry of the account's leases whose request is not sent yet."""
     tokens: list[tuple[int, str, int]] = field(default_factory=list)
     """(grant time, lease id, tokens) in the token window, oldest first."""
     token_total: int = 0
@@ -300,15 +312,23 @@ class Denial:
 
 
 def prune(rules: PoolRules, state: PoolState, now: int) -> None:
-    """Forget expired leases and grants that left every window."""
+    """Forget expired leases and calls that left every window (a lease that expired unsent: sent at expiry)."""
     for rule in rules.keys:
         ks = state.key(rule.key_id)
         ks.leases = {lease: exp for lease, exp in ks.leases.items() if exp > now}
+        for lease, expiry in sorted(ks.unsent.items(), key=lambda item: item[1]):
+            if expiry <= now:
+                del ks.unsent[lease]
+                _stamp_key(ks, rule, expiry)
         if rule.second:
             ks.second = [t for t in ks.second if t > now - rules.reach(rule.second.span_us)]
         ks.minute = [t for t in ks.minute if t > now - rules.reach(MINUTE_US)]
     for acct in rules.accounts:
         st = state.account(acct.account_id)
+        for lease, expiry in sorted(st.unsent.items(), key=lambda item: item[1]):
+            if expiry <= now:
+                del st.unsent[lease]
+                bisect.insort(st.minute, expiry)
         cutoff = now - rules.reach(MINUTE_US)
         st.minute = [t for t in st.minute if t > cutoff]
         if acct.tpm:
@@ -318,12 +338,17 @@ def prune(rules: PoolRules, state: PoolState, now: int) -> None:
                 st.token_total = 0
 
 
-def _window_wait(times: list[int], rate: Rate, now: int, reach: int) -> int:
-    """Microseconds until the window (already pruned) has room for one more grant; 0 if it has."""
-    count = len(times)
+def _window_wait(times: list[int], unsent: int, rate: Rate, now: int, reach: int) -> int:
+    """Microseconds until the window (already pruned) has room for one more grant; 0 if it has.
+
+    The ``unsent`` calls count as sent now, after every stamped one: when one of them is the call
+    that must leave the window, it leaves no sooner than ``reach`` from now.
+    """
+    count = len(times) + unsent
     if count < rate.count:
         return 0
-    return times[count - rate.count] + reach - now
+    oldest = count - rate.count
+    return times[oldest] + reach - now if oldest < len(times) else reach
 
 
 def _schedule_wait(tat: int, rate: Rate, now: int) -> int:
@@ -331,9 +356,9 @@ def _schedule_wait(tat: int, rate: Rate, now: int) -> int:
     return max(0, tat - rate.tolerance_us - now)
 
 
-def _rate_waits(rules: PoolRules, times: list[int], tat: int, rate: Rate, now: int) -> list[int]:
+def _rate_waits(rules: PoolRules, times: list[int], unsent: int, tat: int, rate: Rate, now: int) -> list[int]:
     """The waits of one rate limit: its sliding window and its smoothing schedule."""
-    return [_window_wait(times, rate, now, rules.reach(rate.span_us)), _schedule_wait(tat, rate, now)]
+    return [_window_wait(times, unsent, rate, now, rules.reach(rate.span_us)), _schedule_wait(tat, rate, now)]
 
 
 def _token_wait(st: AccountState, tpm: int, need: int, now: int, reach: int) -> int:
@@ -358,14 +383,14 @@ def key_wait(rules: PoolRules, state: PoolState, rule: KeyRule, now: int, tokens
     if rule.max_concurrency and len(ks.leases) >= rule.max_concurrency:
         waits.append(min(min(ks.leases.values()) - now, CONCURRENCY_POLL_US))
     if rule.second:
-        waits += _rate_waits(rules, ks.second, ks.tat_second, rule.second, now)
+        waits += _rate_waits(rules, ks.second, len(ks.unsent), ks.tat_second, rule.second, now)
     if rule.minute:
-        waits += _rate_waits(rules, ks.minute, ks.tat_minute, rule.minute, now)
+        waits += _rate_waits(rules, ks.minute, len(ks.unsent), ks.tat_minute, rule.minute, now)
     acct = rules.account(rule.account)
     if acct is not None:
         st = state.account(acct.account_id)
         if acct.minute:
-            waits += _rate_waits(rules, st.minute, st.tat_minute, acct.minute, now)
+            waits += _rate_waits(rules, st.minute, len(st.unsent), st.tat_minute, acct.minute, now)
         if acct.tpm:
             waits.append(_token_wait(st, acct.tpm, tokens, now, rules.reach(MINUTE_US)))
     return max(waits)
@@ -423,12 +448,11 @@ def acquire(
 
 
 def _grant(rules: PoolRules, state: PoolState, rule: KeyRule, now: int, lease_id: str, need: int, ttl: int) -> Grant:
-    """Record a grant in the key's and the account's state."""
+    """Record a grant in the key's and the account's state (its windows count it once sent)."""
     ks = state.key(rule.key_id)
     if rule.second:
-        ks.second.append(now)
         ks.tat_second = max(ks.tat_second, now) + rule.second.interval_us
-    ks.minute.append(now)
+    ks.unsent[lease_id] = now + ttl
     if rule.minute:
         ks.tat_minute = max(ks.tat_minute, now) + rule.minute.interval_us
     ks.leases[lease_id] = now + ttl
@@ -439,7 +463,7 @@ def _grant(rules: PoolRules, state: PoolState, rule: KeyRule, now: int, lease_id
     if acct is not None:
         st = state.account(acct.account_id)
         st.grants += 1
-        st.minute.append(now)
+        st.unsent[lease_id] = now + ttl
         if acct.minute:
             st.tat_minute = max(st.tat_minute, now) + acct.minute.interval_us
         if acct.tpm:
@@ -448,6 +472,33 @@ def _grant(rules: PoolRules, state: PoolState, rule: KeyRule, now: int, lease_id
             st.token_total += need
     state.last_granted = rule.key_id
     return Grant(rule.key_id, lease_id, now, now + ttl, reserved)
+
+
+# --------------------------------------------------------------------------- send stamps
+
+
+def sent(rules: PoolRules, state: PoolState, now: int, grant: Grant) -> bool:
+    """The request of ``grant`` went out by ``now``: its windows count it from ``now``.
+
+    Returns False when there was nothing to stamp (already stamped, released or expired).
+    """
+    ks = state.key(grant.key_id)
+    if ks.unsent.pop(grant.lease_id, None) is None:
+        return False
+    rule = rules.key(grant.key_id)
+    if rule is not None:
+        _stamp_key(ks, rule, now)
+        acct = rules.account(rule.account)
+        if acct is not None and state.account(acct.account_id).unsent.pop(grant.lease_id, None) is not None:
+            bisect.insort(state.account(acct.account_id).minute, now)
+    return True
+
+
+def _stamp_key(ks: KeyState, rule: KeyRule, at: int) -> None:
+    """Count one call sent at ``at`` in the key's windows."""
+    if rule.second:
+        bisect.insort(ks.second, at)
+    bisect.insort(ks.minute, at)
 
 
 # --------------------------------------------------------------------------- outcomes
@@ -472,7 +523,11 @@ def release(
     retry_after_us: int | None = None,
     error: str = "",
 ) -> int:
-    """End a lease with ``outcome``; returns the cooldown started (µs), 0 if none."""
+    """End a lease with ``outcome``; returns the cooldown started (µs), 0 if none.
+
+    A lease still unsent is stamped as sent now: whatever call it made went out before its release.
+    """
+    sent(rules, state, now, grant)
     ks = state.key(grant.key_id)
     ks.leases.pop(grant.lease_id, None)
     rule = rules.key(grant.key_id)

@@ -39,18 +39,25 @@ class LLMAssessor:
         key_id: str | None = None,
         timeout_s: float | None = None,
         repair_key: Callable[[], str | None] | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> GroupVerdict:
         """A verdict for ``context``; raises RateLimited/KeyRejected/ProviderUnavailable/BadModelReply.
 
         An unusable reply gets one repair turn. ``repair_key`` supplies the key for that second call
         (so a rate limiter can grant it like any other call); it returns None when no call may be made,
         and the reply then stays a ``BadModelReply``. Without it the repair reuses ``api_key``.
+        ``on_sent`` runs each time a request is written (the key pool's send stamp).
         """
         prompt = build_group_prompt(context, language=self._llm.language)
         valid_ids = context.group.member_indices
         started = time.perf_counter()
         completion = self._client.complete(
-            api_key, system=prompt.system, user=prompt.user, image_jpeg=crop_jpeg, timeout_s=timeout_s
+            api_key,
+            system=prompt.system,
+            user=prompt.user,
+            image_jpeg=crop_jpeg,
+            timeout_s=timeout_s,
+            on_sent=on_sent,
         )
         usage = completion.usage
         try:
@@ -67,6 +74,7 @@ class LLMAssessor:
                 image_jpeg=crop_jpeg,
                 timeout_s=timeout_s,
                 followup=(completion.text, build_repair_prompt(completion.text)),
+                on_sent=on_sent,
             )
             usage = Usage(
                 usage.prompt_tokens + repair.usage.prompt_tokens,

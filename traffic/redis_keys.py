@@ -152,7 +152,7 @@ def key_pool_key(key_id: str) -> str:
 
 
 def key_pool_window(key_id: str, span: str) -> str:
-    """Sorted set: lease id → grant time (µs) of the key's grants in its ``second`` or ``minute`` window."""
+    """Sorted set: lease id → send time (µs) of the key's calls in its ``second`` or ``minute`` window."""
     return f"{KEY_STATE}:key-{span}:{key_id}"
 
 
@@ -161,14 +161,24 @@ def key_pool_leases(key_id: str) -> str:
     return f"{KEY_STATE}:key-leases:{key_id}"
 
 
+def key_pool_unsent(key_id: str) -> str:
+    """Sorted set: lease id → expiry (µs) of the key's leases whose request is not sent yet."""
+    return f"{KEY_STATE}:key-unsent:{key_id}"
+
+
 def key_pool_account(account_id: str) -> str:
     """Hash: one provider account's pool state and counters."""
     return f"{KEY_STATE}:account:{account_id}"
 
 
 def key_pool_account_window(account_id: str) -> str:
-    """Sorted set: lease id → grant time (µs) of the account's grants in the last minute."""
+    """Sorted set: lease id → send time (µs) of the account's calls in the last minute."""
     return f"{KEY_STATE}:account-minute:{account_id}"
+
+
+def key_pool_account_unsent(account_id: str) -> str:
+    """Sorted set: lease id → expiry (µs) of the account's leases whose request is not sent yet."""
+    return f"{KEY_STATE}:account-unsent:{account_id}"
 
 
 def key_pool_account_tokens(account_id: str) -> str:

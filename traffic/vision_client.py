@@ -12,6 +12,11 @@ Every failure is mapped to a typed error from :mod:`traffic.errors`:
 - a reply larger than ``MAX_REPLY_BYTES`` (refused unread)                 → ``BadModelReply``
 
 The API key is a secret: it is scrubbed from every message this module builds or logs.
+
+``on_sent``: a caller may pass a callback that runs once the request is written to the socket (the
+key pool counts the call against the provider's windows from that moment, however long the
+connection or TLS handshake took). It runs in the calling thread, inside the HTTP connection,
+before the reply is awaited; an exception in it is logged and never fails the call.
 """
 
 from __future__ import annotations
@@ -22,14 +27,19 @@ import json
 import logging
 import math
 import re
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from types import TracebackType
 from typing import Any
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from traffic.bounded_read import BodyBroken, BodyTooLarge, BodyTooSlow, read_bounded
 from traffic.errors import (
@@ -86,6 +96,54 @@ class KeyCheck:
     """Name of the ``ProviderError`` subclass raised, e.g. ``KeyRejected``; None when ok."""
     detail: str = ""
     """Scrubbed, truncated error message; empty when ok."""
+
+
+_sending = threading.local()
+"""The ``on_sent`` callback of the request this thread is sending (None when it has none)."""
+
+
+def _request_written() -> None:
+    """Run the sending thread's ``on_sent`` callback once (called by the connection after the write)."""
+    hook: Callable[[], None] | None = getattr(_sending, "hook", None)
+    if hook is None:
+        return
+    _sending.hook = None
+    try:
+        hook()
+    except Exception:  # the call itself must go on: the pool's release stamps the call instead
+        log.warning("on_sent callback failed", exc_info=True)
+
+
+class _NotifyingHTTPConnection(HTTPConnection):
+    """An HTTP connection that reports each request as sent before it waits for the reply."""
+
+    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]
+        _request_written()
+        return super().getresponse()
+
+
+class _NotifyingHTTPSConnection(HTTPSConnection):
+    """The HTTPS flavour of :class:`_NotifyingHTTPConnection`."""
+
+    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]
+        _request_written()
+        return super().getresponse()
+
+
+class _NotifyingHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _NotifyingHTTPConnection
+
+
+class _NotifyingHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _NotifyingHTTPSConnection
+
+
+class _NotifyingAdapter(HTTPAdapter):
+    """A requests adapter whose connections report when a request is written (see ``on_sent``)."""
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _NotifyingHTTPPool, "https": _NotifyingHTTPSPool}
 
 
 def scrub(text: str, secret: str | None = None) -> str:
@@ -148,7 +206,7 @@ class VisionClient:
         if session is None:
             session = requests.Session()
             # max_retries=0: retrying is the caller's decision (it knows the deadline and the key pool).
-            adapter = HTTPAdapter(max_retries=0, pool_connections=4, pool_maxsize=pool_maxsize)
+            adapter = _NotifyingAdapter(max_retries=0, pool_connections=4, pool_maxsize=pool_maxsize)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self._session = session
@@ -181,10 +239,12 @@ class VisionClient:
         image_jpeg: bytes,
         timeout_s: float | None = None,
         followup: tuple[str, str] | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> Completion:
         """Ask the model about one JPEG; ``timeout_s`` overrides the client's (e.g. to fit a deadline).
 
-        ``followup`` is (the model's earlier reply, our next message), for one repair turn.
+        ``followup`` is (the model's earlier reply, our next message), for one repair turn;
+        ``on_sent`` runs once the request is written (see the module docstring).
         """
         data_uri = "data:image/jpeg;base64," + base64.b64encode(image_jpeg).decode("ascii")
         payload: dict[str, Any] = {
@@ -207,7 +267,7 @@ class VisionClient:
                 {"role": "assistant", "content": followup[0]},
                 {"role": "user", "content": followup[1]},
             ]
-        body, latency, request_id = self._post(api_key, payload, timeout_s)
+        body, latency, request_id = self._post(api_key, payload, timeout_s, on_sent)
         raw = _truncate(scrub(json.dumps(body, ensure_ascii=False), api_key), _MAX_RAW)
         choice = _first_choice(body)
         message = choice.get("message") if choice is not None else None
@@ -236,7 +296,9 @@ class VisionClient:
         )
         return completion
 
-    def verify(self, api_key: str, *, timeout_s: float | None = None) -> KeyCheck:
+    def verify(
+        self, api_key: str, *, timeout_s: float | None = None, on_sent: Callable[[], None] | None = None
+    ) -> KeyCheck:
         """One cheap text-only call (``max_tokens=1``) that tells whether ``api_key`` is usable now."""
         payload = {
             "model": self.model,
@@ -246,7 +308,7 @@ class VisionClient:
         }
         started = time.perf_counter()
         try:
-            _, latency, _ = self._post(api_key, payload, timeout_s)
+            _, latency, _ = self._post(api_key, payload, timeout_s, on_sent)
         except ProviderError as exc:
             return KeyCheck(
                 ok=False,
@@ -258,7 +320,11 @@ class VisionClient:
         return KeyCheck(ok=True, status=200, latency_s=latency)
 
     def _post(
-        self, api_key: str, payload: dict[str, Any], timeout_s: float | None
+        self,
+        api_key: str,
+        payload: dict[str, Any],
+        timeout_s: float | None,
+        on_sent: Callable[[], None] | None = None,
     ) -> tuple[dict[str, Any], float, str | None]:
         """POST ``payload``; return (JSON body, latency, request id) of a 2xx or raise a typed error."""
         if not api_key or not _KEY_SHAPE.fullmatch(api_key):
@@ -271,6 +337,7 @@ class VisionClient:
             "User-Agent": "traffic-vision-client/1",
         }
         started = time.perf_counter()
+        _sending.hook = on_sent
         try:
             response = self._session.post(
                 self._url, json=payload, headers=headers, timeout=timeout, allow_redirects=False, stream=True
@@ -294,6 +361,8 @@ class VisionClient:
         except requests.RequestException as exc:
             message = scrub(f"provider request failed: {type(exc).__name__}: {exc}", api_key)
             raise ProviderError(_truncate(message, _MAX_DETAIL * 2)) from None
+        finally:
+            _sending.hook = None
         latency = time.perf_counter() - started
         request_id = response.headers.get("x-request-id") or response.headers.get("x-dashscope-request-id")
         status = response.status_code

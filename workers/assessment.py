@@ -84,6 +84,7 @@ def assess_with_pool(
                 key_id=lease.key_id,
                 timeout_s=timeout,
                 repair_key=_repair_grant(ctx, held, call_started, end),
+                on_sent=_stamp_sent(ctx, held),
             )
         except RateLimited as exc:
             _release_held(ctx, held, Outcome.RATE_LIMITED, retry_after_s=exc.retry_after, error=_error_code(exc))
@@ -126,6 +127,20 @@ def _repair_grant(ctx: WorkerContext, held: list[Lease], call_started: float, en
         return second.key.api_key
 
     return grant
+
+
+def _stamp_sent(ctx: WorkerContext, held: list[Lease]) -> Callable[[], None]:
+    """The send stamp of the lease of the call in progress (a Redis failure: its release stamps it)."""
+
+    def stamp() -> None:
+        if not held:
+            return
+        try:
+            ctx.key_pool.sent(held[-1])
+        except redis.RedisError as exc:
+            log.warning("key %s: send not stamped (%s); its release stamps it", held[-1].key_id, exc)
+
+    return stamp
 
 
 def _release_held(ctx: WorkerContext, held: list[Lease], outcome: Outcome, **details: Any) -> Lease | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -65,7 +66,11 @@ def test_the_lua_script_takes_exactly_the_models_decisions(redis_client: redis.R
         state, held, decisions = model.PoolState(), [], 0
         started = time.monotonic()
         while time.monotonic() - started < 1.5:
-            if rng.random() < 0.6 or not held:
+            if held and rng.random() < 0.25:
+                lease = rng.choice(held)
+                stamp = pool.sent(lease)
+                assert stamp.stamped == model.sent(pool.rules, state, stamp.at_us, lease.grant)
+            elif rng.random() < 0.6 or not held:
                 tokens, ttl = rng.choice((None, 100, 900)), rng.choice((None, 0.2))
                 got = pool.try_acquire(tokens=tokens, ttl_s=ttl)
                 now = got.grant.now if isinstance(got, Lease) else got.at_us
@@ -159,7 +164,11 @@ def test_a_lease_held_by_a_sigkilled_process_expires_and_the_slot_comes_back(red
 def _call_through_pool(pool: KeyPool, base_url: str, seconds: float, threads: int = 4) -> list[str]:
     """Several threads acquiring and calling ``verify`` for ``seconds``; the key ids used, in order."""
     used: list[str] = []
+    stamped: list[bool] = []
     until = time.time() + seconds
+
+    def stamp(lease: Lease) -> None:
+        stamped.append(pool.sent(lease).stamped)
 
     def work() -> None:
         with VisionClient(base_url, "qwen-vl-plus", timeout_s=5) as client:
@@ -167,7 +176,7 @@ def _call_through_pool(pool: KeyPool, base_url: str, seconds: float, threads: in
                 got = pool.acquire(until=until)
                 if not isinstance(got, Lease):
                     return
-                check = client.verify(got.key.api_key)
+                check = client.verify(got.key.api_key, on_sent=functools.partial(stamp, got))
                 pool.release(got, model.Outcome.OK if check.ok else model.Outcome.FAILED)
                 used.append(got.key_id)
 
@@ -176,6 +185,7 @@ def _call_through_pool(pool: KeyPool, base_url: str, seconds: float, threads: in
         worker.start()
     for worker in workers:
         worker.join()
+    assert stamped == [True] * len(used), "every call was stamped when sent"
     return used
 
 
@@ -241,6 +251,7 @@ class FakeLLM:
         key_id: str | None,
         timeout_s: float,
         repair_key: object = None,
+        on_sent: object = None,
     ) -> object:
         self.keys.append(key_id)
         step = self.steps.pop(0) if self.steps else None

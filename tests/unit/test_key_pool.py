@@ -27,6 +27,7 @@ from traffic.key_pool_rules import (
     per_second,
     release,
     rules_from_settings,
+    sent,
     verified,
 )
 from traffic.key_pool_view import status_view
@@ -64,9 +65,16 @@ class FakePool:
         self.now = T0 + offset_us
         return self
 
-    def take(self, **options: object) -> Grant | Denial:
-        """One acquire at the current time."""
-        return acquire(self.rules, self.state, self.now, f"lease-{next(self._ids)}", **options)  # type: ignore[arg-type]
+    def take(self, *, send: bool = True, **options: object) -> Grant | Denial:
+        """One acquire at the current time; a grant's request is sent at once unless ``send`` is False."""
+        got = acquire(self.rules, self.state, self.now, f"lease-{next(self._ids)}", **options)  # type: ignore[arg-type]
+        if send and isinstance(got, Grant):
+            assert sent(self.rules, self.state, self.now, got)
+        return got
+
+    def send(self, grant: Grant) -> bool:
+        """Stamp ``grant``'s request as sent at the current time."""
+        return sent(self.rules, self.state, self.now, grant)
 
     def key_id(self, **options: object) -> str | None:
         """The key granted now, or None."""
@@ -191,6 +199,61 @@ def test_a_released_lease_frees_its_slot_at_once_and_ttl_is_capped() -> None:
     assert isinstance(held, Grant) and held.expires == T0 + s(5), "never longer than the configured TTL"
     pool.end(held)
     assert isinstance(pool.at(1).take(), Grant)
+
+
+# --------------------------------------------------------------------------- send stamps
+
+
+def test_a_lease_not_sent_yet_counts_as_sent_now_until_it_is_stamped() -> None:
+    pool = FakePool(key("a", qps_limit=1))
+    late = pool.at(0).take(send=False)
+    assert isinstance(late, Grant)
+    denied = pool.at(s(3)).take()
+    assert isinstance(denied, Denial) and denied.wait_us == SECOND_REACH, "it may go out any moment"
+    assert pool.at(s(3)).send(late) and not pool.send(late), "stamped once"
+    assert isinstance(pool.at(s(3) + SECOND_REACH - 1).take(), Denial)
+    assert isinstance(pool.at(s(3) + SECOND_REACH).take(), Grant), "a window after the send, not the grant"
+
+
+def test_a_release_stamps_an_unsent_lease_and_an_expired_one_counts_as_sent_at_its_expiry() -> None:
+    pool = FakePool(key("a", qps_limit=1, account="x"), accounts=(AccountSpec("x", rpm_limit=120),), lease_ttl_s=2)
+    first = pool.at(0).take(send=False)
+    assert isinstance(first, Grant)
+    pool.at(ms(500)).end(first)
+    assert pool.state.key("a").second == [T0 + ms(500)] and pool.state.account("x").minute == [T0 + ms(500)]
+    assert isinstance(pool.at(ms(500) + SECOND_REACH - 1).take(), Denial)
+    dead = pool.at(ms(500) + SECOND_REACH).take(send=False)
+    assert isinstance(dead, Grant), "the holder dies before sending"
+    expiry = dead.expires - T0
+    assert isinstance(pool.at(expiry - 1).take(), Denial)
+    assert pool.at(expiry).take() is not None and pool.state.key("a").second[-1] == T0 + expiry
+    assert not pool.send(dead), "nothing left to stamp"
+
+
+def test_no_delay_between_grant_and_send_puts_two_calls_within_one_window() -> None:
+    rng = random.Random(11)
+    pool = FakePool(
+        key("a", qps_limit=5, account="x"),
+        key("b", qps_limit=5, account="x"),
+        accounts=(AccountSpec("x", rpm_limit=300),),
+        strategy="least_loaded",
+    )
+    waiting: list[tuple[int, Grant]] = []
+    sends: dict[str, list[int]] = {"a": [], "b": []}
+    for now in range(0, s(90), ms(2)):
+        pool.at(now)
+        for due, grant in [w for w in waiting if w[0] <= now]:
+            waiting.remove((due, grant))
+            assert pool.send(grant)
+            sends[grant.key_id].append(now)
+            pool.end(grant)
+        got = pool.take(send=False)
+        if isinstance(got, Grant):  # sent 0-800 ms later: a slow handshake, a descheduled thread
+            waiting.append((now + rng.choice((0, ms(1), ms(5), ms(40), ms(300), ms(800))), got))
+    for key_id, times in sends.items():
+        assert max_in_window(times, SECOND_REACH) <= 5, key_id
+    assert max_in_window(sends["a"] + sends["b"], MINUTE_REACH) <= 300
+    assert len(sends["a"]) + len(sends["b"]) >= 0.9 * 90 * 300 / 60, "the account's budget is still used"
 
 
 # --------------------------------------------------------------------------- strategies

@@ -257,3 +257,40 @@ def test_bad_settings_are_config_errors() -> None:
     with pytest.raises(ConfigError):
         VisionClient("http://x/v1", "m", timeout_s=0)
     assert "sk-" not in repr(VisionClient("http://x/v1/", "m", timeout_s=1))
+
+
+def test_on_sent_runs_once_per_request_after_it_is_written_and_before_the_reply(
+    sim: ProviderSimulator, client: VisionClient
+) -> None:
+    sim.update(latency_ms=400.0)
+    stamps: list[float] = []
+    started = time.perf_counter()
+    client.complete(KEY, system="s", user="u", image_jpeg=IMAGE, on_sent=lambda: stamps.append(time.perf_counter()))
+    finished = time.perf_counter()
+    assert len(stamps) == 1
+    assert started <= stamps[0] and finished - stamps[0] >= 0.4, "stamped when sent, not when answered"
+    assert client.verify(KEY, on_sent=lambda: stamps.append(time.perf_counter())).ok and len(stamps) == 2
+    _ask(client)
+    assert len(stamps) == 2, "a call without the callback runs none"
+
+
+def test_a_failing_on_sent_never_fails_the_call_and_nothing_written_runs_none(
+    client: VisionClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> None:
+        raise RuntimeError("stamp store down")
+
+    with caplog.at_level(logging.WARNING, logger="traffic.vision_client"):
+        assert _ask_with(client, broken).text
+    assert "on_sent callback failed" in caplog.text
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    calls: list[int] = []
+    with VisionClient(f"http://127.0.0.1:{port}/v1", "m", timeout_s=1.0) as closed, pytest.raises(ProviderUnavailable):
+        _ask_with(closed, lambda: calls.append(1))
+    assert calls == [], "connection refused: nothing was sent"
+
+
+def _ask_with(client: VisionClient, on_sent: object) -> Completion:
+    return client.complete(KEY, system="s", user="u", image_jpeg=IMAGE, on_sent=on_sent)  # type: ignore[arg-type]
