@@ -1,42 +1,55 @@
-"""Detector throughput: the ``gpu`` worker's frames/s against a bare ``predict`` loop, and micro-batching.
+"""Detector throughput per inference backend: bare ``predict`` loops, micro-batching, the ``gpu`` worker, memory.
 
 Self-contained: starts its own redis-server and Celery workers (gpu, llm, default; no provider, so
-groups go to the offline rules assessor) and stops them.
+groups go to the offline rules assessor) and stops them. One run, the same frames, side by side for
+every backend installed here (``torch``, ``onnx``, ``openvino``; ``tensorrt`` on CUDA):
 
-- bare: ``UltralyticsDetector.detect`` in this process over N decoded 1280x720 demo frames, warmed up.
-- worker: the same N frames injected at once as a backlog (``Stack.inject_frame``) into a real
-  ``celery -A workers worker -Q gpu -P solo -c 1``; frames/s is the rate at which the worker stamps
-  frames ``detected`` (``FrameStore.timings``), first to last, after warm-up frames.
+- bare: ``UltralyticsDetector.detect`` in this process over N decoded 1280x720 demo frames, warmed up,
+  with the threads a worker gets (the CPUs this process may use).
 - batching: ``detect_many`` over the same frames interleaved across 8 "cameras" (each batch holds
-  frames of different sources), batch sizes 1, 2, 4, 8.
+  frames of different sources), batch sizes 1, 2, 4, 8 (and 16 on a GPU).
+- worker: the same N frames injected at once as a backlog (``Stack.inject_frame``) into a real
+  ``celery -A workers worker -Q gpu -P solo -c 1`` running that backend (``TRAFFIC_DETECTOR_BACKEND``);
+  frames/s is the rate at which it stamps frames ``detected``, first to last, after warm-up frames;
+  its resident memory (VmRSS) and peak (VmHWM) after the backlog.
 
-The same command gives GPU figures on a GPU host (``--device auto`` picks CUDA when torch sees it).
+The same command gives GPU figures on a GPU host (``--device auto`` picks CUDA when torch sees it);
+cameras per GPU = the best batched frames/s over 5 detected frames/s per camera.
 
-    python -m bench.detector [--quick] [--frames N] [--device auto|cpu|cuda:0]
+    python -m bench.detector [--quick] [--frames N] [--device auto|cpu|cuda:0] [--backends torch,onnx]
 
-Last line: ``worker_fps=… bare_fps=… ratio=… batch1_fps=… … batch8_fps=… device=…``
+Last line: ``backend=`` (what ``auto`` picks) ``speedup=`` (its bare frames/s over bare PyTorch's)
+``ratio=`` (its worker over its bare loop), then per backend ``<b>_bare_fps= <b>_worker_fps= <b>_ratio=
+<b>_rss_mb= <b>_batch<N>_fps=`` and ``device= threads=``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import math
 import os
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.common import finish, frame_set, summary
 from infra.camera_registry import CameraRegistry
 from infra.detector_loading import packaged_detector_settings
 from infra.frame_store import FrameStore
+from infra.host_cpus import visible_cpus
 from stack.harness import Stack, stack_env
 from stack.redis_server import LocalRedis
+from traffic.detector_backends import BACKENDS, choose_backend, missing_packages
 from traffic.imaging import Image, decode_jpeg
 from traffic.settings import DetectorSettings
 from traffic.yolo_detector import UltralyticsDetector
 
 BATCH_SIZES = (1, 2, 4, 8)
+GPU_BATCH_SIZES = (1, 2, 4, 8, 16)
 CAMERAS = 8
 WARM_FRAMES = 3
 
@@ -118,62 +131,182 @@ def _wait_detected(store: FrameStore, frame_ids: Sequence[str], timeout: float) 
         print(f"warning: {len(pending)} frame(s) not detected within {timeout:.0f} s")
 
 
-def run(frame_count: int, device: str) -> dict[str, object]:
-    """Measure and print; returns the closing line's figures."""
+def run(frame_count: int, device: str, backends: Sequence[str] | None) -> dict[str, object]:
+    """Measure every backend and print; returns the closing line's figures."""
     frames = frame_set(frame_count)
     jpegs = [jpeg for _, jpeg in frames]
     images = [decode_jpeg(jpeg) for jpeg in jpegs]
-    detector = UltralyticsDetector(packaged_detector_settings(DetectorSettings(device=device)))
-    detector.load()
-    resolved = detector.device
-    print(f"device: {device_name(resolved)} ({resolved}; TRAFFIC_DEVICE={device}); model {detector.model_type}")
+    resolved = resolve_device(device)
+    cuda = resolved.startswith("cuda")
+    chosen = list(backends) if backends else installed_backends(cuda)
+    auto = choose_backend("auto", cuda=cuda, installed=installed)
+    if "torch" not in chosen or auto not in chosen:
+        raise SystemExit(f"--backends must include torch and {auto} (what auto picks), the two the line compares")
+    threads = visible_cpus()
+    print(f"device: {device_name(resolved)} ({resolved}; TRAFFIC_DEVICE={device}); backends: {', '.join(chosen)}")
     print(
-        f"frames: {frame_count} demo frames at 1280x720; torch threads: {_torch_threads()}; cpus: {os.cpu_count()}; "
-        f"load average before: {os.getloadavg()[0]:.2f} (other work on the host skews every figure)"
+        f"frames: {frame_count} demo frames at 1280x720; runtime threads: {threads} (the CPUs this process may "
+        f"use); cpus: {os.cpu_count()}; load average before: {os.getloadavg()[0]:.2f} (other work skews every figure)"
     )
+    sizes = GPU_BATCH_SIZES if cuda else BATCH_SIZES
+    results = {b: measure_bare(b, device, images, sizes) for b in chosen}
+    for backend in chosen:
+        results[backend].worker = measure_worker(backend, device, jpegs, results[backend].bare_fps)
+    report(results, sizes, cuda)
+    torch_bare = results["torch"].bare_fps
+    pairs: dict[str, object] = {
+        "backend": auto,
+        "speedup": results[auto].bare_fps / torch_bare,
+        "ratio": results[auto].ratio,
+    }
+    for backend, r in results.items():
+        pairs |= {
+            f"{backend}_bare_fps": r.bare_fps,
+            f"{backend}_worker_fps": r.worker.fps,
+            f"{backend}_ratio": r.ratio,
+            f"{backend}_rss_mb": r.worker.rss_mb,
+            **{f"{backend}_batch{size}_fps": fps for size, fps in r.batches.items()},
+        }
+    if cuda:
+        pairs["cameras_per_gpu_at_5fps"] = max(max(r.batches.values()) for r in results.values()) / 5.0
+    pairs |= {"device": resolved, "threads": threads}
+    return pairs
 
+
+@dataclass
+class WorkerRun:
+    """The gpu worker on one backend."""
+
+    fps: float
+    frames: int
+    rss_mb: float
+    peak_mb: float
+    stages: dict[str, list[float]]
+    stats: dict[str, Any]
+
+
+@dataclass
+class BackendRun:
+    """Every figure of one backend."""
+
+    backend: str
+    load_s: float
+    exported: bool
+    bare_fps: float
+    bare_ms: list[float]
+    batches: dict[int, float]
+    worker: WorkerRun = field(default_factory=lambda: WorkerRun(math.nan, 0, math.nan, math.nan, {}, {}))
+
+    @property
+    def ratio(self) -> float:
+        """The worker's frames/s over the bare loop's."""
+        return self.worker.fps / self.bare_fps
+
+
+def measure_bare(backend: str, device: str, images: Sequence[Image], sizes: Sequence[int]) -> BackendRun:
+    """Load ``backend`` in this process (exporting it if the cache lacks it) and time the bare loops."""
+    started = time.perf_counter()
+    detector = UltralyticsDetector(packaged_detector_settings(DetectorSettings(device=device, backend=backend)))
+    detector.load()
+    load_s = time.perf_counter() - started
     bare, bare_ms = bare_fps(detector, images)
-    print(f"bare detect loop: {bare:.2f} frames/s")
-    print(summary("  per frame", bare_ms))
-
     interleaved = across_cameras(images, CAMERAS)
-    batches = {size: batch_fps(detector, interleaved, size) for size in BATCH_SIZES}
-    print(f"micro-batching (detect_many, {len(interleaved)} frames interleaved across {CAMERAS} cameras):")
-    for size, fps in batches.items():
-        print(f"  batch {size}: {fps:.2f} frames/s ({fps / batches[1]:.2f}x batch 1, {1000 * size / fps:.1f} ms/batch)")
+    batches = {size: batch_fps(detector, interleaved, size) for size in sizes}
+    exported = detector.artefact is not None and detector.artefact.exported
+    print(f"[{backend}] loaded in {load_s:.1f} s{' (exported now)' if exported else ''}; bare {bare:.2f} frames/s")
     del detector  # free its memory before the worker loads its own copy
+    return BackendRun(backend, load_s, exported, bare, bare_ms, batches)
 
+
+def measure_worker(backend: str, device: str, jpegs: Sequence[bytes], bare: float) -> WorkerRun:
+    """A real gpu worker on ``backend`` draining a backlog of ``jpegs``."""
     with tempfile.TemporaryDirectory(prefix="bench-detector-") as tmp, LocalRedis(Path(tmp) / "redis") as server:
-        env = stack_env(server.url, Path(tmp), None, TRAFFIC_LOG_LEVEL="WARNING", TRAFFIC_DEVICE=device)
+        env = stack_env(
+            server.url,
+            Path(tmp),
+            None,
+            TRAFFIC_LOG_LEVEL="WARNING",
+            TRAFFIC_DEVICE=device,
+            TRAFFIC_DETECTOR_BACKEND=backend,
+        )
         stack = Stack(server.url, Path(tmp), env)
         try:
             stack.start("gpu", "llm", "default")
-            fps, stages, done = worker_fps(stack, jpegs, timeout=60 + 10 * frame_count / max(bare, 0.1))
+            fps, stages, done = worker_fps(stack, jpegs, timeout=60 + 10 * len(jpegs) / max(bare, 0.1))
+            rss, peak = resident_mb(stack.group.pid("gpu"))
             stats = CameraRegistry(stack.redis).stats("bench")
         finally:
             stack.stop()
-    print(f"worker (celery -Q gpu -P solo -c 1, backlog of {frame_count}): {fps:.2f} frames/s, {done} frames detected")
-    print(summary("  received -> detected (decode, detect, group, gate, crops, store, emit)", stages["in_worker"]))
-    print(summary("    of which decode", stages["decode"]))
-    print(summary("    of which detect + group (compare: bare per frame)", stages["analyse"]))
-    print(summary("  detected -> next frame received (ack, chord send, broker fetch)", stages["between"]))
-    print(f"  camera stats: {stats}")
-    print(f"worker / bare: {fps / bare:.3f}")
-    return {
-        "worker_fps": fps,
-        "bare_fps": bare,
-        "ratio": fps / bare,
-        **{f"batch{size}_fps": value for size, value in batches.items()},
-        "frames": done,
-        "device": resolved,
-    }
+    print(f"[{backend}] worker {fps:.2f} frames/s ({done} frames), resident {rss:.0f} MB (peak {peak:.0f} MB)")
+    return WorkerRun(fps, done, rss, peak, stages, stats)
 
 
-def _torch_threads() -> int:
-    """torch's intra-op thread count in this process."""
+def resident_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MB, from /proc (NaN where unreadable)."""
+    fields: dict[str, float] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                fields[name] = int(value.split()[0]) / 1024
+    except OSError:
+        pass
+    return fields.get("VmRSS", math.nan), fields.get("VmHWM", math.nan)
+
+
+def report(results: dict[str, BackendRun], sizes: Sequence[int], cuda: bool) -> None:
+    """The side-by-side table, then each backend's details."""
+    torch_bare = results["torch"].bare_fps
+    print()
+    columns = ("bare fps", "vs torch", "worker fps", "worker/bare", "RSS MB", "peak MB")
+    print(f"{'backend':<10} " + " ".join(f"{c:>11}" for c in columns))
+    for backend, r in results.items():
+        w = r.worker
+        print(
+            f"{backend:<10} {r.bare_fps:11.2f} {r.bare_fps / torch_bare:10.2f}x {w.fps:11.2f} {r.ratio:11.3f} "
+            f"{w.rss_mb:11.0f} {w.peak_mb:11.0f}"
+        )
+    print()
+    print("micro-batching (detect_many, frames interleaved across 8 cameras), frames/s:")
+    print(f"{'backend':<10} " + " ".join(f"{'batch ' + str(s):>9}" for s in sizes))
+    for backend, r in results.items():
+        print(f"{backend:<10} " + " ".join(f"{r.batches[s]:9.2f}" for s in sizes))
+    if cuda:
+        best = max(max(r.batches.values()) for r in results.values())
+        print(f"cameras per GPU at 5 detected frames/s each: {best / 5.0:.0f}")
+    for backend, r in results.items():
+        w = r.worker
+        print(f"\n[{backend}]")
+        print(summary("  bare per frame", r.bare_ms))
+        print(
+            summary(
+                "  worker received -> detected (decode, detect, group, gate, crops, store, emit)",
+                w.stages.get("in_worker", []),
+            )
+        )
+        print(summary("    of which decode", w.stages.get("decode", [])))
+        print(summary("    of which detect + group", w.stages.get("analyse", [])))
+        print(summary("  detected -> next frame received (ack, chord send, broker fetch)", w.stages.get("between", [])))
+        print(f"  camera stats: {w.stats}")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` as the detector resolves it (the first CUDA device if torch sees one, else cpu)."""
+    if device != "auto":
+        return device
     import torch
 
-    return int(torch.get_num_threads())
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def installed(package: str) -> bool:
+    """Whether ``package`` can be imported here."""
+    return importlib.util.find_spec(package) is not None
+
+
+def installed_backends(cuda: bool) -> list[str]:
+    """The backends whose packages are installed (TensorRT only on CUDA)."""
+    return [b for b in BACKENDS if (cuda or b != "tensorrt") and not missing_packages(b, installed)]
 
 
 def main() -> None:
@@ -182,9 +315,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="24 frames instead of 120")
     parser.add_argument("--frames", type=int, help="frames per measurement (a multiple of 8 is best)")
     parser.add_argument("--device", default="auto", help="TRAFFIC_DEVICE for both loops (default: auto)")
+    parser.add_argument("--backends", help="comma-separated backends to compare (default: every installed one)")
     args = parser.parse_args()
     count = args.frames or (24 if args.quick else 120)
-    finish(run(max(count, CAMERAS), args.device))
+    backends = [b.strip() for b in args.backends.split(",")] if args.backends else None
+    finish(run(max(count, CAMERAS), args.device, backends))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from traffic.detector_backends import CHOICES as BACKEND_CHOICES
 from traffic.errors import ConfigError
 from traffic.settings import AccountSpec, KeyPoolSettings, KeySpec, Settings
 from traffic.url_policy import parse_allowed_hosts
@@ -331,6 +332,9 @@ _ROWS: tuple[_Row, ...] = (
     _row("detector.classes", _names, "ALLOWED_CLASSES", "model.allowed_classes model.classes"),
     _row("detector.class_map", _renames, "CLASS_MAP", "model.class_map"),
     _row("detector.allow_download", _boolean, "ALLOW_DOWNLOAD", "model.allow_download"),
+    _row("detector.backend", _choice(*BACKEND_CHOICES), "DETECTOR_BACKEND", "model.backend"),
+    _row("detector.threads", _integer(0, 1024), "DETECTOR_THREADS", "model.threads"),
+    _row("detector.cache_dir", _text, "MODEL_CACHE", "model.cache_dir"),
     _row("grouping.distance_ratio", _DISTANCE_RATIO, "DISTANCE_RATIO", "post_processing.distance_ratio"),
     _row(
         "grouping.distance_ratio",

@@ -19,6 +19,11 @@ class Detector(Protocol):
         ...
 
     @property
+    def backend(self) -> str:
+        """The inference backend in use once loaded (``torch``, ``onnx``, ``openvino``, ``tensorrt``)."""
+        ...
+
+    @property
     def supported_classes(self) -> tuple[str, ...]:
         """Class names this detector can report, after renaming and the allowlist."""
         ...

@@ -32,6 +32,14 @@ class WeightsUnavailable(DetectorError):
     """Model weights are missing and cannot (or may not) be fetched."""
 
 
+class BackendUnavailable(DetectorError):
+    """The configured inference backend cannot run here (its package is missing, or it needs a GPU)."""
+
+
+class ExportFailed(DetectorError):
+    """Exporting the weights to an inference backend's format failed or timed out."""
+
+
 class ImageError(TrafficError):
     """Bytes that cannot be decoded as an image."""
 

@@ -38,6 +38,12 @@ class DetectorSettings:
     """Renames of the checkpoint's class names, e.g. (("Normal", "person"),)."""
     allow_download: bool = False
     """Whether Ultralytics may fetch missing weights at run time."""
+    backend: str = "auto"
+    """``auto``, ``torch``, ``onnx``, ``openvino`` or ``tensorrt`` (see ``traffic.detector_backends``)."""
+    threads: int = 0
+    """CPU threads of the inference runtime; 0: the cores this process may use (resolved at start-up)."""
+    cache_dir: str = ""
+    """Where exported models are kept; "" resolves to ``~/.cache/traffic/models`` at start-up."""
 
 
 @dataclass(frozen=True)

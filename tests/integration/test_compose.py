@@ -170,7 +170,11 @@ def test_app_services_share_one_image(which: str, request: pytest.FixtureRequest
     apps = {name: svc for name, svc in services.items() if name not in {"redis", "prometheus"}}
     assert set(apps) == (APP_SERVICES if which == "base" else APP_SERVICES - {"worker-gpu"} | {"worker-cpu"})
     images = {(svc.get("image"), str((svc.get("build") or {}).get("context"))) for svc in apps.values()}
-    assert images == {("traffic:latest", str(ROOT))}, images
+    gpu = {("traffic:gpu", str(ROOT))} if which == "base" else set()
+    assert images == {("traffic:latest", str(ROOT))} | gpu, images
+    if which == "base":
+        assert apps["worker-gpu"]["build"]["args"] == {"TARGET": "gpu"}, "the GPU image adds TensorRT"
+        assert not any((svc.get("build") or {}).get("args") for name, svc in apps.items() if name != "worker-gpu")
     for name, svc in apps.items():
         assert svc.get("restart") == "unless-stopped", name
         assert svc["depends_on"]["redis"]["condition"] == "service_healthy", name
@@ -215,8 +219,11 @@ def test_cpu_override_detector_has_no_gpu(base: dict[str, Any], cpu: dict[str, A
     assert {k: v for k, v in _env(detector).items() if k != "TRAFFIC_DEVICE"} == {
         k: v for k, v in _env(gpu).items() if k != "TRAFFIC_DEVICE"
     }
-    for key in ("healthcheck", "tmpfs", "expose", "restart", "depends_on", "image"):
+    for key in ("healthcheck", "tmpfs", "expose", "restart", "depends_on", "volumes"):
         assert detector.get(key) == gpu.get(key), key
+    assert detector["image"] == "traffic:latest" and gpu["image"] == "traffic:gpu", "the CPU image runs OpenVINO"
+    assert _env(detector)["TRAFFIC_DETECTOR_BACKEND"] == "auto"
+    assert any(str(v).endswith(":/app/var/models") or "models" in str(v) for v in detector["volumes"])
     # Prometheus (and people) keep reaching the detector as worker-gpu.
     assert "worker-gpu" in detector["networks"]["default"]["aliases"]
 

@@ -166,12 +166,12 @@ def test_the_domain_reads_no_environment() -> None:
     assert readers == []
 
 
-def test_ultralytics_and_torch_live_behind_the_detector_adapter() -> None:
+def test_ultralytics_torch_and_the_inference_runtimes_live_behind_the_detector_adapter() -> None:
     users = {
         module_name(path)
         for path in source_files(*PRODUCT)
         for imp in imports_of(path)
-        if imp.target.split(".")[0] in ("ultralytics", "torch")
+        if imp.target.split(".")[0] in ("ultralytics", "torch", "onnxruntime", "openvino", "tensorrt")
     }
     assert users == {"traffic.yolo_detector"}
 
