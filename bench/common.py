@@ -76,10 +76,13 @@ def cycle(values: Iterable[float]) -> list[float]:
     return list(values)
 
 
-def bare_detect_s(images: Sequence[Image], device: str = "auto") -> tuple[str, list[float]]:
+def bare_detect_s(
+    images: Sequence[Image], device: str = "auto", *, backend: str = "auto", threads: int = 0
+) -> tuple[str, list[float]]:
     """Seconds of each bare ``detect`` call of the packaged detector on ``images`` after a three-image
     warm-up, and the device it ran on."""
-    detector = UltralyticsDetector(packaged_detector_settings(DetectorSettings(device=device)))
+    base = DetectorSettings(device=device, backend=backend, threads=threads)
+    detector = UltralyticsDetector(packaged_detector_settings(base))
     for image in images[:3]:
         detector.detect(image)
     times = []

@@ -25,6 +25,70 @@ META_GRACE_S = 60.0
 LATEST_FRAME_TTL_S = 60
 """The camera's most recent JPEG (the REST snapshot) is kept this long."""
 
+# The camera's waiting slot: ``origin`` names the frame its queued detector task was sent for, ``sent`` when,
+# ``frame`` the newest frame waiting for that task (absent right after a worker re-queued the camera's turn).
+_OFFER = """
+local now = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[5]))
+local waiting = redis.call('HMGET', KEYS[1], 'frame', 'sent')
+local previous = waiting[1]
+if waiting[2] and now - tonumber(waiting[2]) < tonumber(ARGV[3]) then
+  if previous then
+    redis.call('ZREM', KEYS[2], previous)
+  elseif redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
+    return {'dropped_inflight', false}
+  end
+  redis.call('HSET', KEYS[1], 'frame', ARGV[1])
+  redis.call('ZADD', KEYS[2], now, ARGV[1])
+  return {'waiting', previous or false}
+end
+redis.call('DEL', KEYS[1])
+if previous then
+  redis.call('ZREM', KEYS[2], previous)
+end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
+  return {'dropped_inflight', previous or false}
+end
+redis.call('HSET', KEYS[1], 'frame', ARGV[1], 'origin', ARGV[1], 'sent', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return {'send', previous or false}
+"""
+# The detector task sent for frame ARGV[1] takes its camera's waiting frame (the newest); a redelivery of
+# that task finds what the first delivery took; a task sent for a frame directly (no waiting slot) keeps it.
+# While other tasks wait in the queue (KEYS[3]), the camera's next turn is queued at once (origin ARGV[3]),
+# so cameras take turns in the order they were served, whatever the phase of their sampling.
+_TAKE = """
+local waiting = redis.call('HMGET', KEYS[1], 'frame', 'origin')
+if waiting[2] == ARGV[1] then
+  if not waiting[1] then
+    redis.call('DEL', KEYS[1])
+    return {false, 'none'}
+  end
+  redis.call('SET', KEYS[2], waiting[1], 'PX', ARGV[2])
+  if redis.call('LLEN', KEYS[3]) > 0 then
+    redis.call('HDEL', KEYS[1], 'frame')
+    redis.call('HSET', KEYS[1], 'origin', ARGV[3], 'sent', ARGV[4])
+    return {waiting[1], 'waiting', ARGV[3]}
+  end
+  redis.call('DEL', KEYS[1])
+  return {waiting[1], 'waiting'}
+end
+local taken = redis.call('GET', KEYS[2])
+if taken then return {taken, 'redelivered'} end
+return {ARGV[1], 'own'}
+"""
+_WITHDRAW = """
+local waiting = redis.call('HMGET', KEYS[1], 'origin', 'frame')
+if waiting[1] == ARGV[1] then
+  if waiting[2] then redis.call('ZREM', KEYS[2], waiting[2]) end
+  redis.call('DEL', KEYS[1])
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HINCRBY', KEYS[3], 'send_failed', 1)
+"""
+
 _SET_IF_NEWER = """
 local current = redis.call('GET', KEYS[2])
 if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
@@ -58,6 +122,29 @@ class CapturedFrame:
     preview: bytes
 
 
+@dataclass(frozen=True)
+class Offer:
+    """What became of a frame offered to the detector (``FrameStore.offer``).
+
+    ``outcome``: ``send`` (the caller sends a detector task for it), ``waiting`` (the camera's queued task
+    will take it) or ``dropped_inflight`` (the camera has as many frames in flight as allowed).
+    ``shed``: the waiting frame this one displaced, if any.
+    """
+
+    outcome: str
+    shed: str | None = None
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What a detector task works on: ``frame_id`` (None: nothing newer waited), how it got it (``waiting``,
+    ``redelivered``, ``own`` or ``none``), and the id to send the camera's next turn for, if one is due."""
+
+    frame_id: str | None
+    how: str
+    next_turn: str | None = None
+
+
 def as_text(value: bytes | str) -> str:
     """A Redis reply as text."""
     return value.decode() if isinstance(value, bytes) else value
@@ -74,24 +161,82 @@ class FrameStore:
     def __init__(self, client: redis.Redis) -> None:
         self._r = client
         self._set_if_newer = client.register_script(_SET_IF_NEWER)
+        self._offer = client.register_script(_OFFER)
+        self._take = client.register_script(_TAKE)
+        self._withdraw = client.register_script(_WITHDRAW)
 
     def admit(self, frame: CapturedFrame, *, ttl_s: float, fps: float) -> None:
-        """Store a captured frame: JPEG, preview, metadata, the camera's latest frame, in-flight slot, counters."""
+        """Store a captured frame: JPEG, preview, metadata, the camera's latest frame, counters (then ``offer`` it)."""
         camera_id = frame.camera_id
         meta = _meta(camera_id, frame.wire_id, frame.captured_at, frame.deadline)
         meta |= {"width": frame.width, "height": frame.height}
-        inflight = redis_keys.camera_inflight(camera_id)
         pipe = self._r.pipeline(transaction=True)
         pipe.set(redis_keys.frame_image(frame.frame_id), frame.jpeg, px=int(ttl_s * 1000))
         pipe.set(redis_keys.frame_preview(frame.frame_id), frame.preview, px=int(ttl_s * 1000))
         pipe.hset(redis_keys.frame_meta(frame.frame_id), mapping=meta)
         pipe.pexpireat(redis_keys.frame_meta(frame.frame_id), int((frame.deadline + META_GRACE_S) * 1000))
         pipe.set(redis_keys.camera_latest_frame(camera_id), frame.jpeg, ex=LATEST_FRAME_TTL_S)
-        pipe.zadd(inflight, {frame.frame_id: time.time()})
-        pipe.expire(inflight, round(frame.deadline - frame.captured_at + META_GRACE_S))
         pipe.hincrby(redis_keys.camera_stats(camera_id), "captured", 1)
         pipe.hset(redis_keys.camera_stats(camera_id), redis_keys.CAMERA_FPS_FIELD, repr(fps))
         pipe.execute()
+
+    def offer(self, frame: CapturedFrame, *, max_in_flight: int, task_lost_after_s: float) -> Offer:
+        """Make an admitted frame its camera's waiting frame: the newest frame replaces a waiting one, never queues.
+
+        A camera has at most one detector task waiting; a frame arriving while it waits takes the waiting
+        frame's place (which is shed, counted as ``dropped_superseded``), so the task, when a worker starts
+        it, works on the newest frame, and every camera gets its turn in the queue. A waiting task sent
+        longer than ``task_lost_after_s`` ago is taken as lost (Redis lost it, or it expired), and a new one is
+        sent. ``max_in_flight`` caps the camera's frames waiting for or inside the detector.
+        """
+        camera_id = frame.camera_id
+        keep_s = round(frame.deadline - frame.captured_at + META_GRACE_S)
+        reply = self._offer(
+            keys=[redis_keys.camera_waiting(camera_id), redis_keys.camera_inflight(camera_id)],
+            args=[
+                frame.frame_id,
+                repr(time.time()),
+                repr(task_lost_after_s),
+                max_in_flight,
+                repr(frame.deadline - frame.captured_at),
+                keep_s,
+            ],
+        )
+        outcome, shed = as_text(reply[0]), reply[1]
+        offer = Offer(outcome, as_text(shed) if shed is not None else None)
+        pipe = self._r.pipeline(transaction=False)
+        if offer.shed is not None:
+            pipe.hincrby(redis_keys.camera_stats(camera_id), "dropped_superseded", 1)
+            pipe.delete(*_frame_input_keys(offer.shed))
+        if outcome == "dropped_inflight":
+            pipe.hincrby(redis_keys.camera_stats(camera_id), "dropped_inflight", 1)
+            pipe.delete(*_frame_input_keys(frame.frame_id))
+        if len(pipe):
+            pipe.execute()
+        return offer
+
+    def take(self, camera_id: str, frame_id: str, *, keep_s: float, queue: str, next_turn: str) -> Taken:
+        """The frame the detector task sent for ``frame_id`` works on (see ``offer``); redeliveries get the same.
+
+        When other tasks wait in ``queue``, the camera's next turn is queued at once under the id
+        ``next_turn`` (the caller sends that task, ``Taken.next_turn``), so that cameras are served in turn.
+        """
+        reply = self._take(
+            keys=[redis_keys.camera_waiting(camera_id), redis_keys.frame_taken(frame_id), queue],
+            args=[frame_id, max(1000, int(keep_s * 1000)), next_turn, repr(time.time())],
+        )
+        taken = as_text(reply[0]) if reply[0] is not None else None
+        return Taken(taken, as_text(reply[1]), as_text(reply[2]) if len(reply) > 2 else None)
+
+    def has_room(self, camera_id: str, max_in_flight: int, max_age_s: float) -> bool:
+        """Whether a new frame of the camera would be taken (a cheap check before encoding it; ``offer`` decides)."""
+        inflight = redis_keys.camera_inflight(camera_id)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.zremrangebyscore(inflight, "-inf", time.time() - max_age_s)
+        pipe.zcard(inflight)
+        pipe.exists(redis_keys.camera_waiting(camera_id))
+        _, count, waiting = pipe.execute()
+        return bool(waiting) or int(count) < max_in_flight
 
     def put(self, frame_id: str, camera_id: str, jpeg: bytes, *, captured_at: float, deadline: float) -> None:
         """Store a frame's JPEG and metadata only (no in-flight slot, latest frame or counters): test input."""
@@ -102,18 +247,16 @@ class FrameStore:
         pipe.expire(redis_keys.frame_meta(frame_id), 300)
         pipe.execute()
 
-    def inflight_count(self, camera_id: str, max_age_s: float) -> int:
-        """Frames of the camera still in flight, after dropping those sent more than ``max_age_s`` ago."""
-        inflight = redis_keys.camera_inflight(camera_id)
-        pipe = self._r.pipeline(transaction=True)
-        pipe.zremrangebyscore(inflight, "-inf", time.time() - max_age_s)
-        pipe.zcard(inflight)
-        return int(pipe.execute()[1])
-
     def withdraw(self, camera_id: str, frame_id: str) -> None:
-        """The frame could not be sent to the detector: its in-flight slot is free again, and it is counted."""
-        self._r.zrem(redis_keys.camera_inflight(camera_id), frame_id)
-        self.count(camera_id, "send_failed")
+        """The frame's detector task could not be sent: its waiting and in-flight slots are free again; counted."""
+        self._withdraw(
+            keys=[
+                redis_keys.camera_waiting(camera_id),
+                redis_keys.camera_inflight(camera_id),
+                redis_keys.camera_stats(camera_id),
+            ],
+            args=[frame_id],
+        )
 
     def meta(self, frame_id: str) -> FrameMeta | None:
         """The capture-time metadata, or None once it expired."""
@@ -265,6 +408,11 @@ def _meta(camera_id: str, wire_id: str | int, captured_at: float, deadline: floa
         "captured_at": repr(captured_at),
         "deadline": repr(deadline),
     }
+
+
+def _frame_input_keys(frame_id: str) -> list[str]:
+    """The keys ``admit`` writes for one frame (deleted when the frame is shed before detection)."""
+    return [redis_keys.frame_image(frame_id), redis_keys.frame_preview(frame_id), redis_keys.frame_meta(frame_id)]
 
 
 def _ttl_ms(deadline: float) -> int:

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -100,10 +100,11 @@ class Stack:
             return celery_beat("beat", self.tmp / "beat-schedule")
         return SPECS[name]()
 
-    def start(self, *names: str, timeout: float = 90.0) -> None:
-        """Start processes by name and wait until each answers."""
+    def start(self, *names: str, timeout: float = 90.0, **env: str) -> None:
+        """Start processes by name (with ``env`` added to the stack's environment) and wait until each answers."""
         for name in names:
-            self.group.start(self.spec(name))
+            spec = self.spec(name)
+            self.group.start(replace(spec, env={**spec.env, **env}) if env else spec)
         workers = [n for n in names if n not in NOT_WORKERS]
         if workers:
             self.wait_for_workers(workers, timeout)

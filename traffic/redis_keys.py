@@ -47,6 +47,17 @@ def camera_inflight(camera_id: str) -> str:
     return f"{PREFIX}camera:{camera_id}:inflight"
 
 
+def camera_waiting(camera_id: str) -> str:
+    """Hash: the camera's frame waiting for the detector (``frame``), the frame its queued task names (``origin``)
+    and when that task was sent (``sent``): newer frames replace ``frame`` instead of queueing behind it."""
+    return f"{PREFIX}camera:{camera_id}:waiting"
+
+
+def frame_taken(frame_id: str) -> str:
+    """String: the frame a detector task sent for ``frame_id`` took from its camera's waiting slot (redelivery)."""
+    return f"{PREFIX}frame:{frame_id}:taken"
+
+
 def camera_stats(camera_id: str) -> str:
     """Hash: counters (captured, dropped_inflight, dropped_age, detected, assessed …)."""
     return f"{PREFIX}camera:{camera_id}:stats"

@@ -139,7 +139,8 @@ class CaptureSettings:
     jpeg_quality: int = 85
     frame_ttl_s: float = 30.0
     max_in_flight: int = 2
-    """Frames of one camera waiting for the detector; more are dropped, not queued."""
+    """Frames of one camera in detection plus the one waiting for it; beyond that new frames are dropped.
+    A waiting frame is always replaced by a newer one (the older is shed), never queued behind it."""
     frame_deadline_s: float = 45.0
     """Every frame that enters assessment is final this long after capture (partial if need be)."""
     allow_file_sources: bool = False

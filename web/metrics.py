@@ -34,12 +34,15 @@ CAMERA_COUNTERS = {
     "captured": "Frames captured and sent to the detector",
     "dropped_inflight": "Frames dropped because the camera had too many in flight",
     "dropped_age": "Frames dropped by the detector as past their deadline",
+    "dropped_superseded": "Frames shed while waiting for the detector: a newer frame of the camera replaced them",
     "detected": "Frames through the detector",
     "assessed_groups": "Groups sent to assessment",
     "detect_errors": "Frames the detector could not process",
     "send_failed": "Frames the capture service could not enqueue",
 }
 FINAL_STATES = ("complete", "partial", "skipped", "unavailable")
+SHED_REASONS = {"superseded": "dropped_superseded", "in_flight_cap": "dropped_inflight", "past_deadline": "dropped_age"}
+"""``traffic_camera_frames_shed_total``'s reasons, each the camera counter it reads."""
 
 
 class PipelineCollector(Collector):
@@ -89,6 +92,11 @@ class PipelineCollector(Collector):
         finals = CounterMetricFamily(
             "traffic_camera_frames_final", "Frames finalised, by assessment state", labels=["camera", "assessment"]
         )
+        shed = CounterMetricFamily(
+            "traffic_camera_frames_shed",
+            "Frames never detected, by reason (superseded, in_flight_cap, past_deadline)",
+            labels=["camera", "reason"],
+        )
         online = GaugeMetricFamily("traffic_camera_online", "1 while the camera delivers frames", labels=["camera"])
         fps = GaugeMetricFamily("traffic_camera_fps", "Frames per second sent to the detector", labels=["camera"])
         active = 0
@@ -98,6 +106,8 @@ class PipelineCollector(Collector):
                 family.add_metric([camera], stats.get(name, 0.0))
             for state in FINAL_STATES:
                 finals.add_metric([camera, state], stats.get(f"final_{state}", 0.0))
+            for reason, counter in SHED_REASONS.items():
+                shed.add_metric([camera, reason], stats.get(counter, 0.0))
             fps.add_metric([camera], stats.get(redis_keys.CAMERA_FPS_FIELD, 0.0))
             status = replies[2 * index + 1]
             is_online = status is not None and _text(status) == "1"
@@ -105,6 +115,7 @@ class PipelineCollector(Collector):
             online.add_metric([camera], 1.0 if is_online else 0.0)
         yield from counters.values()
         yield finals
+        yield shed
         yield online
         yield fps
         yield _gauge("active_cameras", "Cameras delivering frames", active)

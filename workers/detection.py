@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from infra.frame_store import FrameStore, as_text
+from infra import celery_names
+from infra.frame_store import FrameStore, Taken, as_text
 from traffic import redis_keys
 from traffic.analysis import FrameAnalysis, analyse_frame
 from traffic.codec import recent_verdict_from_json
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 StartAssessment = Callable[[str, str, tuple[int, ...], float], None]
 """(camera id, frame id, group indexes, deadline) → starts the group assessments and the aggregation."""
+SendTurn = Callable[[str, str, float], None]
+"""(camera id, turn id, expiry) → sends the detector task of the camera's next turn."""
 
 
 def detect_and_route(
@@ -37,10 +41,43 @@ def detect_and_route(
     captured_at: float,
     *,
     start_assessment: StartAssessment,
+    send_turn: SendTurn,
 ) -> FrameOutcome:
-    """Run the detector stage of one frame; frames past their deadline or expired are dropped and counted."""
+    """Run the detector stage on the camera's newest waiting frame (the task names the frame it was sent for)."""
+    deadline_s = ctx.settings.capture.frame_deadline_s
+    next_turn = f"{camera_id}-{uuid.uuid4().hex[:12]}"
+    taken = store.take(camera_id, frame_id, keep_s=deadline_s, queue=celery_names.GPU_QUEUE, next_turn=next_turn)
+    if taken.next_turn is not None:
+        try:
+            send_turn(camera_id, taken.next_turn, time.time() + deadline_s)
+        except Exception:  # the broker is away: the capture service sends the camera's next task itself
+            log.warning("camera %s: could not queue its next turn", camera_id, exc_info=True)
+            store.withdraw(camera_id, taken.next_turn)
+    if taken.frame_id is None:
+        return FrameOutcome(camera_id, "idle")
+    try:
+        return _detect_and_route(ctx, store, camera_id, Taken(taken.frame_id, taken.how), captured_at, start_assessment)
+    finally:
+        store.done_inflight(camera_id, taken.frame_id)
+
+
+def _detect_and_route(
+    ctx: WorkerContext,
+    store: FrameStore,
+    camera_id: str,
+    taken: Taken,
+    sent_captured_at: float,
+    start_assessment: StartAssessment,
+) -> FrameOutcome:
+    """Detect, group, gate and route one frame; frames past their deadline or expired are dropped and counted."""
+    frame_id = taken.frame_id or ""
     meta, jpeg = store.load_for_detection(frame_id)
     now = time.time()
+    if taken.how == "own" and meta is None and now < sent_captured_at + ctx.settings.capture.frame_deadline_s:
+        # A task whose frame was shed (counted then) after a newer task replaced it: nothing left to do.
+        log.info("frame %s was replaced by a newer frame of camera %s before this task started", frame_id, camera_id)
+        return FrameOutcome(camera_id, "superseded")
+    captured_at = meta.captured_at if meta else sent_captured_at
     deadline = meta.deadline if meta else captured_at + ctx.settings.capture.frame_deadline_s
     if meta is None or jpeg is None or now >= deadline:
         store.count(camera_id, "dropped_age")

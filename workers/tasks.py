@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import chord
@@ -46,13 +47,22 @@ def _delivery_count(ctx: WorkerContext, task_id: str | None, retries: int) -> in
 
 @app.task(name=celery_names.DETECT_FRAME, bind=True, acks_late=True, ignore_result=True)
 def detect_frame(self: Any, camera_id: str, frame_id: str, captured_at: float) -> FrameOutcome:
-    """Detect, group and crop one frame; emit the fast result; gate; start the group chord."""
+    """Detect, group and crop the camera's newest waiting frame; emit the fast result; gate; start the group chord."""
     ctx = worker_context()
     store = FrameStore(ctx.redis)
-    try:
-        return detect_and_route(ctx, store, camera_id, frame_id, captured_at, start_assessment=_start_chord)
-    finally:
-        store.done_inflight(camera_id, frame_id)
+    return detect_and_route(
+        ctx, store, camera_id, frame_id, captured_at, start_assessment=_start_chord, send_turn=_send_turn
+    )
+
+
+def _send_turn(camera_id: str, turn_id: str, expires: float) -> None:
+    """The camera's next detector task: it will take whatever frame is newest when a worker starts it."""
+    detect_frame.apply_async(
+        args=[camera_id, turn_id, time.time()],
+        queue=celery_names.GPU_QUEUE,
+        expires=datetime.fromtimestamp(expires, UTC),
+        ignore_result=True,
+    )
 
 
 def _start_chord(camera_id: str, frame_id: str, groups: tuple[int, ...], deadline: float) -> None:

@@ -24,7 +24,8 @@ def test_metrics_expose_queues_cameras_and_keys(redis_url: str, redis_client: An
     redis_client.zadd(redis_keys.FRAMES_PENDING, {"f1": 1.0})
     redis_client.hset(redis_keys.CAMERAS, "cam-1", "{}")
     redis_client.hset(
-        redis_keys.camera_stats("cam-1"), mapping={"captured": 7, "dropped_inflight": 3, "final_partial": 1}
+        redis_keys.camera_stats("cam-1"),
+        mapping={"captured": 7, "dropped_inflight": 3, "dropped_superseded": 4, "final_partial": 1},
     )
     redis_client.hset(redis_keys.camera_stats("cam-1"), redis_keys.CAMERA_FPS_FIELD, "0.5523")
     redis_client.hset(redis_keys.camera_status("cam-1"), "status", "1")
@@ -38,6 +39,10 @@ def test_metrics_expose_queues_cameras_and_keys(redis_url: str, redis_client: An
     assert 'traffic_camera_captured_total{camera="cam-1"} 7.0' in text
     assert 'traffic_camera_dropped_inflight_total{camera="cam-1"} 3.0' in text
     assert 'traffic_camera_frames_final_total{assessment="partial",camera="cam-1"} 1.0' in text
+    assert 'traffic_camera_dropped_superseded_total{camera="cam-1"} 4.0' in text
+    assert 'traffic_camera_frames_shed_total{camera="cam-1",reason="superseded"} 4.0' in text
+    assert 'traffic_camera_frames_shed_total{camera="cam-1",reason="in_flight_cap"} 3.0' in text
+    assert 'traffic_camera_frames_shed_total{camera="cam-1",reason="past_deadline"} 0.0' in text
     assert 'traffic_camera_online{camera="cam-1"} 1.0' in text
     assert 'traffic_camera_online{camera="cam-2"} 0.0' in text
     assert 'traffic_camera_fps{camera="cam-1"} 0.5523' in text

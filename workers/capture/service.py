@@ -337,10 +337,15 @@ class CaptureService:
             reader.reporter.offline(f"no frames for {stale_after:.0f} s")
 
     def _submit_frame(self, camera: Camera, frame: Frame) -> str | None:
-        """Store the frame and enqueue ``detect_frame``; the frame id, or None if dropped (too many in flight)."""
+        """Store the frame and offer it to the detector; its id, or None if dropped (too many in flight).
+
+        A camera keeps at most one detector task waiting: while it waits, each newer frame takes the waiting
+        frame's place (``FrameStore.offer``), so under overload every camera gets its turn and the frame a
+        worker starts on is the camera's newest.
+        """
         cfg = self.settings.capture
         camera_id = camera.camera_id
-        if self._frames.inflight_count(camera_id, cfg.frame_deadline_s) >= cfg.max_in_flight:
+        if not self._frames.has_room(camera_id, cfg.max_in_flight, cfg.frame_deadline_s):
             self._frames.count(camera_id, "dropped_inflight")
             return None
         width, height = image_size(frame.image)
@@ -356,18 +361,33 @@ class CaptureService:
             preview=preview_jpeg(frame.image),
         )
         self._frames.admit(captured, ttl_s=cfg.frame_ttl_s, fps=self._fps(camera_id, frame.captured_at))
+        offer = self._frames.offer(captured, max_in_flight=cfg.max_in_flight, task_lost_after_s=self._task_lost_after_s)
+        if offer.outcome == "dropped_inflight":
+            return None
+        if offer.outcome == "send":
+            if offer.shed is not None:
+                log.warning("camera %s: its waiting detector task never started; sending another", camera_id)
+            self._send_detect(captured)
+        return captured.frame_id
+
+    @property
+    def _task_lost_after_s(self) -> float:
+        """A waiting detector task not started after this long is taken as lost: past Redis's redelivery time."""
+        return self.settings.pipeline.visibility_timeout_s + self.settings.capture.frame_interval_s
+
+    def _send_detect(self, captured: CapturedFrame) -> None:
+        """Send the detector task that will take the camera's waiting frame."""
         try:
             self._send_task(
                 celery_names.DETECT_FRAME,
-                args=[camera_id, captured.frame_id, frame.captured_at],
+                args=[captured.camera_id, captured.frame_id, captured.captured_at],
                 queue=celery_names.GPU_QUEUE,
                 expires=datetime.fromtimestamp(captured.deadline, UTC),
                 ignore_result=True,
             )
         except BaseException:
-            self._frames.withdraw(camera_id, captured.frame_id)  # the slot is not taken after all
+            self._frames.withdraw(captured.camera_id, captured.frame_id)  # the slot is not taken after all
             raise
-        return captured.frame_id
 
     def _fps(self, camera_id: str, captured_at: float) -> float:
         """Frames per second sent to the detector for the camera, smoothed over the last few frames."""

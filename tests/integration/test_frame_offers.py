@@ -1,0 +1,144 @@
+"""A camera's frames offered to the detector on a real redis-server: the newest frame waits, older ones are shed."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from infra.frame_store import CapturedFrame, FrameStore, Offer, Taken
+from traffic import redis_keys
+
+pytestmark = pytest.mark.integration
+
+LOST_AFTER_S = 30.0
+
+
+def admitted(store: FrameStore, camera_id: str, name: str, *, captured_at: float | None = None) -> CapturedFrame:
+    """A frame stored as the capture service stores it."""
+    at = time.time() if captured_at is None else captured_at
+    frame = CapturedFrame(name, camera_id, camera_id, at, at + 45.0, 4, 4, b"jpeg:" + name.encode(), b"preview")
+    store.admit(frame, ttl_s=30.0, fps=0.0)
+    return frame
+
+
+def offer(store: FrameStore, frame: CapturedFrame, max_in_flight: int = 2) -> Offer:
+    return store.offer(frame, max_in_flight=max_in_flight, task_lost_after_s=LOST_AFTER_S)
+
+
+def take(store: FrameStore, sent_for: str, *, turn: str = "turn") -> Taken:
+    """What a detector worker does first: take the camera's frame (the queue "gpu" is empty unless a test fills it)."""
+    return store.take("cam", sent_for, keep_s=45, queue="gpu", next_turn=turn)
+
+
+def inflight(client: redis.Redis, camera_id: str) -> set[str]:
+    return {m.decode() for m in client.zrange(redis_keys.camera_inflight(camera_id), 0, -1)}
+
+
+def stats(client: redis.Redis, camera_id: str) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in client.hgetall(redis_keys.camera_stats(camera_id)).items() if k != b"fps"}
+
+
+def test_newer_frames_replace_the_waiting_one_which_the_task_then_takes(redis_client: redis.Redis) -> None:
+    store = FrameStore(redis_client)
+    a, b, c = (admitted(store, "cam", name) for name in ("a", "b", "c"))
+    assert offer(store, a) == Offer("send")  # the caller sends a task for "a"
+    assert offer(store, b) == Offer("waiting", shed="a")
+    assert offer(store, c) == Offer("waiting", shed="b")
+    assert stats(redis_client, "cam") == {"captured": 3, "dropped_superseded": 2}
+    for shed in ("a", "b"):  # shed frames leave nothing behind
+        assert not redis_client.exists(redis_keys.frame_image(shed), redis_keys.frame_meta(shed))
+    assert inflight(redis_client, "cam") == {"c"}
+
+    assert take(store, "a") == Taken("c", "waiting")
+    assert take(store, "a") == Taken("c", "redelivered")  # a redelivered task: the same frame
+    assert store.image("c") == b"jpeg:c"
+
+    d = admitted(store, "cam", "d")
+    assert offer(store, d) == Offer("send")  # nothing waits now: a new task goes to the back of the queue
+    assert inflight(redis_client, "cam") == {"c", "d"}
+    store.done_inflight("cam", "c")
+    assert inflight(redis_client, "cam") == {"d"}
+
+
+def test_the_in_flight_cap_counts_frames_in_detection_and_the_waiting_one(redis_client: redis.Redis) -> None:
+    store = FrameStore(redis_client)
+    for name in ("a", "b"):
+        assert offer(store, admitted(store, "cam", name), max_in_flight=2) == Offer("send")
+        take(store, name)  # a worker starts on it
+    assert not store.has_room("cam", 2, 45.0)
+    assert offer(store, admitted(store, "cam", "c"), max_in_flight=2) == Offer("dropped_inflight")
+    assert not redis_client.exists(redis_keys.frame_image("c"))
+    assert stats(redis_client, "cam")["dropped_inflight"] == 1
+    store.done_inflight("cam", "a")
+    assert store.has_room("cam", 2, 45.0)
+    assert offer(store, admitted(store, "cam", "d"), max_in_flight=2) == Offer("send")
+    assert store.has_room("cam", 2, 45.0), "a waiting frame can always be replaced"
+
+
+def test_a_waiting_task_lost_for_longer_than_redelivery_takes_is_replaced(redis_client: redis.Redis) -> None:
+    store = FrameStore(redis_client)
+    assert offer(store, admitted(store, "cam", "a")) == Offer("send")
+    redis_client.hset(redis_keys.camera_waiting("cam"), "sent", repr(time.time() - LOST_AFTER_S - 1))
+    assert offer(store, admitted(store, "cam", "b")) == Offer("send", shed="a")
+    assert inflight(redis_client, "cam") == {"b"}
+    # Should the lost task turn up after all, its frame is gone and the new task owns the slot.
+    assert take(store, "a") == Taken("a", "own")
+    assert store.meta("a") is None
+    assert take(store, "b") == Taken("b", "waiting")
+
+
+def test_a_task_sent_for_a_frame_directly_keeps_it(redis_client: redis.Redis) -> None:
+    store = FrameStore(redis_client)
+    now = time.time()
+    store.put("direct", "cam", b"jpeg", captured_at=now, deadline=now + 45)
+    assert take(store, "direct") == Taken("direct", "own")
+    assert store.image("direct") == b"jpeg"
+
+
+def test_a_task_that_could_not_be_sent_frees_its_slots(redis_client: redis.Redis) -> None:
+    store = FrameStore(redis_client)
+    assert offer(store, admitted(store, "cam", "a")) == Offer("send")
+    store.withdraw("cam", "a")
+    assert not redis_client.exists(redis_keys.camera_waiting("cam"))
+    assert inflight(redis_client, "cam") == set()
+    assert stats(redis_client, "cam")["send_failed"] == 1
+    assert offer(store, admitted(store, "cam", "b")) == Offer("send")
+
+
+def test_while_other_cameras_wait_a_taken_camera_queues_its_next_turn_at_once(redis_client: redis.Redis) -> None:
+    store = FrameStore(redis_client)
+    assert offer(store, admitted(store, "cam", "a")) == Offer("send")
+    redis_client.lpush("gpu", "another camera's task")
+    assert take(store, "a", turn="t1") == Taken("a", "waiting", next_turn="t1")  # the caller sends task "t1"
+    assert offer(store, admitted(store, "cam", "b")) == Offer("waiting")  # for t1: no new task
+    assert offer(store, admitted(store, "cam", "c")) == Offer("waiting", shed="b")
+    assert inflight(redis_client, "cam") == {"a", "c"}
+    redis_client.delete("gpu")
+    assert take(store, "t1", turn="t2") == Taken("c", "waiting")  # nothing else queued: no next turn
+    store.done_inflight("cam", "a")
+    assert offer(store, admitted(store, "cam", "d")) == Offer("send")
+
+
+def test_a_turn_that_finds_no_newer_frame_ends_and_the_next_frame_is_sent(redis_client: redis.Redis) -> None:
+    store = FrameStore(redis_client)
+    assert offer(store, admitted(store, "cam", "a")) == Offer("send")
+    redis_client.lpush("gpu", "another camera's task")
+    assert take(store, "a", turn="t1").next_turn == "t1"
+    assert take(store, "t1", turn="t2") == Taken(None, "none")
+    assert not redis_client.exists(redis_keys.camera_waiting("cam"))
+    assert offer(store, admitted(store, "cam", "b")) == Offer("send")
+    store.done_inflight("cam", "a")
+    assert offer(store, admitted(store, "cam", "c"), max_in_flight=1) == Offer("waiting", shed="b")
+
+
+def test_a_turn_that_could_not_be_sent_frees_the_slot_and_its_frame(redis_client: redis.Redis) -> None:
+    store = FrameStore(redis_client)
+    assert offer(store, admitted(store, "cam", "a")) == Offer("send")
+    redis_client.lpush("gpu", "another camera's task")
+    assert take(store, "a", turn="t1").next_turn == "t1"
+    assert offer(store, admitted(store, "cam", "b")) == Offer("waiting")
+    store.withdraw("cam", "t1")
+    assert inflight(redis_client, "cam") == {"a"}
+    assert offer(store, admitted(store, "cam", "c")) == Offer("send")
