@@ -70,12 +70,15 @@ class FirstResults(DetectionResults):
     def __init__(self, url: str) -> None:
         self.first: dict[str, tuple[float, float, str, str]] = {}
         """frame id → (arrival, capture time, assessment of that first result, camera id)."""
+        self.process_s: dict[str, float] = {}
+        """frame id → the worker's decode + detect + group time (the payload's ``processTime``)."""
         super().__init__(url)
 
     def on_result(self, data: dict[str, Any], arrival: float) -> None:
         if data.get("frameId") and data["frameId"] not in self.first:
             first = (arrival, _epoch(data["timestamp"]), str(data.get("assessment")), str(data.get("cameraId")))
             self.first[data["frameId"]] = first
+            self.process_s[data["frameId"]] = float(data.get("processTime") or 0.0)
 
 
 class QueueSampler:
@@ -150,6 +153,7 @@ def run(seconds: float, device: str, bare_frames: int, backend: str, threads: in
         "cams8_age_p95_s": many["age_p95_s"],
         "cams8_fairness": many["fairness"],
         "cams8_target_s": many["target_s"],
+        "cams8_worker_s_p50": many["worker_s_p50"],
         "cams8_age_p50_s": many["age_p50_s"],
         "cams8_queue_max": many["queue_max"],
         "cams8_offered": many["offered"],
@@ -168,7 +172,7 @@ def _warm_up(stack: Stack) -> None:
 def _case(stack: Stack, tmp: Path, cameras: list[str], seconds: float, per_frame: float) -> dict[str, float]:
     """Offer 2x capacity from ``cameras`` together for ``seconds``; print and return the figures."""
     interval = round(len(cameras) * per_frame / 2, 4)
-    clip_fps = min(240.0, max(5.0, math.ceil(2 / interval)))
+    clip_fps = min(240.0, max(12.0, math.ceil(2 / interval)))
     clip = make_demo_clip(tmp / f"overload-{clip_fps:.0f}fps.avi", fps=clip_fps)
     print(
         f"\n== {len(cameras)} camera(s), each sampled every {interval * 1000:.1f} ms: together "
@@ -214,7 +218,10 @@ def _report(
     total = Counter[str]()
     for counters in delta.values():
         total.update({k: int(v) for k, v in counters.items() if k != redis_keys.CAMERA_FPS_FIELD})
-    in_window = [first for first in results.first.values() if t0 <= first[1] <= t1 and first[3] in cameras]
+    chosen = {frame_id: first for frame_id, first in results.first.items() if t0 <= first[1] <= t1}
+    chosen = {frame_id: first for frame_id, first in chosen.items() if first[3] in cameras}
+    in_window = list(chosen.values())
+    worker_s = [results.process_s[frame_id] for frame_id in chosen]
     ages = [arrived - captured for arrived, captured, _, _ in in_window]
     first_kinds = dict(Counter(kind for _, _, kind, _ in in_window))
     depths = [n for t, n in queue.samples if t0 <= t <= t1]
@@ -243,9 +250,13 @@ def _report(
     )
     print(f"first detection_result per frame captured in the window: {len(ages)} ({first_kinds})")
     print(summary("frame age at its first detection_result (capture -> Socket.IO queue)", ages, "s"))
+    print(summary("the worker's decode + detect + group time (processTime)", worker_s, "s"))
     p95 = percentile(ages, 95)
     verdict = "within" if p95 <= target else "over"
-    print(f"age p95 {p95:.3f} s is {verdict} the target: one sampling interval + detection time = {target:.3f} s")
+    print(f"age p95 {p95:.3f} s is {verdict} the target: one sampling interval + bare detection = {target:.3f} s")
+    in_worker = interval + percentile(worker_s, 50)
+    verdict = "within" if p95 <= in_worker else "over"
+    print(f"age p95 {p95:.3f} s is {verdict} one sampling interval + the worker's p50 time = {in_worker:.3f} s")
     return {
         "age_p95_s": p95,
         "age_p50_s": percentile(ages, 50),
@@ -256,6 +267,7 @@ def _report(
         "results": len(ages),
         "fairness": fairness,
         "target_s": target,
+        "worker_s_p50": percentile(worker_s, 50),
     }
 
 

@@ -59,7 +59,7 @@ def frame_taken(frame_id: str) -> str:
 
 
 def camera_stats(camera_id: str) -> str:
-    """Hash: counters (captured, dropped_inflight, dropped_age, detected, assessed …)."""
+    """Hash: counters (captured, dropped_superseded, dropped_inflight, dropped_age, detected, assessed …)."""
     return f"{PREFIX}camera:{camera_id}:stats"
 
 

@@ -196,7 +196,10 @@ SCHEMAS: JSON = {
             "stats": {
                 "type": "object",
                 "additionalProperties": {"type": "integer"},
-                "description": "Counters: captured, dropped_inflight, dropped_age, detected, final_<assessment>…",
+                "description": (
+                    "Counters: captured, dropped_superseded, dropped_inflight, dropped_age, detected, "
+                    "final_<assessment>…"
+                ),
             },
         }
     ),
