@@ -9,18 +9,22 @@ every backend installed here (``torch``, ``onnx``, ``openvino``; ``tensorrt`` on
 - batching: ``detect_many`` over the same frames interleaved across 8 "cameras" (each batch holds
   frames of different sources), batch sizes 1, 2, 4, 8 (and 16 on a GPU).
 - worker: the same N frames injected at once as a backlog (``Stack.inject_frame``) into a real
-  ``celery -A workers worker -Q gpu -P solo -c 1`` running that backend (``TRAFFIC_DETECTOR_BACKEND``);
+  ``celery -A workers worker -Q gpu -P solo -c 1`` running that backend (``TRAFFIC_DETECTOR_BACKEND``)
+  at the default batch size (``TRAFFIC_DETECTOR_BATCH`` unset: 1 on a CPU, 8 on CUDA);
   frames/s is the rate at which it stamps frames ``detected``, first to last, after warm-up frames;
   its resident memory (VmRSS) and peak (VmHWM) after the backlog.
+- worker batched: the backend ``auto`` picks once more, with ``TRAFFIC_DETECTOR_BATCH=--batch`` (default
+  8): celery-batches hands the worker up to that many messages per predict.
 
 The same command gives GPU figures on a GPU host (``--device auto`` picks CUDA when torch sees it);
 cameras per GPU = the best batched frames/s over 5 detected frames/s per camera.
 
-    python -m bench.detector [--quick] [--frames N] [--device auto|cpu|cuda:0] [--backends torch,onnx]
+    python -m bench.detector [--quick] [--frames N] [--device auto|cpu|cuda:0] [--backends torch,onnx] [--batch 8]
 
 Last line: ``backend=`` (what ``auto`` picks) ``speedup=`` (its bare frames/s over bare PyTorch's)
-``ratio=`` (its worker over its bare loop), then per backend ``<b>_bare_fps= <b>_worker_fps= <b>_ratio=
-<b>_rss_mb= <b>_batch<N>_fps=`` and ``device= threads=``.
+``ratio=`` (its worker over its bare loop), ``batched_ratio=`` (its batched worker over its bare loop),
+then per backend ``<b>_bare_fps= <b>_worker_fps= <b>_ratio= <b>_rss_mb= <b>_batch<N>_fps=``,
+``<auto>_worker_batch<N>_fps=`` and ``device= threads=``.
 """
 
 from __future__ import annotations
@@ -108,11 +112,12 @@ def worker_fps(stack: Stack, jpegs: Sequence[bytes], timeout: float) -> tuple[fl
     _wait_detected(store, frame_ids, timeout)
     stamps = [store.timings(f) for f in frame_ids]
     done = sorted((s for s in stamps if "detected" in s), key=lambda s: s["received"])
-    stages: dict[str, list[float]] = {"in_worker": [], "decode": [], "analyse": [], "between": []}
+    stages: dict[str, list[float]] = {"in_worker": [], "decode": [], "analyse": [], "between": [], "batch": []}
     for i, s in enumerate(done):
         stages["in_worker"].append((s["detected"] - s["received"]) * 1000)
         stages["decode"].append(s.get("decode_s", float("nan")) * 1000)
         stages["analyse"].append(s.get("analyse_s", float("nan")) * 1000)
+        stages["batch"].append(s.get("batch", 1.0))
         if i:
             stages["between"].append((s["received"] - done[i - 1]["detected"]) * 1000)
     if len(done) < 2:
@@ -133,7 +138,7 @@ def _wait_detected(store: FrameStore, frame_ids: Sequence[str], timeout: float) 
         print(f"warning: {len(pending)} frame(s) not detected within {timeout:.0f} s")
 
 
-def run(frame_count: int, device: str, backends: Sequence[str] | None) -> dict[str, object]:
+def run(frame_count: int, device: str, backends: Sequence[str] | None, batch: int = 8) -> dict[str, object]:
     """Measure every backend and print; returns the closing line's figures."""
     frames = frame_set(frame_count)
     jpegs = [jpeg for _, jpeg in frames]
@@ -154,12 +159,20 @@ def run(frame_count: int, device: str, backends: Sequence[str] | None) -> dict[s
     results = {b: measure_bare(b, device, images, sizes) for b in chosen}
     for backend in chosen:
         results[backend].worker = measure_worker(backend, device, jpegs, results[backend].bare_fps)
+    batched = measure_worker(auto, device, jpegs, results[auto].bare_fps, batch=batch)
     report(results, sizes, cuda)
+    print(
+        f"\n[{auto}] worker at batch {batch}: {batched.fps:.2f} frames/s "
+        f"({batched.fps / results[auto].bare_fps:.3f} of its bare loop; at the default batch "
+        f"{results[auto].worker.fps:.2f}); resident {batched.rss_mb:.0f} MB"
+    )
+    print(summary(f"  frames per predict (batch {batch})", batched.stages.get("batch", []), unit=""))
     torch_bare = results["torch"].bare_fps
     pairs: dict[str, object] = {
         "backend": auto,
         "speedup": results[auto].bare_fps / torch_bare,
         "ratio": results[auto].ratio,
+        "batched_ratio": batched.fps / results[auto].bare_fps,
     }
     for backend, r in results.items():
         pairs |= {
@@ -169,6 +182,7 @@ def run(frame_count: int, device: str, backends: Sequence[str] | None) -> dict[s
             f"{backend}_rss_mb": r.worker.rss_mb,
             **{f"{backend}_batch{size}_fps": fps for size, fps in r.batches.items()},
         }
+    pairs[f"{auto}_worker_batch{batch}_fps"] = batched.fps
     if cuda:
         pairs["cameras_per_gpu_at_5fps"] = max(max(r.batches.values()) for r in results.values()) / 5.0
     pairs |= {"device": resolved, "threads": threads}
@@ -220,8 +234,8 @@ def measure_bare(backend: str, device: str, images: Sequence[Image], sizes: Sequ
     return BackendRun(backend, load_s, exported, bare, bare_ms, batches)
 
 
-def measure_worker(backend: str, device: str, jpegs: Sequence[bytes], bare: float) -> WorkerRun:
-    """A real gpu worker on ``backend`` draining a backlog of ``jpegs``."""
+def measure_worker(backend: str, device: str, jpegs: Sequence[bytes], bare: float, *, batch: int = 0) -> WorkerRun:
+    """A real gpu worker on ``backend`` draining a backlog of ``jpegs`` (``batch`` 0: the default size)."""
     with tempfile.TemporaryDirectory(prefix="bench-detector-") as tmp, LocalRedis(Path(tmp) / "redis") as server:
         env = stack_env(
             server.url,
@@ -230,6 +244,7 @@ def measure_worker(backend: str, device: str, jpegs: Sequence[bytes], bare: floa
             TRAFFIC_LOG_LEVEL="WARNING",
             TRAFFIC_DEVICE=device,
             TRAFFIC_DETECTOR_BACKEND=backend,
+            TRAFFIC_DETECTOR_BATCH=str(batch),
         )
         stack = Stack(server.url, Path(tmp), env)
         try:
@@ -239,7 +254,8 @@ def measure_worker(backend: str, device: str, jpegs: Sequence[bytes], bare: floa
             stats = CameraRegistry(stack.redis).stats("bench")
         finally:
             stack.stop()
-    print(f"[{backend}] worker {fps:.2f} frames/s ({done} frames), resident {rss:.0f} MB (peak {peak:.0f} MB)")
+    size = batch or "default"
+    print(f"[{backend}] worker (batch {size}) {fps:.2f} frames/s ({done} frames), {rss:.0f} MB (peak {peak:.0f} MB)")
     return WorkerRun(fps, done, rss, peak, stages, stats)
 
 
@@ -318,10 +334,11 @@ def main() -> None:
     parser.add_argument("--frames", type=int, help="frames per measurement (a multiple of 8 is best)")
     parser.add_argument("--device", default="auto", help="TRAFFIC_DEVICE for both loops (default: auto)")
     parser.add_argument("--backends", help="comma-separated backends to compare (default: every installed one)")
+    parser.add_argument("--batch", type=int, default=8, help="batch size of the batched worker run (default 8)")
     args = parser.parse_args()
     count = args.frames or (24 if args.quick else 120)
     backends = [b.strip() for b in args.backends.split(",")] if args.backends else None
-    finish(run(max(count, CAMERAS), args.device, backends))
+    finish(run(max(count, CAMERAS), args.device, backends, max(1, args.batch)))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,12 @@
 
 Self-contained: starts its own redis-server, provider simulator and Celery workers (gpu, llm,
 default) and stops them. Frames are sent one at a time (no queueing), so the figures are the
-pipeline's own overhead: Celery delivery, Redis reads/writes, grouping, crops, the emit.
+pipeline's own overhead: Celery delivery, Redis reads/writes, JPEG decode, grouping, the emit.
+
+The bare loop (``detect`` in this process on the decoded frames) runs with the stack up and idle, in
+blocks of ten frames alternating with the same ten frames sent through the pipeline: a frame's
+overhead is its first ``detection_result`` latency minus its own bare time of the block just before,
+so a drift of the machine's speed over the run (other load, CPU frequency) does not count as overhead.
 
     python -m bench.pipeline [--quick] [--frames N]
 
@@ -20,12 +25,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import DetectionResults, bare_detect_s, finish, frame_set, percentile, summary
+from bench.common import DetectionResults, finish, frame_set, percentile, summary
+from infra.detector_loading import packaged_detector_settings
 from infra.frame_store import FrameStore
 from stack.harness import API_KEY, Stack, stack_env
 from stack.provider_sim import ProviderSimulator, SimConfig, SimKey
 from stack.redis_server import LocalRedis
-from traffic.imaging import decode_jpeg
+from traffic.imaging import Image, decode_jpeg
+from traffic.settings import DetectorSettings
+from traffic.yolo_detector import UltralyticsDetector
 
 
 class Listener(DetectionResults):
@@ -52,36 +60,60 @@ class Listener(DetectionResults):
             return self._cond.wait_for(lambda: frame_id in self.final, timeout)
 
 
-def bare_inference_ms(frames: Sequence[tuple[object, bytes]]) -> list[float]:
-    """Per-frame time of ``detector.detect`` alone on the decoded frames (model warmed up)."""
-    _, times = bare_detect_s([decode_jpeg(jpeg) for _, jpeg in frames])
-    return [t * 1000 for t in times]
+BLOCK = 10
+"""Frames per alternating block of bare loop and pipeline."""
+
+
+def bare_detector() -> UltralyticsDetector:
+    """The packaged detector as a worker loads it (default backend and threads), warmed up."""
+    detector = UltralyticsDetector(packaged_detector_settings(DetectorSettings()))
+    detector.load()
+    return detector
+
+
+def bare_inference_ms(detector: UltralyticsDetector, images: Sequence[Image]) -> list[float]:
+    """Per-frame time of ``detector.detect`` alone on decoded frames (after a one-frame warm-up)."""
+    detector.detect(images[0])
+    times = []
+    for image in images:
+        started = time.perf_counter()
+        detector.detect(image)
+        times.append((time.perf_counter() - started) * 1000)
+    return times
 
 
 def run(frame_count: int) -> dict[str, object]:
     """Measure and print; returns the figures of the closing line."""
     frames = frame_set(frame_count)
     print(f"frames: {frame_count} demo frames at 1280x720")
-    bare = bare_inference_ms(frames)
-    print(summary("bare inference", bare))
+    detector = bare_detector()
+    images = [decode_jpeg(jpeg) for _, jpeg in frames]
+    alone = bare_inference_ms(detector, images)
+    print(summary("bare inference, before the stack starts", alone))
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp, LocalRedis(Path(tmp) / "redis") as server:
         with ProviderSimulator(SimConfig(keys={API_KEY: SimKey(key_id="k1")})) as sim:
             stack = Stack(server.url, Path(tmp), stack_env(server.url, Path(tmp), sim, TRAFFIC_LOG_LEVEL="WARNING"))
             try:
                 stack.start("gpu", "llm", "default")
-                return _measure(stack, frames, bare)
+                measured = _measure(stack, frames, detector, images)
+                return measured | {"bare_alone_ms_p50": statistics.median(alone)}
             finally:
                 stack.stop()
 
 
-def _measure(stack: Stack, frames: Sequence[tuple[object, bytes]], bare: list[float]) -> dict[str, object]:
-    """Send frames one by one and collect the latencies."""
+def _measure(
+    stack: Stack, frames: Sequence[tuple[object, bytes]], detector: UltralyticsDetector, images: Sequence[Image]
+) -> dict[str, object]:
+    """Alternate blocks of bare inference and frames sent one by one; collect the latencies."""
     listener = Listener(stack.redis_url)
+    bare: list[float] = []
     try:
         for _, jpeg in frames[:3]:  # warm up: the worker loads its model on the first frame
             listener.wait_final(stack.inject_frame("warm", jpeg), 120)
         overhead, first_ms, chord_emit, queue_ms, worker_ms, own = [], [], [], [], [], []
         for i, (_, jpeg) in enumerate(frames):
+            if i % BLOCK == 0:
+                bare += bare_inference_ms(detector, images[i : i + BLOCK])
             sent = time.time()
             frame_id = stack.inject_frame("bench", jpeg)
             if not listener.wait_final(frame_id, 60):
@@ -99,6 +131,7 @@ def _measure(stack: Stack, frames: Sequence[tuple[object, bytes]], bare: list[fl
                 chord_emit.append((listener.final[frame_id] - max(timings.values())) * 1000)
     finally:
         listener.close()
+    print(summary("bare inference, in blocks beside the idle stack", bare))
     print(summary("frame -> first detection_result", first_ms))
     print(summary("overhead over bare inference", overhead))
     print(summary("  in the worker: decode + detect + group (processTime)", worker_ms))

@@ -67,7 +67,7 @@ if waiting[2] == ARGV[1] then
     return {false, 'none'}
   end
   redis.call('SET', KEYS[2], waiting[1], 'PX', ARGV[2])
-  if redis.call('LLEN', KEYS[3]) > 0 then
+  if ARGV[5] == '1' or redis.call('LLEN', KEYS[3]) > 0 then
     redis.call('HDEL', KEYS[1], 'frame')
     redis.call('HSET', KEYS[1], 'origin', ARGV[3], 'sent', ARGV[4])
     return {waiting[1], 'waiting', ARGV[3]}
@@ -215,15 +215,18 @@ class FrameStore:
             pipe.execute()
         return offer
 
-    def take(self, camera_id: str, frame_id: str, *, keep_s: float, queue: str, next_turn: str) -> Taken:
+    def take(
+        self, camera_id: str, frame_id: str, *, keep_s: float, queue: str, next_turn: str, contended: bool = False
+    ) -> Taken:
         """The frame the detector task sent for ``frame_id`` works on (see ``offer``); redeliveries get the same.
 
-        When other tasks wait in ``queue``, the camera's next turn is queued at once under the id
-        ``next_turn`` (the caller sends that task, ``Taken.next_turn``), so that cameras are served in turn.
+        When other tasks wait in ``queue``, or the caller says the detector is ``contended`` (its batch holds
+        other cameras' tasks, taken off the queue already), the camera's next turn is queued at once under
+        the id ``next_turn`` (the caller sends that task, ``Taken.next_turn``), so that cameras are served in turn.
         """
         reply = self._take(
             keys=[redis_keys.camera_waiting(camera_id), redis_keys.frame_taken(frame_id), queue],
-            args=[frame_id, max(1000, int(keep_s * 1000)), next_turn, repr(time.time())],
+            args=[frame_id, max(1000, int(keep_s * 1000)), next_turn, repr(time.time()), "1" if contended else "0"],
         )
         taken = as_text(reply[0]) if reply[0] is not None else None
         return Taken(taken, as_text(reply[1]), as_text(reply[2]) if len(reply) > 2 else None)

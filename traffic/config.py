@@ -335,6 +335,8 @@ _ROWS: tuple[_Row, ...] = (
     _row("detector.backend", _choice(*BACKEND_CHOICES), "DETECTOR_BACKEND", "model.backend"),
     _row("detector.threads", _integer(0, 1024), "DETECTOR_THREADS", "model.threads"),
     _row("detector.cache_dir", _text, "MODEL_CACHE", "model.cache_dir"),
+    _row("detector.batch", _integer(0, 256), "DETECTOR_BATCH", "model.batch"),
+    _row("detector.batch_wait_ms", _number(0.0, 60000.0), "DETECTOR_BATCH_WAIT_MS", "model.batch_wait_ms"),
     _row("grouping.distance_ratio", _DISTANCE_RATIO, "DISTANCE_RATIO", "post_processing.distance_ratio"),
     _row(
         "grouping.distance_ratio",

@@ -44,6 +44,10 @@ class DetectorSettings:
     """CPU threads of the inference runtime; 0: the cores this process may use (resolved at start-up)."""
     cache_dir: str = ""
     """Where exported models are kept; "" resolves to ``~/.cache/traffic/models`` at start-up."""
+    batch: int = 0
+    """Most frames (of different cameras) one predict call takes; 0: 8 on a CUDA device, 1 on a CPU."""
+    batch_wait_ms: float = 5.0
+    """How long a detector worker waits for more frames to fill a batch: an idle system stays at batch 1."""
 
 
 @dataclass(frozen=True)

@@ -171,7 +171,8 @@ class UltralyticsDetector:
             imgsz=s.imgsz,
             half=s.half and cuda,
             dynamic=True,
-            batch=1,
+            # A dynamic TensorRT engine accepts batches up to the one it was built for; the others any.
+            batch=resolve_batch(s) if self._backend == "tensorrt" else 1,
             exporter=f"ultralytics{ultralytics.__version__}",
         )
         device = self._device.split(":", 1)[1] if cuda and ":" in self._device else ("0" if cuda else "cpu")
@@ -332,6 +333,21 @@ def _with_coco_names(names: dict[int, str]) -> dict[int, str]:
     with open(ROOT / "cfg" / "datasets" / "coco.yaml", encoding="utf-8") as fh:
         coco = yaml.safe_load(fh)["names"]
     return {i: str(coco[i]) for i in names}
+
+
+AUTO_GPU_BATCH = 8
+"""Frames per predict call on a CUDA device unless ``detector.batch`` says otherwise (1 on a CPU)."""
+
+
+def resolve_batch(settings: DetectorSettings) -> int:
+    """The most frames one predict call takes: ``detector.batch``, else 8 on a CUDA device and 1 on a CPU."""
+    if settings.batch > 0:
+        return settings.batch
+    if settings.device == "auto":
+        import torch
+
+        return AUTO_GPU_BATCH if torch.cuda.is_available() else 1
+    return AUTO_GPU_BATCH if settings.device.startswith("cuda") else 1
 
 
 def _pick_device(device: str) -> str:

@@ -10,6 +10,7 @@ from celeryconfig import celery_options
 from traffic.config import load_settings
 from traffic.settings import Settings
 from workers import signals
+from workers.batching import BatchSizing
 
 
 def create_celery_app(settings: Settings | None = None) -> Celery:
@@ -23,5 +24,6 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
         app.conf.update(celery_options(settings))
     else:
         app.add_defaults(lambda: celery_options(load_settings(os.environ)))
+    app.steps["worker"].add(BatchSizing)
     signals.connect()
     return app

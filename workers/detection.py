@@ -8,17 +8,18 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from infra import celery_names
 from infra.frame_store import FrameStore, Taken, as_text
 from traffic import redis_keys
-from traffic.analysis import FrameAnalysis, analyse_frame
+from traffic.analysis import FrameAnalysis, analyse_frames
 from traffic.codec import recent_verdict_from_json
 from traffic.errors import DetectorError, ImageError
 from traffic.frame_record import FrameRecord
 from traffic.gate import GateDecision, RecentVerdict, decide, group_signature
-from traffic.imaging import crop_jpeg, decode_jpeg
+from traffic.imaging import Image, crop_jpeg, decode_jpeg
 from traffic.models import Assessment, GroupContext
 from traffic.wire import frame_result
 from workers.context import WorkerContext
@@ -33,88 +34,192 @@ SendTurn = Callable[[str, str, float], None]
 """(camera id, turn id, expiry) → sends the detector task of the camera's next turn."""
 
 
+@dataclass(frozen=True)
+class FrameTask:
+    """One ``detect_frame`` message: the camera, the frame (or turn) it was sent for, and when."""
+
+    camera_id: str
+    frame_id: str
+    captured_at: float
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A taken frame whose inputs are in hand and whose deadline has not passed."""
+
+    index: int
+    camera_id: str
+    frame_id: str
+    captured_at: float
+    deadline: float
+    received: float
+    jpeg: bytes
+
+
 def detect_and_route(
     ctx: WorkerContext,
     store: FrameStore,
-    camera_id: str,
-    frame_id: str,
-    captured_at: float,
+    tasks: Sequence[FrameTask],
     *,
     start_assessment: StartAssessment,
     send_turn: SendTurn,
-) -> FrameOutcome:
-    """Run the detector stage on the camera's newest waiting frame (the task names the frame it was sent for)."""
+) -> list[FrameOutcome]:
+    """Run the detector stage on a batch of tasks, one outcome each, in order.
+
+    Each task takes its camera's newest waiting frame (or the frame it names); the frames are
+    detected with one batched predict, then each is grouped, gated, stored, emitted and routed on its
+    own, in the order of the tasks (a camera's frames stay in capture order).
+    """
+    outcomes: list[FrameOutcome | None] = [None] * len(tasks)
+    held: list[tuple[str, str]] = []
+    loaded: list[_Loaded] = []
+    try:
+        contended = len({task.camera_id for task in tasks}) > 1
+        for index, task in enumerate(tasks):
+            frame_id, how = _take(ctx, store, task, send_turn, contended)
+            if frame_id is None:
+                outcomes[index] = FrameOutcome(task.camera_id, "idle")
+                continue
+            held.append((task.camera_id, frame_id))
+            ready = _load(ctx, store, index, task, Taken(frame_id, how))
+            if isinstance(ready, FrameOutcome):
+                outcomes[index] = ready
+            else:
+                loaded.append(ready)
+        for ready, outcome in zip(loaded, _detect(ctx, store, loaded, start_assessment), strict=True):
+            outcomes[ready.index] = outcome
+    finally:
+        for camera_id, frame_id in held:
+            store.done_inflight(camera_id, frame_id)
+    unhandled = [FrameOutcome(t.camera_id, "error", error="unhandled") for t in tasks]
+    return [o if o is not None else u for o, u in zip(outcomes, unhandled, strict=True)]
+
+
+def _take(
+    ctx: WorkerContext, store: FrameStore, task: FrameTask, send_turn: SendTurn, contended: bool
+) -> tuple[str | None, str]:
+    """The frame this task works on (None: nothing newer was waiting); queues the camera's next turn.
+
+    ``contended``: the batch holds several cameras' tasks, which left the queue when the worker buffered
+    them; the next turn is queued as it would be were they still waiting there.
+    """
     deadline_s = ctx.settings.capture.frame_deadline_s
-    next_turn = f"{camera_id}-{uuid.uuid4().hex[:12]}"
-    taken = store.take(camera_id, frame_id, keep_s=deadline_s, queue=celery_names.GPU_QUEUE, next_turn=next_turn)
+    next_turn = f"{task.camera_id}-{uuid.uuid4().hex[:12]}"
+    taken = store.take(
+        task.camera_id,
+        task.frame_id,
+        keep_s=deadline_s,
+        queue=celery_names.GPU_QUEUE,
+        next_turn=next_turn,
+        contended=contended,
+    )
     if taken.next_turn is not None:
         try:
-            send_turn(camera_id, taken.next_turn, time.time() + deadline_s)
+            send_turn(task.camera_id, taken.next_turn, time.time() + deadline_s)
         except Exception:  # the broker is away: the capture service sends the camera's next task itself
-            log.warning("camera %s: could not queue its next turn", camera_id, exc_info=True)
-            store.withdraw(camera_id, taken.next_turn)
-    if taken.frame_id is None:
-        return FrameOutcome(camera_id, "idle")
-    try:
-        return _detect_and_route(ctx, store, camera_id, Taken(taken.frame_id, taken.how), captured_at, start_assessment)
-    finally:
-        store.done_inflight(camera_id, taken.frame_id)
+            log.warning("camera %s: could not queue its next turn", task.camera_id, exc_info=True)
+            store.withdraw(task.camera_id, taken.next_turn)
+    return taken.frame_id, taken.how
 
 
-def _detect_and_route(
-    ctx: WorkerContext,
-    store: FrameStore,
-    camera_id: str,
-    taken: Taken,
-    sent_captured_at: float,
-    start_assessment: StartAssessment,
-) -> FrameOutcome:
-    """Detect, group, gate and route one frame; frames past their deadline or expired are dropped and counted."""
-    frame_id = taken.frame_id or ""
+def _load(ctx: WorkerContext, store: FrameStore, index: int, task: FrameTask, taken: Taken) -> _Loaded | FrameOutcome:
+    """The frame's inputs; frames replaced, expired or past their deadline are dropped and counted."""
+    camera_id, frame_id = task.camera_id, taken.frame_id or ""
     meta, jpeg = store.load_for_detection(frame_id)
     now = time.time()
-    if taken.how == "own" and meta is None and now < sent_captured_at + ctx.settings.capture.frame_deadline_s:
+    if taken.how == "own" and meta is None and now < task.captured_at + ctx.settings.capture.frame_deadline_s:
         # A task whose frame was shed (counted then) after a newer task replaced it: nothing left to do.
         log.info("frame %s was replaced by a newer frame of camera %s before this task started", frame_id, camera_id)
         return FrameOutcome(camera_id, "superseded")
-    captured_at = meta.captured_at if meta else sent_captured_at
+    captured_at = meta.captured_at if meta else task.captured_at
     deadline = meta.deadline if meta else captured_at + ctx.settings.capture.frame_deadline_s
     if meta is None or jpeg is None or now >= deadline:
         store.count(camera_id, "dropped_age")
         log.info("frame %s dropped: %s", frame_id, "expired" if meta is None or jpeg is None else "past its deadline")
         return FrameOutcome(camera_id, "dropped_age")
-    started = time.perf_counter()
-    try:
-        image = decode_jpeg(jpeg)
-        decoded = time.perf_counter()
-        analysis = analyse_frame(image, ctx.detector, ctx.settings.grouping)
-    except (ImageError, DetectorError) as exc:
-        store.count(camera_id, "detect_errors")
-        log.error("frame %s: %s", frame_id, exc)
-        return FrameOutcome(camera_id, "error", error=type(exc).__name__)
-    analysed = time.perf_counter()
-    process_time = analysed - started
+    return _Loaded(index, camera_id, frame_id, captured_at, deadline, now, jpeg)
+
+
+def _detect(
+    ctx: WorkerContext, store: FrameStore, frames: Sequence[_Loaded], start_assessment: StartAssessment
+) -> list[FrameOutcome]:
+    """Decode each frame, detect them all with one predict, then route each; errors stay with their frame."""
+    outcomes: dict[int, FrameOutcome] = {}
+    decoded: list[tuple[_Loaded, Image, float]] = []
+    for frame in frames:
+        started = time.perf_counter()
+        try:
+            decoded.append((frame, decode_jpeg(frame.jpeg), time.perf_counter() - started))
+        except ImageError as exc:
+            outcomes[frame.index] = _detect_error(store, frame, exc)
+    if decoded:
+        started = time.perf_counter()
+        try:
+            analyses = analyse_frames([image for _, image, _ in decoded], ctx.detector, ctx.settings.grouping)
+        except DetectorError as exc:
+            for frame, _, _ in decoded:
+                outcomes[frame.index] = _detect_error(store, frame, exc)
+            analyses = []
+        analyse_s = time.perf_counter() - started
+        for (frame, image, decode_s), analysis in zip(decoded, analyses, strict=False):
+            timing = _Timing(decode_s, analyse_s, len(decoded))
+            outcomes[frame.index] = _route(ctx, store, frame, image, analysis, timing, start_assessment)
+    return [outcomes[frame.index] for frame in frames]
+
+
+@dataclass(frozen=True)
+class _Timing:
+    """Where a frame's detector time went: its own decode, and its batch's detect + group."""
+
+    decode_s: float
+    analyse_s: float
+    batch: int
+
+
+def _detect_error(store: FrameStore, frame: _Loaded, exc: Exception) -> FrameOutcome:
+    """A frame that could not be decoded or detected: counted, logged, an error outcome."""
+    store.count(frame.camera_id, "detect_errors")
+    log.error("frame %s: %s", frame.frame_id, exc)
+    return FrameOutcome(frame.camera_id, "error", error=type(exc).__name__)
+
+
+def _route(
+    ctx: WorkerContext,
+    store: FrameStore,
+    frame: _Loaded,
+    image: Image,
+    analysis: FrameAnalysis,
+    timing: _Timing,
+    start_assessment: StartAssessment,
+) -> FrameOutcome:
+    """Gate, store, emit and hand one detected frame's groups to assessment (or finalise it)."""
+    camera_id, frame_id, deadline = frame.camera_id, frame.frame_id, frame.deadline
+    process_time = timing.decode_s + timing.analyse_s
     contexts = [analysis.context(g) for g in analysis.groups]
-    decision, wire_id = _gate(ctx, camera_id, contexts, now)
-    record = _record(ctx, frame_id, camera_id, wire_id, captured_at, deadline, analysis, process_time, decision)
+    decision, wire_id = _gate(ctx, camera_id, contexts, frame.received)
+    record = _record(ctx, frame_id, camera_id, wire_id, frame.captured_at, deadline, analysis, process_time, decision)
     # Stored and registered with the deadline sweeper before browsers hear "pending", so a frame
     # announced as pending gets a final result even if Redis fails right after.
     store.save(record, {}, [v for _, v in decision.reuse], pending=bool(decision.assess))
     if decision.assess:
         # Then the fast path: browsers see boxes and groups while the crops are cut and judged.
-        ctx.emitter.detection_result(camera_id, frame_result(record, None, Assessment.PENDING), captured_at=captured_at)
+        payload = frame_result(record, None, Assessment.PENDING)
+        ctx.emitter.detection_result(camera_id, payload, captured_at=frame.captured_at)
         groups = {g.index: g for g in analysis.groups}
         quality = ctx.settings.grouping.crop_jpeg_quality
         store.save_crops(frame_id, {i: crop_jpeg(image, groups[i].bbox, quality) for i in decision.assess}, deadline)
     store.count(camera_id, "detected")
-    store.stamp(frame_id, "detected", deadline, {"decode_s": decoded - started, "analyse_s": analysed - decoded})
+    durations = {"decode_s": timing.decode_s, "analyse_s": timing.analyse_s, "batch": float(timing.batch)}
+    store.stamp(frame_id, "detected", deadline, durations)
     if decision.assess:
         start_assessment(camera_id, frame_id, decision.assess, deadline)
         store.count(camera_id, "assessed_groups", len(decision.assess))
     else:
         finalise(ctx, frame_id, by="detector")
     objects = Counter(d.cls for d in analysis.detections)
-    return FrameOutcome(camera_id, "detected", process_time, objects, len(analysis.groups), len(decision.assess))
+    return FrameOutcome(
+        camera_id, "detected", process_time, objects, len(analysis.groups), len(decision.assess), batch=timing.batch
+    )
 
 
 def _record(

@@ -31,6 +31,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LLM_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0)
 AGE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 15.0, 30.0, 60.0)
+BATCH_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+"""Frames per batched predict: the sizes operators set (``detector.batch``)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class FrameOutcome:
     groups: int = 0
     assessed: int = 0
     error: str | None = None
+    batch: int = 1
+    """Frames detected with this one in the same predict call."""
 
 
 class WorkerMetrics:
@@ -65,6 +69,9 @@ class WorkerMetrics:
         self.detections = counter("detection_total", "Frames through the detector, by outcome", ("camera_id", "status"))
         self.detection_latency = histogram(
             "detection_latency_seconds", "Decode, detect and group time of one frame", (), LATENCY_BUCKETS
+        )
+        self.batches = histogram(
+            "detector_batch_frames", "Frames detected by one batched predict call", (), BATCH_BUCKETS
         )
         self.objects = counter("detected_objects_total", "Objects found by the detector", ("class_name",))
         self.groups = counter("traffic_groups_total", "Traffic groups found")
@@ -103,6 +110,10 @@ class WorkerMetrics:
             self.groups.inc(outcome.groups)
         if outcome.assessed:
             self.generated.inc(outcome.assessed)
+
+    def batch(self, frames: int) -> None:
+        """One batched predict call over ``frames`` frames."""
+        self.batches.observe(frames)
 
     def verdict(self, data: Mapping[str, Any]) -> None:
         """One group verdict (``verdict_to_json``) returned by ``assess_group``."""

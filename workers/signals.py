@@ -49,7 +49,12 @@ def _node_started(sender: Any = None, **_: Any) -> None:
 def _task_done(sender: Any = None, retval: Any = None, state: str | None = None, **_: Any) -> None:
     """Record from the return values of the detector and assessment tasks."""
     name = getattr(sender, "name", "")
-    if name == celery_names.DETECT_FRAME and isinstance(retval, FrameOutcome):
-        record("frame", retval)
+    if name == celery_names.DETECT_FRAME and isinstance(retval, list):
+        outcomes = [o for o in retval if isinstance(o, FrameOutcome)]
+        for outcome in outcomes:
+            record("frame", outcome)
+        detected = [o.batch for o in outcomes if o.status == "detected"]
+        if detected:
+            record("batch", max(detected))
     elif name == celery_names.ASSESS_GROUP and state == "SUCCESS" and isinstance(retval, dict):
         record("verdict", retval)

