@@ -51,6 +51,23 @@ class DetectorSettings:
 
 
 @dataclass(frozen=True)
+class TrackingSettings:
+    """How road users keep an identity from one detected frame of a camera to the next."""
+
+    lost_track_s: float = 2.0
+    """A track not matched for this long ends (its identity is not given back)."""
+    activation_confidence: float = 0.5
+    """A new track starts only from a detection at least this confident."""
+    high_confidence: float = 0.5
+    """Detections at least this confident are matched first; weaker ones (down to the detector's
+    ``conf``) only extend existing tracks."""
+    min_frames: int = 2
+    """Frames in a row a new track must be seen before it gets an id (a lone false box never does)."""
+    min_iou: float = 0.1
+    """Least overlap between a track's predicted box and a detection for them to match."""
+
+
+@dataclass(frozen=True)
 class GroupingSettings:
     """How detections are clustered into traffic groups and cropped."""
 

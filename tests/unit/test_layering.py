@@ -176,6 +176,16 @@ def test_ultralytics_torch_and_the_inference_runtimes_live_behind_the_detector_a
     assert users == {"traffic.yolo_detector"}
 
 
+def test_the_tracking_library_lives_behind_the_tracker_adapter() -> None:
+    users = {
+        module_name(path)
+        for path in source_files(*PRODUCT)
+        for imp in imports_of(path)
+        if imp.target.split(".")[0] in ("trackers", "supervision", "boxmot", "lap")
+    }
+    assert users == {"traffic.bytetrack"}
+
+
 @pytest.mark.parametrize(
     ("layer", "code", "expected"),
     [

@@ -1,0 +1,198 @@
+"""Tracking: quality on generated scenes with ground truth, and its cost against bare inference.
+
+Self-contained and CPU-only (no Redis or workers: tracking is a pure step of the detector stage):
+
+1. Quality: ``stack.scenes.crossroads`` scenes (cars on four lanes, some turning, pedestrians crossing,
+   box noise, misses, an occluding post) sampled at 2, 5 and 10 detected frames per second, scored with
+   motmetrics (IDF1, identity switches, MOTA) for the tracker traffic uses (``traffic.bytetrack``, Roboflow
+   ``trackers`` ByteTrack) and, side by side, that package's OC-SORT, BoT-SORT and SORT at their defaults,
+   and Ultralytics' ByteTrack and BoT-SORT (when ``lap``, which their matching needs, is installed).
+2. Cost: milliseconds per frame of the tracker at 10, 50 and 200 objects in view, against the bare
+   inference time of the packaged detector on 1280x720 frames, measured in the same run.
+
+    python -m bench.tracking [--quick]
+
+Last line: ``added_ratio=`` (tracking time over bare inference time at 50 objects), ``track_ms_<n>=``,
+``bare_ms=``, ``idf1_<fps>fps=``, ``id_switches_<fps>fps=``, ``mota_<fps>fps=``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from bench.common import bare_detect_s, finish, frame_set, summary
+from stack.mot_eval import TrackingQuality, evaluate
+from stack.scenes import RoadUser, Scene, crossroads
+from traffic.bytetrack import ByteTracker
+from traffic.imaging import decode_jpeg
+from traffic.models import Detection
+from traffic.settings import TrackingSettings
+from traffic.tracking import TrackedDetection, Tracker
+
+RATES = (2, 5, 10)
+LOADS = (10, 50, 200)
+CLASSES = {"car": 0, "person": 1}
+
+
+def _ours(_fps: float) -> Tracker:
+    """The tracker traffic uses, with its default settings (it reads each frame's time itself)."""
+    return ByteTracker(TrackingSettings())
+
+
+def crowd(objects: int, seed: int = 7, duration: float = 30.0) -> Scene:
+    """``objects`` road users in view at once for the whole scene, moving slowly in every direction."""
+    rng = random.Random(seed)
+    users = []
+    for user_id in range(objects):
+        x, y = rng.uniform(80, 1200), rng.uniform(120, 700)
+        vx, vy = rng.uniform(-40, 40), rng.uniform(-20, 20)
+        size = (rng.uniform(40, 90), rng.uniform(30, 60))
+        users.append(RoadUser(user_id, "car", size, -1.0, duration + 1, (x, y), (vx, vy)))
+    return Scene(tuple(users), duration, occluder=(-1.0, -1.0), false_positives=0.0, seed=seed)
+
+
+def track_ms(objects: int, fps: float, make: Callable[[], Tracker]) -> list[float]:
+    """Milliseconds of each ``update`` over a scene with ``objects`` in view."""
+    tracker = make()
+    times = []
+    for frame in crowd(objects).frames(fps):
+        started = time.perf_counter()
+        tracker.update(frame.detections, frame.t)
+        times.append((time.perf_counter() - started) * 1000)
+    return times[5:]  # the first frames create the tracks
+
+
+class RoboflowTracker:
+    """Another tracker of the ``trackers`` package at its defaults (fed capture times), for comparison only."""
+
+    def __init__(self, name: str) -> None:
+        import trackers
+
+        self._tracker = getattr(trackers, name)()
+
+    def update(self, detections: Sequence[Detection], timestamp: float) -> list[TrackedDetection]:
+        import supervision as sv
+
+        found = sv.Detections.empty()
+        if detections:
+            found = sv.Detections(
+                xyxy=np.array([d.bbox for d in detections], dtype=float),
+                confidence=np.array([d.confidence for d in detections], dtype=float),
+                class_id=np.array([CLASSES.get(d.cls, 0) for d in detections], dtype=int),
+                data={"index": np.arange(len(detections))},
+            )
+        tracked = self._tracker.update(found, timestamp=timestamp)
+        ids = {
+            int(i): int(t) for i, t in zip(tracked.data.get("index", []), tracked.tracker_id, strict=False) if t >= 0
+        }
+        return [TrackedDetection(d, ids.get(i)) for i, d in enumerate(detections)]
+
+    def reset(self) -> None:
+        self._tracker.reset()
+
+
+class UltralyticsTracker:
+    """Ultralytics' BYTETracker or BOTSORT (no ReID, no camera-motion compensation), for comparison only."""
+
+    def __init__(self, kind: str, fps: float, lost_s: float = 2.0) -> None:
+        import yaml
+        from ultralytics.trackers.bot_sort import BOTSORT
+        from ultralytics.trackers.byte_tracker import BYTETracker
+        from ultralytics.utils import ROOT, IterableSimpleNamespace
+
+        config = yaml.safe_load((ROOT / "cfg" / "trackers" / f"{kind}.yaml").read_text())
+        config |= {"track_buffer": max(1, round(lost_s * fps)), "gmc_method": "none", "with_reid": False}
+        args = IterableSimpleNamespace(**config)
+        self._tracker = BYTETracker(args) if kind == "bytetrack" else BOTSORT(args)
+
+    def update(self, detections: Sequence[Detection], timestamp: float) -> list[TrackedDetection]:
+        rows = self._tracker.update(_Boxes.of(detections))
+        ids = {int(row[7]): int(row[4]) for row in rows}
+        return [TrackedDetection(d, ids.get(i)) for i, d in enumerate(detections)]
+
+    def reset(self) -> None:
+        self._tracker.reset()
+
+
+class _Boxes:
+    """The NumPy-backed boxes Ultralytics' trackers take (``conf``, ``cls``, ``xywh``, boolean indexing)."""
+
+    def __init__(self, xyxy: np.ndarray, conf: np.ndarray, cls: np.ndarray) -> None:
+        self.xyxy, self.conf, self.cls = xyxy, conf, cls
+        self.xywh = np.c_[(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2, xyxy[:, 2:] - xyxy[:, :2]]
+
+    @classmethod
+    def of(cls, detections: Sequence[Detection]) -> _Boxes:
+        xyxy = np.array([d.bbox for d in detections], dtype=float).reshape(-1, 4)
+        conf = np.array([d.confidence for d in detections], dtype=float)
+        return cls(xyxy, conf, np.array([CLASSES.get(d.cls, 0) for d in detections], dtype=float))
+
+    def __len__(self) -> int:
+        return len(self.conf)
+
+    def __getitem__(self, mask: Any) -> _Boxes:
+        return _Boxes(self.xyxy[mask], self.conf[mask], self.cls[mask])
+
+
+def run(quick: bool) -> dict[str, object]:
+    """Measure and print; returns the closing line's figures."""
+    seeds = (1, 2, 3) if quick else (1, 2, 3, 4, 5, 6)
+    scenes = [crossroads(seed) for seed in seeds]
+    print(f"quality: {len(scenes)} generated 60-s junction scenes, 40 road users each; IoU >= 0.5 to match")
+    trackers: dict[str, Callable[[float], Tracker]] = {
+        "traffic (trackers ByteTrack)": lambda _: ByteTracker(TrackingSettings())
+    }
+    trackers["trackers OC-SORT"] = lambda _: RoboflowTracker("OCSORTTracker")
+    trackers["trackers BoT-SORT (no ReID)"] = lambda _: RoboflowTracker("BoTSORTTracker")
+    trackers["trackers SORT"] = lambda _: RoboflowTracker("SORTTracker")
+    if importlib.util.find_spec("lap") is not None:
+        trackers["ultralytics ByteTrack"] = lambda fps: UltralyticsTracker("bytetrack", fps)
+        trackers["ultralytics BoT-SORT"] = lambda fps: UltralyticsTracker("botsort", fps)
+    else:
+        print("ultralytics' trackers skipped: their matching needs the 'lap' package")
+    ours: dict[float, TrackingQuality] = {}
+    print(f"{'tracker':<30} {'fps':>4} {'IDF1':>6} {'ID sw':>6} {'MOTA':>6}")
+    for name, make in trackers.items():
+        for fps in RATES:
+            quality = evaluate(scenes, fps, functools.partial(make, fps))
+            print(f"{name:<30} {fps:>4} {quality.idf1:6.3f} {quality.id_switches:6d} {quality.mota:6.3f}")
+            if name.startswith("traffic"):
+                ours[fps] = quality
+    frames = frame_set(8 if quick else 24)
+    _, bare_s = bare_detect_s([decode_jpeg(jpeg) for _, jpeg in frames])
+    bare = statistics.median(bare_s) * 1000
+    print(summary("bare inference per frame (packaged detector, 1280x720)", [t * 1000 for t in bare_s]))
+    costs: dict[int, float] = {}
+    for objects in LOADS:
+        times = track_ms(objects, 10, lambda: ByteTracker(TrackingSettings()))
+        costs[objects] = statistics.median(times)
+        print(summary(f"tracker update, {objects} objects in view", times))
+    pairs: dict[str, object] = {"added_ratio": costs[50] / bare}
+    pairs |= {f"track_ms_{n}": ms for n, ms in costs.items()}
+    pairs["bare_ms"] = bare
+    for rate, quality in ours.items():
+        pairs[f"idf1_{rate:g}fps"] = quality.idf1
+        pairs[f"id_switches_{rate:g}fps"] = quality.id_switches
+        pairs[f"mota_{rate:g}fps"] = quality.mota
+    return pairs
+
+
+def main() -> None:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 scenes and 8 inference frames instead of 6 and 24")
+    args = parser.parse_args()
+    finish(run(args.quick))
+
+
+if __name__ == "__main__":
+    main()
