@@ -7,12 +7,16 @@ Self-contained and CPU-only (no Redis or workers: tracking is a pure step of the
    motmetrics (IDF1, identity switches, MOTA) for the tracker traffic uses (``traffic.bytetrack``, Roboflow
    ``trackers`` ByteTrack) and, side by side, that package's OC-SORT, BoT-SORT and SORT at their defaults,
    and Ultralytics' ByteTrack and BoT-SORT (when ``lap``, which their matching needs, is installed).
-2. Cost: milliseconds per frame of the tracker at 10, 50 and 200 objects in view, against the bare
-   inference time of the packaged detector on 1280x720 frames, measured in the same run.
+2. Cost: milliseconds per frame at 10, 50 and 200 objects in view, of the tracker's update alone and
+   as a worker tracks (``infra.tracker_states``: the camera's lock, its state loaded from a local
+   redis-server the benchmark starts, updated and stored again), against the bare inference time of
+   the packaged detector on 1280x720 frames, measured in the same run.
 
     python -m bench.tracking [--quick]
 
-Last line: ``added_ratio=`` (tracking time over bare inference time at 50 objects), ``track_ms_<n>=``,
+Last line: ``added_ratio=`` (a worker's tracking time over bare inference time at 50 objects),
+``track_ms_<n>=`` (as a worker tracks), ``update_ms_<n>=`` (the update alone), ``handoff_ms_<n>=`` (two
+workers taking turns),
 ``bare_ms=``, ``idf1_<fps>fps=``, ``id_switches_<fps>fps=``, ``mota_<fps>fps=``.
 """
 
@@ -23,14 +27,19 @@ import functools
 import importlib.util
 import random
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import redis
 
 from bench.common import bare_detect_s, finish, frame_set, summary
-from stack.mot_eval import TrackingQuality, evaluate
+from infra.tracker_states import TrackerStates
+from stack.mot_eval import FrameTracker, TrackingQuality, evaluate
+from stack.redis_server import LocalRedis
 from stack.scenes import RoadUser, Scene, crossroads
 from traffic.bytetrack import ByteTracker
 from traffic.imaging import decode_jpeg
@@ -43,7 +52,7 @@ LOADS = (10, 50, 200)
 CLASSES = {"car": 0, "person": 1}
 
 
-def _ours(_fps: float) -> Tracker:
+def _ours(_fps: float) -> FrameTracker:
     """The tracker traffic uses, with its default settings (it reads each frame's time itself)."""
     return ByteTracker(TrackingSettings())
 
@@ -69,6 +78,23 @@ def track_ms(objects: int, fps: float, make: Callable[[], Tracker]) -> list[floa
         tracker.update(frame.detections, frame.t)
         times.append((time.perf_counter() - started) * 1000)
     return times[5:]  # the first frames create the tracks
+
+
+def carried_ms(workers: Sequence[TrackerStates], objects: int, fps: float) -> list[float]:
+    """Milliseconds per frame as workers track: lock, the camera's state (loaded unless this worker wrote it
+    last), update, store it (Redis). Frames go round the ``workers`` in turn."""
+    camera = f"bench-{objects}-{len(workers)}"
+    workers[0].forget(camera)
+    times = []
+    for k, frame in enumerate(crowd(objects).frames(fps)):
+        started = time.perf_counter()
+        workers[k % len(workers)].track(camera, 1000.0 + frame.t, frame.detections, _new)
+        times.append((time.perf_counter() - started) * 1000)
+    return times[5:]
+
+
+def _new() -> Tracker:
+    return ByteTracker(TrackingSettings())
 
 
 class RoboflowTracker:
@@ -148,7 +174,7 @@ def run(quick: bool) -> dict[str, object]:
     seeds = (1, 2, 3) if quick else (1, 2, 3, 4, 5, 6)
     scenes = [crossroads(seed) for seed in seeds]
     print(f"quality: {len(scenes)} generated 60-s junction scenes, 40 road users each; IoU >= 0.5 to match")
-    trackers: dict[str, Callable[[float], Tracker]] = {
+    trackers: dict[str, Callable[[float], FrameTracker]] = {
         "traffic (trackers ByteTrack)": lambda _: ByteTracker(TrackingSettings())
     }
     trackers["trackers OC-SORT"] = lambda _: RoboflowTracker("OCSORTTracker")
@@ -172,12 +198,27 @@ def run(quick: bool) -> dict[str, object]:
     bare = statistics.median(bare_s) * 1000
     print(summary("bare inference per frame (packaged detector, 1280x720)", [t * 1000 for t in bare_s]))
     costs: dict[int, float] = {}
-    for objects in LOADS:
-        times = track_ms(objects, 10, lambda: ByteTracker(TrackingSettings()))
-        costs[objects] = statistics.median(times)
-        print(summary(f"tracker update, {objects} objects in view", times))
+    bare_costs: dict[int, float] = {}
+    handoff: dict[int, float] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-tracking-") as tmp, LocalRedis(Path(tmp) / "redis") as server:
+        client = redis.Redis.from_url(server.url)
+        one = [TrackerStates(client, keep_s=60.0)]
+        two = [TrackerStates(client, keep_s=60.0), TrackerStates(client, keep_s=60.0)]
+        for objects in LOADS:
+            times = track_ms(objects, 10, _new)
+            bare_costs[objects] = statistics.median(times)
+            print(summary(f"tracker update alone, {objects} objects in view", times))
+            carried = carried_ms(one, objects, 10)
+            costs[objects] = statistics.median(carried)
+            print(summary("  one worker tracking the camera (lock, update, state stored in Redis)", carried))
+            handed = carried_ms(two, objects, 10)
+            handoff[objects] = statistics.median(handed)
+            print(summary("  two workers taking turns (each frame also loads the other's state)", handed))
+        client.close()
     pairs: dict[str, object] = {"added_ratio": costs[50] / bare}
     pairs |= {f"track_ms_{n}": ms for n, ms in costs.items()}
+    pairs |= {f"update_ms_{n}": ms for n, ms in bare_costs.items()}
+    pairs |= {f"handoff_ms_{n}": ms for n, ms in handoff.items()}
     pairs["bare_ms"] = bare
     for rate, quality in ours.items():
         pairs[f"idf1_{rate:g}fps"] = quality.idf1

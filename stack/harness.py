@@ -146,12 +146,15 @@ class Stack:
             assert not dead, "\n".join(self.group.tail(n) for n in dead)
         raise AssertionError(f"workers {wanted} did not answer within {timeout} s")
 
-    def inject_frame(self, camera_id: str, jpeg: bytes, *, deadline_s: float = 45.0) -> str:
-        """Store a frame as the capture service does and send it to the detector."""
+    def inject_frame(
+        self, camera_id: str, jpeg: bytes, *, deadline_s: float = 45.0, captured_at: float | None = None
+    ) -> str:
+        """Store a frame as the capture service does and send it to the detector (captured now, or at
+        ``captured_at``: a test can space a camera's frames as a camera would, whatever the wall clock)."""
         frame_id = f"{camera_id}-{uuid.uuid4().hex[:12]}"
-        now = time.time()
-        FrameStore(self.redis).put(frame_id, camera_id, jpeg, captured_at=now, deadline=now + deadline_s)
-        self.celery.send_task(celery_names.DETECT_FRAME, args=[camera_id, frame_id, now], queue=celery_names.GPU_QUEUE)
+        at = time.time() if captured_at is None else captured_at
+        FrameStore(self.redis).put(frame_id, camera_id, jpeg, captured_at=at, deadline=at + deadline_s)
+        self.celery.send_task(celery_names.DETECT_FRAME, args=[camera_id, frame_id, at], queue=celery_names.GPU_QUEUE)
         return frame_id
 
     def stop(self) -> None:

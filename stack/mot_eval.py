@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from stack.scenes import Scene
-from traffic.models import BBox
-from traffic.tracking import Tracker
+from traffic.models import BBox, Detection
+from traffic.tracking import TrackedDetection
 
 MAX_DISTANCE = 0.5
 """A track box matches a true box when their IoU is at least 0.5 (motmetrics' distance 1 - IoU)."""
+
+
+class FrameTracker(Protocol):
+    """Anything that tracks frame by frame (traffic's tracker, or one compared with it)."""
+
+    def update(self, detections: Sequence[Detection], timestamp: float) -> list[TrackedDetection]:
+        """Track ids of ``detections``, in input order."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,7 @@ def iou_distances(truth: Sequence[BBox], tracked: Sequence[BBox], max_distance: 
     return distance
 
 
-def evaluate(scenes: Iterable[Scene], fps: float, make_tracker: Callable[[], Tracker]) -> TrackingQuality:
+def evaluate(scenes: Iterable[Scene], fps: float, make_tracker: Callable[[], FrameTracker]) -> TrackingQuality:
     """Run a fresh tracker over each scene sampled at ``fps`` and score every confirmed track box."""
     import motmetrics as mm
 

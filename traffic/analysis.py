@@ -19,6 +19,8 @@ class FrameAnalysis:
     image_size: tuple[int, int]
     detections: tuple[Detection, ...]
     groups: tuple[TrafficGroup, ...]
+    tracking_epoch: int | None = None
+    """The camera's tracking epoch the track ids belong to (a new epoch: ids start again); None: no tracking."""
 
     def context(self, group: TrafficGroup) -> GroupContext:
         """The assessor's view of one group."""

@@ -10,18 +10,89 @@ unevenly (sampling jitter, frames shed under load) is predicted over the real ga
 
 from __future__ import annotations
 
+import functools
+import io
+import pickle
 from collections.abc import Sequence
+from dataclasses import asdict
+from importlib import metadata
 from typing import Any
 
 import numpy as np
 
-from traffic.errors import DetectorError
+from traffic.errors import DetectorError, TrackerStateError
 from traffic.models import Detection
 from traffic.settings import TrackingSettings
 from traffic.tracking import TrackedDetection
 
 _BUFFER_RATE = 30.0
 """``trackers`` counts its lost-track buffer in frames of a 30 fps video."""
+STATE_FORMAT = 1
+"""Version of ``ByteTracker.state``'s layout; a state of another format, library version or settings is not restored."""
+_ALLOWED_GLOBALS = {
+    ("numpy", "dtype"),
+    ("numpy", "ndarray"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("traffic.bytetrack", "_kalman_filter"),
+    ("traffic.bytetrack", "_tracklet"),
+}
+_ALLOWED_PACKAGE = "trackers."
+
+
+def _kalman_filter(dim_x: int, dim_z: int, saved: dict[str, Any]) -> Any:
+    """A Kalman filter rebuilt from its ``get_state()`` (the library's own save format)."""
+    from trackers.utils.kalman_filter import KalmanFilter
+
+    kf = KalmanFilter(dim_x, dim_z)
+    kf.set_state(saved)
+    return kf
+
+
+def _tracklet(estimator: type, state: np.ndarray, covariance: np.ndarray, fields: dict[str, Any]) -> Any:
+    """A ByteTrack tracklet rebuilt as the library builds one, then given its filter's state and its counters."""
+    from trackers.core.bytetrack.tracklet import ByteTrackTracklet
+
+    tracklet = ByteTrackTracklet(np.zeros(4), estimator)
+    tracklet.state_estimator.kf.state = state
+    tracklet.state_estimator.kf.state_covariance = covariance
+    vars(tracklet).update(fields)
+    return tracklet
+
+
+class _TrackerPickler(pickle.Pickler):
+    """Pickles each ByteTrack tracklet as what it learnt: its Kalman state and covariance and its counters.
+
+    The rest of a tracklet (the noise model, the per-step matrices, caches) is what the library builds for
+    every new tracklet, or recomputes at the next prediction; leaving it out makes the state about a
+    sixth of the bytes. Any other Kalman filter is kept whole through its ``get_state()``.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        from trackers.core.bytetrack.tracklet import ByteTrackTracklet
+        from trackers.utils.kalman_filter import KalmanFilter
+
+        if type(obj) is ByteTrackTracklet:
+            kf = obj.state_estimator.kf
+            fields = {k: v for k, v in vars(obj).items() if k != "state_estimator"}
+            return _tracklet, (type(obj.state_estimator), kf.state, kf.state_covariance, fields)
+        if type(obj) is KalmanFilter:
+            return _kalman_filter, (obj.dim_x, obj.dim_z, obj.get_state())
+        return NotImplemented
+
+
+@functools.cache
+def _library_version() -> str:
+    """The installed ``trackers`` version (read once: importlib.metadata is slow)."""
+    return metadata.version("trackers")
+
+
+class _TrackerUnpickler(pickle.Unpickler):
+    """Unpickles only the tracker's own classes and NumPy arrays ("Restricting Globals", Python's pickle docs)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS or (module.startswith(_ALLOWED_PACKAGE) and not name.startswith("_")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a tracker state")
 
 
 class ByteTracker:
@@ -67,6 +138,32 @@ class ByteTracker:
             for index, track_id in zip(tracked.data["index"], tracked.tracker_id, strict=True):
                 ids[int(index)] = int(track_id) if track_id is not None and track_id >= 0 else None
         return [TrackedDetection(d, ids.get(i)) for i, d in enumerate(detections)]
+
+    def state(self) -> bytes:
+        """Everything the tracker knows, to carry it to the next frame on another worker (see ``restore``)."""
+        buffer = io.BytesIO()
+        _TrackerPickler(buffer, protocol=5).dump((self._fingerprint(), self._classes, self._tracker))
+        return buffer.getvalue()
+
+    def restore(self, data: bytes) -> None:
+        """Continue from ``state()``'s output; ``TrackerStateError`` if it is unreadable or not this tracker's kind.
+
+        Only the tracker's own classes and NumPy arrays are unpickled, so bytes written by anyone who can
+        write to Redis cannot name any other callable.
+        """
+        try:
+            fingerprint, classes, tracker = _TrackerUnpickler(io.BytesIO(data)).load()
+        except Exception as exc:  # noqa: BLE001 - any unreadable state is a reason to start again
+            raise TrackerStateError(f"unreadable tracker state: {exc}") from exc
+        if fingerprint != self._fingerprint():
+            raise TrackerStateError("tracker state of another version or other settings")
+        if not isinstance(tracker, type(self._tracker)) or not isinstance(classes, dict):
+            raise TrackerStateError("tracker state of another kind")
+        self._tracker, self._classes = tracker, classes
+
+    def _fingerprint(self) -> tuple[object, ...]:
+        """What a restored state must have been made with: layout, library version, settings."""
+        return (STATE_FORMAT, _library_version(), tuple(sorted(asdict(self._settings).items())))
 
     def _class_id(self, name: str) -> int:
         """A stable small integer per class name (carried through; ByteTrack matches by position alone)."""

@@ -114,6 +114,10 @@ class JsonReader:
         """The path of one field, for error messages."""
         return f"{self.where}.{key}"
 
+    def has(self, key: str) -> bool:
+        """Whether an optional field is present."""
+        return key in self._data
+
     def get(self, key: str) -> object:
         """The raw value of a required field."""
         if key not in self._data:
@@ -195,13 +199,17 @@ class JsonReader:
 
 def detection_to_json(detection: Detection) -> JSON:
     """One detection."""
-    return {"class": detection.cls, "confidence": detection.confidence, "bbox": list(detection.bbox)}
+    data: JSON = {"class": detection.cls, "confidence": detection.confidence, "bbox": list(detection.bbox)}
+    if detection.track_id is not None:
+        data["trackId"] = detection.track_id
+    return data
 
 
 def detection_from_json(data: object, where: str = "detection") -> Detection:
     """Decode ``detection_to_json``'s output."""
     r = JsonReader(data, where)
-    return Detection(cls=r.text("class"), confidence=r.number("confidence"), bbox=r.box("bbox"))
+    track_id = r.integer("trackId") if r.has("trackId") else None
+    return Detection(cls=r.text("class"), confidence=r.number("confidence"), bbox=r.box("bbox"), track_id=track_id)
 
 
 def group_to_json(group: TrafficGroup) -> JSON:
@@ -229,11 +237,14 @@ def group_from_json(data: object, where: str = "group") -> TrafficGroup:
 
 def analysis_to_json(analysis: FrameAnalysis) -> JSON:
     """A frame's detections and groups."""
-    return {
+    data: JSON = {
         "imageSize": list(analysis.image_size),
         "detections": [detection_to_json(d) for d in analysis.detections],
         "groups": [group_to_json(g) for g in analysis.groups],
     }
+    if analysis.tracking_epoch is not None:
+        data["trackingEpoch"] = analysis.tracking_epoch
+    return data
 
 
 def analysis_from_json(data: object, where: str = "analysis") -> FrameAnalysis:
@@ -241,7 +252,8 @@ def analysis_from_json(data: object, where: str = "analysis") -> FrameAnalysis:
     r = JsonReader(data, where)
     detections = tuple(detection_from_json(item, path) for item, path in r.array("detections"))
     groups = tuple(_member_checked(item, path, len(detections)) for item, path in r.array("groups"))
-    return FrameAnalysis(image_size=r.size("imageSize"), detections=detections, groups=groups)
+    epoch = r.integer("trackingEpoch") if r.has("trackingEpoch") else None
+    return FrameAnalysis(image_size=r.size("imageSize"), detections=detections, groups=groups, tracking_epoch=epoch)
 
 
 def _member_checked(data: object, where: str, detection_count: int) -> TrafficGroup:

@@ -47,11 +47,10 @@ _OBSOLETE_OLD_VARS = frozenset(
         "ALGO_MAX_CONCURRENT_STREAMS",
         "ALGO_WS_HEARTBEAT_SECONDS",
         "ALGO_SAVE_RAW_FRAMES",
-        "ALGO_TRACKER_TYPE",
     }
 )
 _IGNORED_YAML = {
-    "model": {"tracking": "object tracking is not implemented"},
+    "model": {},
     "keys": {"max_retry_per_key": "retries are set by llm.max_retry / TRAFFIC_LLM_MAX_RETRY"},
 }
 _SHORT_SIDE_720P = 720.0
@@ -337,6 +336,13 @@ _ROWS: tuple[_Row, ...] = (
     _row("detector.cache_dir", _text, "MODEL_CACHE", "model.cache_dir"),
     _row("detector.batch", _integer(0, 256), "DETECTOR_BATCH", "model.batch"),
     _row("detector.batch_wait_ms", _number(0.0, 60000.0), "DETECTOR_BATCH_WAIT_MS", "model.batch_wait_ms"),
+    _row("tracking.enabled", _boolean, "TRACKING", "tracking.enabled"),
+    _row("tracking.tracker", _choice("bytetrack"), "TRACKER_TYPE", "tracking.tracker"),
+    _row("tracking.lost_track_s", _POSITIVE, "TRACK_LOST_S", "tracking.lost_track_s"),
+    _row("tracking.activation_confidence", _UNIT, "TRACK_ACTIVATION", "tracking.activation_confidence"),
+    _row("tracking.high_confidence", _UNIT, "TRACK_HIGH_CONFIDENCE", "tracking.high_confidence"),
+    _row("tracking.min_frames", _integer(1, 100), "TRACK_MIN_FRAMES", "tracking.min_frames"),
+    _row("tracking.min_iou", _UNIT, "TRACK_MIN_IOU", "tracking.min_iou"),
     _row("grouping.distance_ratio", _DISTANCE_RATIO, "DISTANCE_RATIO", "post_processing.distance_ratio"),
     _row(
         "grouping.distance_ratio",

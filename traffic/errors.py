@@ -5,6 +5,7 @@ TrafficError
  ├── DetectorError               the detector cannot run
  │    └── WeightsUnavailable     weights missing and downloading is not allowed / impossible
  ├── ImageError                  bytes that are not a decodable image
+ ├── TrackerStateError           a saved tracker state that cannot be restored
  ├── CameraError                 a camera id or URL that cannot be used (``code`` says why)
  └── ProviderError               the vision-model provider did not give a usable answer
       ├── RateLimited            429: slow down, ``retry_after`` seconds
@@ -34,6 +35,10 @@ class WeightsUnavailable(DetectorError):
 
 class BackendUnavailable(DetectorError):
     """The configured inference backend cannot run here (its package is missing, or it needs a GPU)."""
+
+
+class TrackerStateError(TrafficError):
+    """A saved tracker state that cannot be restored (corrupt, or of another version or settings)."""
 
 
 class ExportFailed(DetectorError):

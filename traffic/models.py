@@ -60,6 +60,8 @@ class Detection:
     cls: str
     confidence: float
     bbox: BBox
+    track_id: int | None = None
+    """The camera's track this object belongs to (None: tracking off, or the track not yet confirmed)."""
 
     @property
     def center(self) -> tuple[float, float]:

@@ -47,6 +47,22 @@ def camera_inflight(camera_id: str) -> str:
     return f"{PREFIX}camera:{camera_id}:inflight"
 
 
+def camera_tracker(camera_id: str) -> str:
+    """Hash: the camera's tracker ``state`` (bytes), the capture time (``at``) of the last frame it saw and a
+    token of the write (``writer``: the process that wrote it may go on from its own copy)."""
+    return f"{PREFIX}camera:{camera_id}:tracker"
+
+
+def camera_tracker_epoch(camera_id: str) -> str:
+    """Counter: the camera's tracking epoch, raised whenever its tracker starts again (ids restart)."""
+    return f"{PREFIX}camera:{camera_id}:tracker:epoch"
+
+
+def camera_tracker_lock(camera_id: str) -> str:
+    """String: the token of the worker applying a frame to the camera's tracker."""
+    return f"{PREFIX}camera:{camera_id}:tracker:lock"
+
+
 def camera_waiting(camera_id: str) -> str:
     """Hash: the camera's frame waiting for the detector (``frame``), the frame its queued task names (``origin``)
     and when that task was sent (``sent``): newer frames replace ``frame`` instead of queueing behind it."""

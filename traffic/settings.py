@@ -54,6 +54,10 @@ class DetectorSettings:
 class TrackingSettings:
     """How road users keep an identity from one detected frame of a camera to the next."""
 
+    enabled: bool = True
+    """Track objects per camera; each detected object then carries a ``trackId``."""
+    tracker: str = "bytetrack"
+    """The tracking algorithm (``bytetrack``: Roboflow's ``trackers``, chosen by measurement)."""
     lost_track_s: float = 2.0
     """A track not matched for this long ends (its identity is not given back)."""
     activation_confidence: float = 0.5
@@ -243,6 +247,7 @@ class Settings:
     log_level: str = "INFO"
     detector: DetectorSettings = field(default_factory=DetectorSettings)
     grouping: GroupingSettings = field(default_factory=GroupingSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
     risk: RiskThresholds = field(default_factory=RiskThresholds)
     llm: LLMSettings = field(default_factory=LLMSettings)
     keys: KeyPoolSettings = field(default_factory=KeyPoolSettings)

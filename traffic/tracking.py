@@ -27,3 +27,11 @@ class Tracker(Protocol):
     def reset(self) -> None:
         """Forget every track (identities start again)."""
         ...
+
+    def state(self) -> bytes:
+        """Everything the tracker knows, to continue on another worker with ``restore``."""
+        ...
+
+    def restore(self, data: bytes) -> None:
+        """Continue from ``state()``'s output; ``TrackerStateError`` when it cannot."""
+        ...

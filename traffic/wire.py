@@ -24,13 +24,16 @@ def _int_box(bbox: tuple[float, float, float, float]) -> list[int]:
     return [int(round(v)) for v in bbox]
 
 
-def detection_json(detection: Detection) -> JSON:
-    """One ``detectedObjects`` entry."""
-    return {
+def detection_json(detection: Detection, tracked: bool = False) -> JSON:
+    """One ``detectedObjects`` entry; with tracking on, its ``trackId`` (null until its track is confirmed)."""
+    data: JSON = {
         "class": detection.cls,
         "confidence": round(detection.confidence, 3),
         "bbox": _int_box(detection.bbox),
     }
+    if tracked:
+        data["trackId"] = detection.track_id
+    return data
 
 
 def group_json(group: TrafficGroup, level: RiskLevel | None) -> JSON:
@@ -81,13 +84,14 @@ def detection_result(
         [verdict_json(v) for v in verdict.verdicts if v.ok and v.risk_level is not RiskLevel.NONE] if verdict else []
     )
     width, height = analysis.image_size
+    tracked = analysis.tracking_epoch is not None
     payload: JSON = {
         "cameraId": camera_id,
         "frameId": frame_id,
         "timestamp": iso_timestamp(captured_at),
         "imageWidth": width,
         "imageHeight": height,
-        "detectedObjects": [detection_json(d) for d in analysis.detections],
+        "detectedObjects": [detection_json(d, tracked) for d in analysis.detections],
         "trafficGroups": [group_json(g, levels.get(g.index)) for g in analysis.groups],
         "dangerousDrivingResults": results,
         "hasDangerousDriving": bool(verdict and verdict.has_dangerous_driving),
@@ -97,9 +101,11 @@ def detection_result(
         "llmModel": verdict.llm_model if verdict else "",
         "modelType": model_type,
         "supportedClasses": list(supported_classes),
-        "trackingEnabled": False,
+        "trackingEnabled": tracked,
         "assessment": assessment.value,
     }
+    if tracked:
+        payload["trackingEpoch"] = analysis.tracking_epoch
     if frame_data_uri is not None:
         payload["frame"] = frame_data_uri
     if extra:

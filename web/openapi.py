@@ -214,7 +214,20 @@ SCHEMAS: JSON = {
         description="The fields to change; unknown fields are errors.",
     ),
     "CameraDeleted": obj({"cameraId": WIRE_CAMERA_ID, "deleted": {"const": True}}),
-    "DetectedObject": obj({"class": {"type": "string"}, "confidence": {"type": "number"}, "bbox": BOX}, extra=True),
+    "DetectedObject": obj(
+        {
+            "class": {"type": "string"},
+            "confidence": {"type": "number"},
+            "bbox": BOX,
+            "trackId": {
+                "type": ["integer", "null"],
+                "description": "The camera's track of this object (with tracking on; null until the track is "
+                "confirmed). Unique within the frame's trackingEpoch.",
+            },
+        },
+        required=["class", "confidence", "bbox"],
+        extra=True,
+    ),
     "TrafficGroup": obj(
         {
             "groupIndex": {"type": "integer", "minimum": 0},
@@ -260,6 +273,11 @@ SCHEMAS: JSON = {
             "modelType": {"type": "string"},
             "supportedClasses": array({"type": "string"}),
             "trackingEnabled": {"type": "boolean"},
+            "trackingEpoch": {
+                "type": "integer",
+                "description": "With tracking on: the camera's tracking epoch. A new epoch means the camera's "
+                "tracker started again (first frame, a long pause, its state lost) and track ids restarted.",
+            },
             "assessment": {"type": "string", "enum": ["pending", "complete", "partial", "skipped", "unavailable"]},
             "frame": {"type": "string", "description": "Data URI of the frame (optional)."},
             "finalisedBy": {"type": "string", "description": "Which step finalised the frame (chord, sweeper)."},

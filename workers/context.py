@@ -13,10 +13,13 @@ from infra.detector_loading import load_detector
 from infra.emitter import Emitter
 from infra.key_pool import KeyPool
 from infra.runtime import bootstrap
+from infra.tracker_states import TrackerStates
+from traffic.bytetrack import ByteTracker
 from traffic.detector import Detector
 from traffic.llm_assessor import LLMAssessor
 from traffic.rules_assessor import RulesAssessor
 from traffic.settings import Settings
+from traffic.tracking import Tracker
 from traffic.vision_client import VisionClient
 from workers.metrics import record
 
@@ -48,6 +51,16 @@ class WorkerContext:
         """The YOLO detector, loaded once per process (the demo falls back to packaged weights)."""
         with self._lock:
             return load_detector(self.settings.detector)
+
+    @cached_property
+    def tracker_states(self) -> TrackerStates:
+        """Each camera's tracker, kept in Redis between frames (any worker continues any camera)."""
+        keep_s = max(10.0, 5 * self.settings.tracking.lost_track_s)
+        return TrackerStates(self.redis, keep_s=keep_s)
+
+    def new_tracker(self) -> Tracker:
+        """A tracker with the configured settings (a camera's state is restored into it)."""
+        return ByteTracker(self.settings.tracking)
 
     @cached_property
     def rules(self) -> RulesAssessor:

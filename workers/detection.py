@@ -8,7 +8,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from infra import celery_names
@@ -162,8 +162,10 @@ def _detect(
             analyses = []
         analyse_s = time.perf_counter() - started
         for (frame, image, decode_s), analysis in zip(decoded, analyses, strict=False):
-            timing = _Timing(decode_s, analyse_s, len(decoded))
-            outcomes[frame.index] = _route(ctx, store, frame, image, analysis, timing, start_assessment)
+            tracked, reset, track_s = _track(ctx, frame, analysis)
+            timing = _Timing(decode_s, analyse_s, len(decoded), track_s)
+            outcome = _route(ctx, store, frame, image, tracked, timing, start_assessment)
+            outcomes[frame.index] = replace(outcome, tracker_reset=reset)
     return [outcomes[frame.index] for frame in frames]
 
 
@@ -174,6 +176,20 @@ class _Timing:
     decode_s: float
     analyse_s: float
     batch: int
+    track_s: float = 0.0
+
+
+def _track(ctx: WorkerContext, frame: _Loaded, analysis: FrameAnalysis) -> tuple[FrameAnalysis, str | None, float]:
+    """The frame's detections with their camera's track ids (frames are applied in capture order), why the
+    camera's tracking started again if it did, and the seconds it took."""
+    if not ctx.settings.tracking.enabled:
+        return analysis, None, 0.0
+    started = time.perf_counter()
+    tracked = ctx.tracker_states.track(frame.camera_id, frame.captured_at, analysis.detections, ctx.new_tracker)
+    if tracked.reset is not None and tracked.reset != "new":
+        log.warning("camera %s: tracking started again (%s)", frame.camera_id, tracked.reset)
+    analysis = replace(analysis, detections=tracked.detections, tracking_epoch=tracked.epoch)
+    return analysis, tracked.reset, time.perf_counter() - started
 
 
 def _detect_error(store: FrameStore, frame: _Loaded, exc: Exception) -> FrameOutcome:
@@ -210,6 +226,7 @@ def _route(
         store.save_crops(frame_id, {i: crop_jpeg(image, groups[i].bbox, quality) for i in decision.assess}, deadline)
     store.count(camera_id, "detected")
     durations = {"decode_s": timing.decode_s, "analyse_s": timing.analyse_s, "batch": float(timing.batch)}
+    durations["track_s"] = timing.track_s
     store.stamp(frame_id, "detected", deadline, durations)
     if decision.assess:
         start_assessment(camera_id, frame_id, decision.assess, deadline)

@@ -50,6 +50,8 @@ class FrameOutcome:
     error: str | None = None
     batch: int = 1
     """Frames detected with this one in the same predict call."""
+    tracker_reset: str | None = None
+    """Why the camera's tracking started again with this frame (``new``, ``unreadable``), if it did."""
 
 
 class WorkerMetrics:
@@ -72,6 +74,9 @@ class WorkerMetrics:
         )
         self.batches = histogram(
             "detector_batch_frames", "Frames detected by one batched predict call", (), BATCH_BUCKETS
+        )
+        self.tracker_resets = counter(
+            "traffic_tracker_resets_total", "Times a camera's tracking started again, by why", ("camera_id", "reason")
         )
         self.objects = counter("detected_objects_total", "Objects found by the detector", ("class_name",))
         self.groups = counter("traffic_groups_total", "Traffic groups found")
@@ -103,6 +108,8 @@ class WorkerMetrics:
             return
         if outcome.status != "detected":
             return
+        if outcome.tracker_reset:
+            self.tracker_resets.labels(outcome.camera_id, outcome.tracker_reset).inc()
         self.detection_latency.observe(outcome.latency_s)
         for cls, count in outcome.objects.items():
             self.objects.labels(cls).inc(count)

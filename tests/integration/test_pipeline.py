@@ -97,7 +97,9 @@ def test_a_file_camera_yields_a_pending_then_a_final_result(
     assert (final["imageWidth"], final["imageHeight"]) == (1280, 720)
     assert final["trafficGroups"] and all(g["riskLevel"] in LEVELS for g in final["trafficGroups"])
     assert final["maxRiskLevel"] in LEVELS and final["llmModel"] == "qwen-vl-plus"
-    assert final["detectedObjects"][0].keys() == {"class", "confidence", "bbox"}
+    # The old fields unchanged; tracking adds each object's track (null until confirmed) and the epoch.
+    assert final["detectedObjects"][0].keys() == {"class", "confidence", "bbox", "trackId"}
+    assert final["trackingEnabled"] is True and isinstance(final["trackingEpoch"], int)
     for result in final["dangerousDrivingResults"]:
         assert {"groupIndex", "riskLevel", "confidence", "riskTypes", "description", "dangerObjectCount",
                 "triggerObjectIds"} <= result.keys()  # fmt: skip

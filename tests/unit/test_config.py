@@ -12,7 +12,7 @@ import pytest
 from traffic import config
 from traffic.config import describe_settings, key_pool_from_mapping, load_settings, settings_from_mapping
 from traffic.errors import ConfigError
-from traffic.settings import AccountSpec, KeySpec, Settings
+from traffic.settings import AccountSpec, KeySpec, Settings, TrackingSettings
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "config"
@@ -244,11 +244,12 @@ def test_unknown_yaml_section_is_an_error(tmp_path: Path) -> None:
         load_settings({}, model_config=path)
 
 
-def test_tracking_section_is_ignored_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    path = write(tmp_path, "m.yaml", "tracking: {enabled: true, tracker: bytetrack}\n")
-    with caplog.at_level(logging.WARNING, logger="traffic.config"):
-        assert load_settings({}, model_config=path) == Settings()
-    assert "tracking" in caplog.text
+def test_the_old_tracking_section_is_honoured(tmp_path: Path) -> None:
+    path = write(tmp_path, "m.yaml", "tracking: {enabled: false, tracker: bytetrack}\n")
+    assert load_settings({}, model_config=path).tracking == TrackingSettings(enabled=False)
+    bad = write(tmp_path, "b.yaml", "tracking: {tracker: deepsort}\n")
+    with pytest.raises(ConfigError, match="tracking.tracker"):
+        load_settings({}, model_config=bad)
 
 
 def test_duplicate_yaml_key_is_an_error(tmp_path: Path) -> None:
