@@ -110,7 +110,7 @@ def _measure(
     try:
         for _, jpeg in frames[:3]:  # warm up: the worker loads its model on the first frame
             listener.wait_final(stack.inject_frame("warm", jpeg), 120)
-        overhead, first_ms, chord_emit, queue_ms, worker_ms, own = [], [], [], [], [], []
+        overhead, first_ms, chord_emit, queue_ms, worker_ms, own, track_ms = [], [], [], [], [], [], []
         for i, (_, jpeg) in enumerate(frames):
             if i % BLOCK == 0:
                 bare += bare_inference_ms(detector, images[i : i + BLOCK])
@@ -125,6 +125,7 @@ def _measure(
             overhead.append(first - bare[i])
             stamps = _timings(stack, frame_id)
             queue_ms.append((stamps["received"] - sent) * 1000)
+            track_ms.append(stamps.get("track_s", 0.0) * 1000)
             own.append(first - stamps["analyse_s"] * 1000)
             timings = {k: v for k, v in stamps.items() if k.startswith("assessed:")}
             if timings:
@@ -137,12 +138,14 @@ def _measure(
     print(summary("  in the worker: decode + detect + group (processTime)", worker_ms))
     print(summary("overhead over the worker's own detect + group time", own))
     print(summary("  of which: sent -> detector received the frame", queue_ms))
+    print(summary("  of which: tracking (the camera's lock, update, state in Redis)", track_ms))
     print(summary("last group verdict -> final emit", chord_emit))
     print(f"frames with groups (chord): {len(chord_emit)} of {len(first_ms)}")
     return {
         "overhead_ms_p50": percentile(overhead, 50),
         "overhead_ms_p90": percentile(overhead, 90),
         "overhead_excl_worker_inference_ms_p50": percentile(own, 50),
+        "track_ms_p50": percentile(track_ms, 50),
         "chord_emit_ms_p50": percentile(chord_emit, 50),
         "chord_emit_ms_p90": percentile(chord_emit, 90),
         "bare_ms_p50": statistics.median(bare),
