@@ -1,6 +1,10 @@
 """Alert lifecycle (new → update* → end) keyed by a stable identity, not the per-frame group index.
 
-Identity: ``camera:primary_type:CxR`` where the primary type is the verdict's first risk type (or
+Identity, with tracking on: ``camera:<group key>`` (``e<epoch>t<oldest member track id>``, see
+``traffic.tracking.keyed_groups``): one incident is one alert while its oldest member stays in the
+group, whatever its risk type, place or group index; a keyed sighting whose key has no alert joins the
+active alert of the same epoch that shares most of its tracks (the oldest member left), else starts
+one. Without tracks: ``camera:primary_type:CxR`` where the primary type is the verdict's first risk type (or
 ``unspecified``) and C, R the column and row of the group box centre on a coarse ``grid``×``grid``
 (default 4×4) of the image. A sighting first joins the active alert with exactly that identity; else
 the nearest active alert of the same camera and primary type whose latest box centre is less than
@@ -70,6 +74,8 @@ class Alert:
     """The group box in that frame."""
     count: int
     """Frames that saw it."""
+    tracks: tuple[int, ...] = ()
+    """Track ids of the group in that frame (with tracking on)."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,10 @@ def _primary_type(verdict: GroupVerdict) -> str:
 def alert_identity(
     camera_id: str, verdict: GroupVerdict, group: TrafficGroup, image_size: tuple[int, int], *, grid: int = ALERT_GRID
 ) -> str:
-    """``camera:primary_type:CxR`` with the group centre's column C and row R on the coarse grid."""
+    """``camera:<group key>`` for a group with tracked members (one incident, one alert, whatever its risk
+    type or place); else ``camera:primary_type:CxR`` with the group centre's column C and row R on the grid."""
+    if group.key is not None:
+        return f"{camera_id}:{group.key}"
     width, height = image_size
     cx, cy = _centre(group.bbox)
     column = min(grid - 1, max(0, math.floor(cx / width * grid)))
@@ -129,6 +138,8 @@ def _resolve(
     own = alert_identity(camera_id, verdict, group, image_size, grid=grid)
     if own in active:
         return own
+    if group.key is not None:
+        return _sharing_tracks(active, camera_id, group) or own
     prefix = f"{camera_id}:{_primary_type(verdict)}:"
     near = [
         (distance, alert.alert_id)
@@ -138,6 +149,19 @@ def _resolve(
         and (distance := _nearby(alert, group.bbox, image_size, grid)) is not None
     ]
     return min(near)[1] if near else own
+
+
+def _sharing_tracks(active: Mapping[str, Alert], camera_id: str, group: TrafficGroup) -> str | None:
+    """The active alert of the same tracking epoch sharing most tracks with ``group`` (its oldest member
+    left, the others stayed), if any."""
+    epoch = f"{camera_id}:{(group.key or '').split('t', 1)[0]}t"
+    members = set(group.tracks)
+    shared = [
+        (len(members & set(alert.tracks)), alert.alert_id)
+        for alert in active.values()
+        if alert.camera_id == camera_id and alert.alert_id.startswith(epoch) and members & set(alert.tracks)
+    ]
+    return max(shared)[1] if shared else None
 
 
 def _sightings(
@@ -179,6 +203,7 @@ def _apply(
             frame_id=frame_id,
             bbox=sighting.group.bbox,
             count=1,
+            tracks=sighting.group.tracks,
         )
         return alert, AlertEvent(AlertKind.NEW, alert)
     if current.frame_id == frame_id:
@@ -197,6 +222,7 @@ def _apply(
         frame_id=frame_id,
         bbox=sighting.group.bbox,
         count=current.count + 1,
+        tracks=sighting.group.tracks,
     )
     return alert, AlertEvent(AlertKind.UPDATE, alert) if changed else None
 
@@ -258,6 +284,7 @@ def alert_to_json(event: AlertEvent) -> JSON:
         "frameId": alert.frame_id,
         "bbox": [int(round(v)) for v in alert.bbox],
         "count": alert.count,
+        "trackIds": list(alert.tracks),
     }
 
 
@@ -278,5 +305,6 @@ def alert_from_json(data: object, where: str = "alert") -> AlertEvent:
         frame_id=r.text("frameId"),
         bbox=r.box("bbox"),
         count=count,
+        tracks=r.integers("trackIds") if r.has("trackIds") else (),
     )
     return AlertEvent(r.choice("kind", AlertKind), alert)

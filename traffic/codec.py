@@ -214,13 +214,16 @@ def detection_from_json(data: object, where: str = "detection") -> Detection:
 
 def group_to_json(group: TrafficGroup) -> JSON:
     """One traffic group."""
-    return {
+    data: JSON = {
         "groupIndex": group.index,
         "memberIndices": list(group.member_indices),
         "bbox": list(group.bbox),
         "classes": list(group.classes),
         "averageConfidence": group.average_confidence,
     }
+    if group.key is not None or group.tracks:
+        data |= {"groupKey": group.key, "trackIds": list(group.tracks)}
+    return data
 
 
 def group_from_json(data: object, where: str = "group") -> TrafficGroup:
@@ -232,6 +235,8 @@ def group_from_json(data: object, where: str = "group") -> TrafficGroup:
         bbox=r.box("bbox"),
         classes=r.texts("classes"),
         average_confidence=r.number("averageConfidence"),
+        tracks=r.integers("trackIds") if r.has("trackIds") else (),
+        key=r.optional_text("groupKey") if r.has("groupKey") else None,
     )
 
 

@@ -83,6 +83,10 @@ class TrafficGroup:
     classes: tuple[str, ...]
     """Distinct member classes, sorted."""
     average_confidence: float
+    tracks: tuple[int, ...] = ()
+    """The members' confirmed track ids, ascending (empty without tracking)."""
+    key: str | None = None
+    """Stable across frames while its oldest tracked member stays in it: ``e<epoch>t<oldest track id>``."""
 
     @property
     def object_count(self) -> int:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
-from traffic.models import Detection
+from traffic.models import Detection, TrafficGroup
 
 
 @dataclass(frozen=True)
@@ -35,3 +35,19 @@ class Tracker(Protocol):
     def restore(self, data: bytes) -> None:
         """Continue from ``state()``'s output; ``TrackerStateError`` when it cannot."""
         ...
+
+
+def keyed_groups(
+    groups: Sequence[TrafficGroup], detections: Sequence[Detection], epoch: int
+) -> tuple[TrafficGroup, ...]:
+    """Each group with its members' track ids and its key: the epoch and the oldest (lowest) member track id.
+
+    Track ids only grow within an epoch, so the key stays while the group's oldest member stays in it,
+    whatever its index in the frame; a group with no confirmed member has no key.
+    """
+    keyed = []
+    for group in groups:
+        tracks = tuple(sorted({t for i in group.member_indices if (t := detections[i].track_id) is not None}))
+        key = f"e{epoch}t{tracks[0]}" if tracks else None
+        keyed.append(replace(group, tracks=tracks, key=key))
+    return tuple(keyed)

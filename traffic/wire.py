@@ -36,9 +36,10 @@ def detection_json(detection: Detection, tracked: bool = False) -> JSON:
     return data
 
 
-def group_json(group: TrafficGroup, level: RiskLevel | None) -> JSON:
-    """One ``trafficGroups`` entry; ``riskLevel`` is ``none`` until the group has a verdict."""
-    return {
+def group_json(group: TrafficGroup, level: RiskLevel | None, tracked: bool = False) -> JSON:
+    """One ``trafficGroups`` entry; ``riskLevel`` is ``none`` until the group has a verdict; with tracking on,
+    its ``groupKey`` (stable across frames, null while no member is tracked) and members' ``trackIds``."""
+    data: JSON = {
         "groupIndex": group.index,
         "objectCount": group.object_count,
         "bbox": _int_box(group.bbox),
@@ -47,6 +48,9 @@ def group_json(group: TrafficGroup, level: RiskLevel | None) -> JSON:
         "riskLevel": (level or RiskLevel.NONE).value,
         "memberIndices": list(group.member_indices),
     }
+    if tracked:
+        data |= {"groupKey": group.key, "trackIds": list(group.tracks)}
+    return data
 
 
 def verdict_json(verdict: GroupVerdict) -> JSON:
@@ -92,7 +96,7 @@ def detection_result(
         "imageWidth": width,
         "imageHeight": height,
         "detectedObjects": [detection_json(d, tracked) for d in analysis.detections],
-        "trafficGroups": [group_json(g, levels.get(g.index)) for g in analysis.groups],
+        "trafficGroups": [group_json(g, levels.get(g.index), tracked) for g in analysis.groups],
         "dangerousDrivingResults": results,
         "hasDangerousDriving": bool(verdict and verdict.has_dangerous_driving),
         "maxRiskLevel": (verdict.max_risk_level if verdict else RiskLevel.NONE).value,

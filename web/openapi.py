@@ -129,7 +129,11 @@ BOX = array({"type": "integer"}, minItems=4, maxItems=4, description="[x1, y1, x
 BOX_NUMBERS = array({"type": "number"}, minItems=4, maxItems=4, description="[x1, y1, x2, y2] in pixels.")
 LEVEL = {"type": "string", "enum": LEVELS}
 ALERT_PROPERTIES: JSON = {
-    "alertId": {"type": "string", "description": "Stable identity camera:primaryType:CxR."},
+    "alertId": {
+        "type": "string",
+        "description": "Stable identity: camera:<groupKey> with tracking on (one incident, one alert), else "
+        "camera:primaryType:CxR.",
+    },
     "cameraId": CAMERA_KEY,
     "level": {"type": "string", "enum": LEVELS[1:]},
     "riskTypes": array({"type": "string"}),
@@ -139,6 +143,7 @@ ALERT_PROPERTIES: JSON = {
     "frameId": {"type": "string", "description": "The latest frame that saw it."},
     "bbox": BOX,
     "count": {"type": "integer", "minimum": 1, "description": "Frames that saw it."},
+    "trackIds": array({"type": "integer"}, description="Track ids of the group in that frame (tracking on)."),
 }
 
 SCHEMAS: JSON = {
@@ -237,7 +242,14 @@ SCHEMAS: JSON = {
             "averageConfidence": {"type": "number"},
             "riskLevel": LEVEL,
             "memberIndices": array({"type": "integer", "minimum": 0}),
+            "groupKey": {
+                "type": ["string", "null"],
+                "description": "With tracking on: stable across frames while the group's oldest tracked member "
+                "stays in it (e<epoch>t<track id>); null while no member is tracked.",
+            },
+            "trackIds": array({"type": "integer"}, description="With tracking on: the members' track ids."),
         },
+        required=["groupIndex", "objectCount", "bbox", "classes", "averageConfidence", "riskLevel", "memberIndices"],
         extra=True,
     ),
     "DangerousDrivingResult": obj(

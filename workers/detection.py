@@ -21,6 +21,7 @@ from traffic.frame_record import FrameRecord
 from traffic.gate import GateDecision, RecentVerdict, decide, group_signature
 from traffic.imaging import Image, crop_jpeg, decode_jpeg
 from traffic.models import Assessment, GroupContext
+from traffic.tracking import keyed_groups
 from traffic.wire import frame_result
 from workers.context import WorkerContext
 from workers.finalize import finalise
@@ -188,7 +189,10 @@ def _track(ctx: WorkerContext, frame: _Loaded, analysis: FrameAnalysis) -> tuple
     tracked = ctx.tracker_states.track(frame.camera_id, frame.captured_at, analysis.detections, ctx.new_tracker)
     if tracked.reset is not None and tracked.reset != "new":
         log.warning("camera %s: tracking started again (%s)", frame.camera_id, tracked.reset)
-    analysis = replace(analysis, detections=tracked.detections, tracking_epoch=tracked.epoch)
+    groups = analysis.groups
+    if tracked.epoch is not None:
+        groups = keyed_groups(groups, tracked.detections, tracked.epoch)
+    analysis = replace(analysis, detections=tracked.detections, groups=groups, tracking_epoch=tracked.epoch)
     return analysis, tracked.reset, time.perf_counter() - started
 
 

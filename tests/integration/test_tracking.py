@@ -73,6 +73,9 @@ def test_identities_outlive_the_worker_and_a_lost_state_starts_a_new_epoch(stack
     third = detected(stack, "cam-t")
     assert third.analysis.tracking_epoch == 1
     assert sorted(ids(third)) == sorted(confirmed)  # the same people, the same ids, on another worker
+    keys = [g.key for g in third.analysis.groups]
+    assert keys and None not in keys and keys == [g.key for g in second.analysis.groups]
+    assert all(k.startswith("e1t") for k in keys)
 
     stack.redis.delete(redis_keys.camera_tracker("cam-t"))  # as a Redis restart would lose it
     fourth = detected(stack, "cam-t")

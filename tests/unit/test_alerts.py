@@ -243,6 +243,7 @@ def test_wire_payload_has_the_contract_fields() -> None:
         "frameId": "f7",
         "bbox": [10, 20, 30, 41],
         "count": 3,
+        "trackIds": [],
     }
     json.dumps(payload)
 
@@ -273,3 +274,47 @@ def test_corrupt_stored_alert_raises_codec_error(change: dict[str, object], mess
         alert_from_json(alert_to_json(event) | change)
     with pytest.raises(CodecError, match=r"alert\.alertId: missing"):
         alert_from_json({k: v for k, v in alert_to_json(event).items() if k != "alertId"})
+
+
+def _tracked(index: int, bbox: BBox, tracks: tuple[int, ...], epoch: int = 1) -> TrafficGroup:
+    """A group whose members are tracked (its key: the epoch and its oldest member)."""
+    return TrafficGroup(index, (0, 1), bbox, ("car", "person"), 0.9, tracks=tracks, key=f"e{epoch}t{min(tracks)}")
+
+
+def _apply_tracked(
+    active: dict[str, Alert], frame_id: str, now: float, sightings: list[tuple[GroupVerdict, TrafficGroup]]
+) -> tuple[dict[str, Alert], list[AlertEvent]]:
+    """Fold one frame of (verdict, tracked group) pairs into ``active``."""
+    groups = {group.index: group for _, group in sightings}
+    frame = aggregate_frame(CAM, frame_id, tuple(groups), [verdict for verdict, _ in sightings])
+    return update_alerts(
+        active, camera_id=CAM, frame=frame, groups=groups, image_size=SIZE, now=now, min_level=RiskLevel.MEDIUM,
+        end_after_s=10.0,
+    )  # fmt: skip
+
+
+def test_a_tracked_incident_is_one_alert_however_its_index_place_and_type_move() -> None:
+    active, events = _apply_tracked({}, "f1", 0.0, [(_verdict(1), _tracked(1, LEFT, (3, 5)))])
+    assert [(e.kind, e.alert.alert_id, e.alert.tracks) for e in events] == [(AlertKind.NEW, f"{CAM}:e1t3", (3, 5))]
+    # Next frame: another group index, across the image, another risk type: the same tracks, the same alert.
+    moved = (_verdict(2, RiskLevel.HIGH, ("near_collision",)), _tracked(2, RIGHT, (3, 5)))
+    active, events = _apply_tracked(active, "f2", 1.0, [(_verdict(1), _tracked(1, LEFT, (8, 9))), moved])
+    kinds = {(e.kind, e.alert.alert_id) for e in events}
+    assert kinds == {(AlertKind.UPDATE, f"{CAM}:e1t3"), (AlertKind.NEW, f"{CAM}:e1t8")}
+    # The oldest member leaves: the group's key changes, but it shares track 5 with the alert.
+    active, events = _apply_tracked(active, "f3", 2.0, [(_verdict(1), _tracked(1, RIGHT, (5, 11)))])
+    assert active[f"{CAM}:e1t3"].frame_id == "f3" and active[f"{CAM}:e1t3"].tracks == (5, 11)
+    assert f"{CAM}:e1t5" not in active
+
+
+def test_tracks_of_another_epoch_never_join_an_alert() -> None:
+    active, _ = _apply_tracked({}, "f1", 0.0, [(_verdict(1), _tracked(1, LEFT, (3, 5), epoch=1))])
+    active, events = _apply_tracked(active, "f2", 1.0, [(_verdict(1), _tracked(1, LEFT, (4, 5), epoch=2))])
+    assert [(e.kind, e.alert.alert_id) for e in events] == [(AlertKind.NEW, f"{CAM}:e2t4")]
+
+
+def test_an_alert_keeps_its_tracks_through_the_wire_format() -> None:
+    active, events = _apply_tracked({}, "f1", 0.0, [(_verdict(1), _tracked(1, LEFT, (3, 5)))])
+    payload = alert_to_json(events[0])
+    assert payload["trackIds"] == [3, 5] and payload["alertId"] == f"{CAM}:e1t3"
+    assert alert_from_json(json.loads(json.dumps(payload))) == events[0]

@@ -14,8 +14,9 @@ import pytest
 from stack.mot_eval import evaluate, iou_distances
 from stack.scenes import crossroads
 from traffic.bytetrack import ByteTracker
-from traffic.models import Detection
+from traffic.models import Detection, TrafficGroup
 from traffic.settings import TrackingSettings
+from traffic.tracking import keyed_groups
 
 SCENES = (1, 2, 3)
 
@@ -63,3 +64,18 @@ def test_iou_distance_is_nan_beyond_the_match_threshold() -> None:
     assert distances[0, 1] != distances[0, 1]  # IoU 1/3: too little overlap, NaN
     assert distances[0, 2] != distances[0, 2]
     assert iou_distances([], [(0, 0, 1, 1)]).shape == (0, 1)
+
+
+def test_a_group_is_keyed_by_its_oldest_tracked_member() -> None:
+    detections = [
+        Detection("car", 0.9, (0, 0, 10, 10), track_id=7),
+        Detection("person", 0.9, (0, 0, 10, 10), track_id=None),
+        Detection("person", 0.9, (0, 0, 10, 10), track_id=4),
+    ]
+    groups = (
+        TrafficGroup(1, (0, 1, 2), (0, 0, 10, 10), ("car", "person"), 0.9),
+        TrafficGroup(2, (1,), (0, 0, 10, 10), ("person",), 0.9),
+    )
+    keyed = keyed_groups(groups, detections, epoch=3)
+    assert (keyed[0].tracks, keyed[0].key) == ((4, 7), "e3t4")
+    assert (keyed[1].tracks, keyed[1].key) == ((), None)
