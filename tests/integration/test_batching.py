@@ -17,7 +17,7 @@ import pytest
 
 from infra import celery_names
 from infra.frame_store import FrameStore
-from stack.harness import API_KEY, Stack, bus_jpeg, running_stack
+from stack.harness import API_KEY, Stack, bus_jpeg, running_stack, wait_until
 from stack.provider_sim import ProviderSimulator, SimConfig, SimKey
 from traffic import redis_keys
 
@@ -35,16 +35,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         env = {"TRAFFIC_DETECTOR_BATCH": str(BATCH), "TRAFFIC_DETECTOR_BATCH_WAIT_MS": str(int(WAIT_S * 1000))}
         with running_stack(tmp_path_factory.mktemp("batching"), sim, "gpu", "llm", "default", **env) as running:
             yield running
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def gpu_node(stack: Stack) -> str:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from infra.frame_store import FrameStore
-from stack.harness import Stack, bus_jpeg, running_stack
+from stack.harness import Stack, bus_jpeg, running_stack, wait_until
 from traffic import redis_keys
 from traffic.frame_record import FrameRecord
 
@@ -28,16 +27,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(tmp_path_factory.mktemp("tracking"), None, "gpu", "llm", "default") as running:
         yield running
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 FRAME_GAP_S = 0.2

@@ -16,6 +16,7 @@ import socketio
 import websocket
 
 from infra.emitter import Emitter
+from stack.harness import wait_until
 from stack.redis_server import LocalRedis
 from tests.conftest import ServeApp
 from traffic import redis_keys
@@ -28,17 +29,6 @@ pytestmark = pytest.mark.integration
 OUTAGE_S = 64.0
 """A minute without Redis, ending just after python-socketio's own listener made its 6th retry (at 63 s)."""
 RESUME_WITHIN_S = 10.0
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until it is truthy; its value, or an AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture
