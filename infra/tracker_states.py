@@ -19,9 +19,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from traffic import redis_keys
+from traffic.analytics import MotionUpdate
 from traffic.errors import TrackerStateError
 from traffic.models import Detection
-from traffic.tracking import Tracker
+from traffic.motion import CameraMotion
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class Tracked:
     """None: the frame was not applied (out of order, or the lock was not had in time)."""
     reset: str | None = None
     """``new`` (no state: first frame, expired, Redis lost it), ``unreadable``; None when it went on."""
+    motion: MotionUpdate | None = None
+    """The analytics' update for the frame (None: analytics off, or the frame was not applied)."""
 
 
 class TrackerStates:
@@ -53,13 +56,19 @@ class TrackerStates:
         self._keep_ms = max(1000, int(keep_s * 1000))
         self._lock_s = lock_s
         self._release = client.register_script(_RELEASE)
-        self._local: dict[str, tuple[str, Tracker]] = {}
+        self._local: dict[str, tuple[str, CameraMotion]] = {}
         """camera → (the token this process last wrote with, its tracker): skips reloading its own state."""
 
     def track(
-        self, camera_id: str, captured_at: float, detections: Sequence[Detection], make: Callable[[], Tracker]
+        self,
+        camera_id: str,
+        captured_at: float,
+        detections: Sequence[Detection],
+        make: Callable[[], CameraMotion],
+        image_size: tuple[int, int],
     ) -> Tracked:
-        """Apply one frame (captured at ``captured_at``) to the camera's tracker; ids in input order.
+        """Apply one frame (captured at ``captured_at``, ``image_size`` pixels) to the camera's tracker and
+        analytics; ids in input order.
 
         Two round trips when this process wrote the camera's state last: take the lock and read the
         stamps together; write the state, the epoch and release the lock together.
@@ -81,13 +90,13 @@ class TrackerStates:
                 tracker = mine[1]
             else:
                 tracker, reset = self._restored(camera_id, make)
-            tracked = tracker.update(detections, captured_at)
+            step = tracker.update(detections, captured_at, image_size)
             written = uuid.uuid4().hex
             epoch = self._store(camera_id, token, tracker.state(), captured_at, written, epoch, bump=reset is not None)
             released = True
             self._local[camera_id] = (written, tracker)
-            found = tuple(replace(t.detection, track_id=t.track_id) for t in tracked)
-            return Tracked(found, epoch, reset)
+            found = tuple(replace(t.detection, track_id=t.track_id) for t in step.tracked)
+            return Tracked(found, epoch, reset, step.analytics)
         finally:
             if not released:
                 self._release(keys=[redis_keys.camera_tracker_lock(camera_id)], args=[token])
@@ -97,7 +106,7 @@ class TrackerStates:
         self._r.delete(redis_keys.camera_tracker(camera_id))
         self._local.pop(camera_id, None)
 
-    def _restored(self, camera_id: str, make: Callable[[], Tracker]) -> tuple[Tracker, str | None]:
+    def _restored(self, camera_id: str, make: Callable[[], CameraMotion]) -> tuple[CameraMotion, str | None]:
         """The camera's tracker from its stored state, or a new one and why."""
         tracker = make()
         state = self._r.hget(redis_keys.camera_tracker(camera_id), "state")

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from traffic.analytics import MotionEvent, MotionUpdate
 from traffic.codec import CodecError, JsonReader
 from traffic.models import BBox, FrameVerdict, GroupVerdict, RiskLevel, TrafficGroup
 from traffic.wire import iso_timestamp
@@ -76,6 +77,9 @@ class Alert:
     """Frames that saw it."""
     tracks: tuple[int, ...] = ()
     """Track ids of the group in that frame (with tracking on)."""
+    source: str = "model"
+    """``model`` (a verdict of the assessor) or ``rule-based`` (a near miss or wrong-way movement measured
+    from tracks, raised with or without a model)."""
 
 
 @dataclass(frozen=True)
@@ -285,6 +289,7 @@ def alert_to_json(event: AlertEvent) -> JSON:
         "bbox": [int(round(v)) for v in alert.bbox],
         "count": alert.count,
         "trackIds": list(alert.tracks),
+        "source": alert.source,
     }
 
 
@@ -306,5 +311,120 @@ def alert_from_json(data: object, where: str = "alert") -> AlertEvent:
         bbox=r.box("bbox"),
         count=count,
         tracks=r.integers("trackIds") if r.has("trackIds") else (),
+        source=r.text("source") if r.has("source") else "model",
     )
     return AlertEvent(r.choice("kind", AlertKind), alert)
+
+
+RULE_BASED = "rule-based"
+"""``Alert.source`` of alerts raised from tracks by rule."""
+
+
+def motion_alert_id(camera_id: str, epoch: int, event: MotionEvent) -> str | None:
+    """Identity of the alert a motion event belongs to: ``camera:nm:e<epoch>t<a>-t<b>`` for a near miss
+    between tracks a < b, ``camera:ww:e<epoch>t<id>:<zone>`` for wrong-way movement; None for other kinds."""
+    if event.kind == "near_miss" and len(event.track_ids) == 2:
+        a, b = sorted(event.track_ids)
+        return f"{camera_id}:nm:e{epoch}t{a}-t{b}"
+    if event.kind == "wrong_way" and event.track_ids:
+        return f"{camera_id}:ww:e{epoch}t{event.track_ids[0]}:{event.where}"
+    return None
+
+
+def _motion_level(event: MotionEvent) -> RiskLevel:
+    """High for wrong-way movement and for a near miss at half its threshold or less, else medium."""
+    if event.kind == "near_miss" and event.value is not None and event.threshold:
+        return RiskLevel.HIGH if event.value <= event.threshold / 2 else RiskLevel.MEDIUM
+    return RiskLevel.HIGH
+
+
+def _motion_description(event: MotionEvent, unit: str) -> str:
+    """A one-line account of the event, marked rule-based."""
+    who = " and ".join(f"{cls} {tid}" for cls, tid in zip(event.classes, event.track_ids, strict=False))
+    if event.kind == "near_miss":
+        measure = "time to collision" if event.measure == "ttc" else "post-encroachment time"
+        return f"near miss between {who}: {measure} {event.value or 0.0:.2f} s (rule-based)"
+    speed = "" if event.value is None else f" at {event.value:.1f} {'km/h' if unit == 'm' else 'px/s'}"
+    return f"{who} moving against the direction of {event.where}{speed} (rule-based)"
+
+
+def _motion_box(event: MotionEvent, boxes: Mapping[int, BBox]) -> BBox:
+    """The union of the event's road users' boxes in the frame (else a point box at its position)."""
+    found = [boxes[t] for t in event.track_ids if t in boxes]
+    if not found:
+        x, y = event.position or (0.0, 0.0)
+        return (x, y, x, y)
+    return (
+        min(b[0] for b in found),
+        min(b[1] for b in found),
+        max(b[2] for b in found),
+        max(b[3] for b in found),
+    )
+
+
+def motion_alerts(
+    active: Mapping[str, Alert],
+    *,
+    camera_id: str,
+    epoch: int,
+    update: MotionUpdate,
+    boxes: Mapping[int, BBox],
+    frame_id: str,
+    now: float,
+    end_after_s: float,
+) -> tuple[dict[str, Alert], list[AlertEvent]]:
+    """Fold a frame's near misses and wrong-way movements into the camera's rule-based alerts.
+
+    A near miss in progress keeps its alert alive (``update`` when its level or minimum changes); an
+    encounter's ``end`` reports the minimum reached; wrong-way movement raises one alert per track and
+    zone. Rule-based alerts not refreshed for ``end_after_s`` end; other alerts are left alone.
+    """
+    alerts = dict(active)
+    events: list[AlertEvent] = []
+    raised = [*update.events, *update.active_near_misses]
+    for event in raised:
+        alert_id = motion_alert_id(camera_id, epoch, event)
+        if alert_id is None:
+            continue
+        current = alerts.get(alert_id)
+        level, description = _motion_level(event), _motion_description(event, update.unit)
+        if current is not None and current.frame_id == frame_id and current.level.rank >= level.rank:
+            continue  # several events of one identity in a frame: the worst stays
+        if current is None:
+            alert = Alert(
+                alert_id=alert_id,
+                camera_id=camera_id,
+                level=level,
+                risk_types=(event.kind,),
+                description=description,
+                first_seen=now,
+                last_seen=now,
+                frame_id=frame_id,
+                bbox=_motion_box(event, boxes),
+                count=1,
+                tracks=tuple(sorted(event.track_ids)),
+                source=RULE_BASED,
+            )
+            alerts[alert_id] = alert
+            events.append(AlertEvent(AlertKind.NEW, alert))
+            continue
+        worse = level.rank > current.level.rank or (
+            event.kind == "near_miss" and current.description != description and level.rank >= current.level.rank
+        )
+        alert = dataclasses.replace(
+            current,
+            level=max(level, current.level, key=lambda lv: lv.rank),
+            description=description if worse else current.description,
+            last_seen=max(now, current.last_seen),
+            frame_id=frame_id,
+            bbox=_motion_box(event, boxes),
+            count=current.count + (0 if current.frame_id == frame_id else 1),
+        )
+        alerts[alert_id] = alert
+        if worse:
+            events.append(AlertEvent(AlertKind.UPDATE, alert))
+    own = {k: v for k, v in alerts.items() if v.source == RULE_BASED and v.camera_id == camera_id}
+    remaining, ended = expire_alerts(own, now, end_after_s)
+    for alert_id in own.keys() - remaining.keys():
+        del alerts[alert_id]
+    return alerts, events + ended

@@ -3,6 +3,7 @@
 Precedence: defaults < YAML files < environment variables (plain ``REDIS_URL`` < ``ALGO_*`` <
 ``TRAFFIC_*``). One table, :data:`_ROWS`, says for every setting its type, its environment
 variable names and its YAML paths; both the environment and the YAML parsers are driven by it.
+The per-camera geometry comes from a file of its own only (``traffic.geometry_config`` parses it).
 This module is pure: it reads only the mapping and the files it is given.
 """
 
@@ -23,6 +24,7 @@ import yaml
 
 from traffic.detector_backends import CHOICES as BACKEND_CHOICES
 from traffic.errors import ConfigError
+from traffic.geometry_config import geometry_from_mapping
 from traffic.settings import AccountSpec, KeyPoolSettings, KeySpec, Settings
 from traffic.url_policy import parse_allowed_hosts
 
@@ -37,6 +39,8 @@ SINGLE_KEY_VAR = "DASHSCOPE_API_KEY"
 
 _MODEL_FILE_VARS = ("MODEL_CONFIG", "MODEL_CONFIG_PATH")
 _KEYS_FILE_VARS = ("API_KEYS_FILE",)
+_GEOMETRY_FILE_VARS = ("GEOMETRY_FILE",)
+_FILE_VARS = (*_MODEL_FILE_VARS, *_KEYS_FILE_VARS, *_GEOMETRY_FILE_VARS)
 _OBSOLETE_OLD_VARS = frozenset(
     {
         "ALGO_ENABLE_KAFKA_STREAMING",
@@ -343,6 +347,27 @@ _ROWS: tuple[_Row, ...] = (
     _row("tracking.high_confidence", _UNIT, "TRACK_HIGH_CONFIDENCE", "tracking.high_confidence"),
     _row("tracking.min_frames", _integer(1, 100), "TRACK_MIN_FRAMES", "tracking.min_frames"),
     _row("tracking.min_iou", _UNIT, "TRACK_MIN_IOU", "tracking.min_iou"),
+    _row("analytics.enabled", _boolean, "ANALYTICS", "analytics.enabled"),
+    _row("analytics.ttc_s", _number(0.0, 10.0, lo_open=True), "NEAR_MISS_TTC_S", "analytics.ttc_s"),
+    _row("analytics.pet_s", _number(0.0, 10.0, lo_open=True), "NEAR_MISS_PET_S", "analytics.pet_s"),
+    _row(
+        "analytics.conflict_radius_m",
+        _number(0.0, 50.0, lo_open=True),
+        "CONFLICT_RADIUS_M",
+        "analytics.conflict_radius_m",
+    ),
+    _row(
+        "analytics.min_closing_speed_mps",
+        _number(0.0, 50.0, lo_open=True),
+        "MIN_CLOSING_SPEED_MPS",
+        "analytics.min_closing_speed_mps",
+    ),
+    _row("analytics.dwell_s", _number(0.0, 86400.0, lo_open=True), "DWELL_S", "analytics.dwell_s"),
+    _row("analytics.stop_speed_mps", _number(0.0, 10.0, lo_open=True), "STOP_SPEED_MPS", "analytics.stop_speed_mps"),
+    _row("analytics.wrong_way_s", _number(0.0, 600.0, lo_open=True), "WRONG_WAY_S", "analytics.wrong_way_s"),
+    _row("analytics.speed_window_s", _number(0.25, 10.0), "SPEED_WINDOW_S", "analytics.speed_window_s"),
+    _row("analytics.trail_s", _number(0.0, 60.0), "TRAIL_S", "analytics.trail_s"),
+    _row("analytics.line_margin_px", _number(0.0, 100.0), "LINE_MARGIN_PX", "analytics.line_margin_px"),
     _row("grouping.distance_ratio", _DISTANCE_RATIO, "DISTANCE_RATIO", "post_processing.distance_ratio"),
     _row(
         "grouping.distance_ratio",
@@ -461,7 +486,7 @@ def _yaml_index(file: FileKind) -> dict[str, _Row]:
 
 def known_env_vars() -> tuple[str, ...]:
     """Every environment variable name this module reads, ``TRAFFIC_`` names first."""
-    suffixes = [*_env_index(), *_MODEL_FILE_VARS, *_KEYS_FILE_VARS]
+    suffixes = [*_env_index(), *_FILE_VARS]
     bare = [name for row in _ROWS for name in row.bare]
     return (*(PREFIX + s for s in suffixes), *(OLD_PREFIX + s for s in suffixes), *bare, SINGLE_KEY_VAR)
 
@@ -536,12 +561,12 @@ def _prefixed_row(name: str, prefix: str, index: Mapping[str, _Row]) -> _Row | N
     suffix = name[len(prefix) :]
     if suffix in index:
         return index[suffix]
-    if suffix in _MODEL_FILE_VARS or suffix in _KEYS_FILE_VARS:
+    if suffix in _FILE_VARS:
         return None
     if name in _OBSOLETE_OLD_VARS:
         _log.warning("ignoring %s: the old system's setting has no effect here", name)
         return None
-    known = [prefix + s for s in (*index, *_MODEL_FILE_VARS, *_KEYS_FILE_VARS)]
+    known = [prefix + s for s in (*index, *_FILE_VARS)]
     raise ConfigError(f"unknown environment variable {name}{_suggest(name, known)}")
 
 
@@ -663,6 +688,18 @@ def _model_layer(doc: object, source: str, environ: Mapping[str, str]) -> _Layer
     """The values of a ``model_config.yaml`` document."""
     layer = _Layer()
     _scan(_expand(doc, environ, f"{source}:"), "", "model", source, layer)
+    return layer
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def _geometry_layer(doc: object, source: str, environ: Mapping[str, str]) -> _Layer:
+    """The per-camera geometry of a geometry file (``traffic.geometry_config`` checks it)."""
+    layer = _Layer()
+    geometry = geometry_from_mapping(_expand(doc, environ, f"{source}:"), source)
+    if geometry:
+        layer.put("geometry", geometry, source)
     return layer
 
 
@@ -878,15 +915,18 @@ def load_settings(
     *,
     model_config: str | Path | None = None,
     api_keys: str | Path | None = None,
+    geometry: str | Path | None = None,
 ) -> Settings:
     """Validated settings: defaults < ``model_config`` < ``api_keys`` file < ``environ``.
 
-    A file not passed in is taken from ``TRAFFIC_MODEL_CONFIG`` (``ALGO_MODEL_CONFIG_PATH``) and
-    ``TRAFFIC_API_KEYS_FILE``; when those are unset too, no file is read.
+    A file not passed in is taken from ``TRAFFIC_MODEL_CONFIG`` (``ALGO_MODEL_CONFIG_PATH``),
+    ``TRAFFIC_API_KEYS_FILE`` and ``TRAFFIC_GEOMETRY_FILE``; when those are unset too, no file is read.
+    The geometry file alone sets ``Settings.geometry`` (no environment variable overrides it).
     """
     model = _file_layer(model_config, environ, _MODEL_FILE_VARS, _model_layer)
     keys = _file_layer(api_keys, environ, _KEYS_FILE_VARS, _keys_layer)
-    return _resolve(environ, (model, keys))
+    cameras = _file_layer(geometry, environ, _GEOMETRY_FILE_VARS, _geometry_layer)
+    return _resolve(environ, (model, keys, cameras))
 
 
 def settings_from_mapping(
@@ -919,9 +959,10 @@ def describe_settings(settings: Settings) -> dict[str, object]:
 
 
 def _describe(value: object) -> object:
-    """A JSON-safe rendering: dataclasses as dicts, tuples as lists, secrets masked."""
+    """A JSON-safe rendering: dataclasses as dicts (without derived fields, such as a calibration's
+    matrix), tuples as lists, secrets masked."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _describe_field(value, f) for f in dataclasses.fields(value)}
+        return {f.name: _describe_field(value, f) for f in dataclasses.fields(value) if f.init}
     if isinstance(value, tuple | list):
         return [_describe(item) for item in value]
     if isinstance(value, str):

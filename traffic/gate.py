@@ -13,7 +13,8 @@
    it applies under cooldown and with no budget left. ERROR verdicts are never reused.
 3. Every group reused: the frame counts as assessed (``skipped_reason=None``, ``assess`` empty).
 4. Cooldown active: the remaining groups are not assessed (and not ``dropped``),
-   ``skipped_reason="cooldown"``.
+   ``skipped_reason="cooldown"`` — except *urgent* groups (their tracks are in a near miss or moving the
+   wrong way this frame), which go on to rule 5 and are never served a remembered verdict.
 5. Otherwise the remaining groups are ranked largest first (object count, then lower index) and at
    most ``min(max_groups, budget_left)`` are assessed; the rest are ``dropped``. If that leaves
    nothing to assess (no budget left), ``skipped_reason="budget"``.
@@ -24,12 +25,15 @@ groups are ``assess`` plus the reused indexes (``GateDecision.expected``); the r
 folded in next to the chord's results. A ``skipped_reason`` says why the non-reused groups got no
 call; reused verdicts are valid whatever it is.
 
-A verdict is remembered under its group's signature (``group_signature``): the scene key, i.e. the
-sorted multiset of member classes plus the group box quantised to a ``cells``×``cells`` grid of the
-image, then ``|`` and the group's *spacing* (``spacing``): for each pair of member classes, the
-smallest distance between the centres of two such members, in the mean height of their two boxes.
-A new member, a lost member or a move of the whole group changes the key; members closing in on each
-other (a pedestrian stepping off the kerb towards a queued car) change the spacing. The spacing is
+A verdict is remembered under its group's signature (``group_signature``): the scene key — with every
+member tracked, the epoch and the members' track ids (the group keeps its verdict as it moves, and is
+offered again when a track joins or leaves it); otherwise the sorted multiset of member classes plus the
+group box quantised to a ``cells``×``cells`` grid of the image — then ``|`` and the group's *spacing*
+(``spacing``): for each pair of member classes, the smallest distance between the centres of two such
+members, in the mean height of their two boxes (with every member tracked: the distance of every pair of
+members, by track id). A new member or a lost member changes the key (without tracks, a move of the
+whole group too); members closing in on each other (a pedestrian stepping off the kerb towards a queued
+car) change the spacing, by more than the tolerance or by more than ``CLOSING_SHARE`` of their distance. The spacing is
 compared with a tolerance against the verdict's own spacing, not quantised, so box jitter never
 breaks reuse while drift does once it adds up, wherever it starts. A box edge that crosses a grid line
 changes the key: that costs one extra call, never a stale verdict.
@@ -43,7 +47,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from traffic.grouping import largest_groups
@@ -99,10 +103,21 @@ def _cell(value: float, extent: int, cells: int) -> int:
     return min(cells - 1, max(0, math.floor(value / extent * cells)))
 
 
+def _fully_tracked(context: GroupContext) -> bool:
+    """Whether every member of the group has a track id (and the group its key)."""
+    return context.group.key is not None and len(context.group.tracks) == len(context.detections)
+
+
 def scene_key(context: GroupContext, *, cells: int = 8) -> str:
-    """The classes and coarse place of a group, e.g. ``"car,car,person@2,3,4,5"`` (classes @ grid box)."""
+    """Who is in the group: with every member tracked, its tracks, e.g. ``"tracks:e2:3,7,9"`` (so the key
+    follows the group as it moves, and changes when a track joins or leaves); else its classes and coarse
+    place, e.g. ``"car,car,person@2,3,4,5"`` (classes @ grid box)."""
     if cells < 1:
         raise ValueError(f"cells must be >= 1, got {cells}")
+    group = context.group
+    if group.key is not None and _fully_tracked(context):
+        epoch = group.key.split("t", 1)[0]
+        return f"tracks:{epoch}:{','.join(str(t) for t in group.tracks)}"
     width, height = context.image_size
     x1, y1, x2, y2 = context.group.bbox
     grid = (
@@ -118,9 +133,18 @@ def scene_key(context: GroupContext, *, cells: int = 8) -> str:
 def spacing(context: GroupContext) -> tuple[float, ...]:
     """How close the members are: for each pair of member classes, in sorted order, the smallest distance
     between the centres of two such members, in the mean height of their two boxes (so that it does not
-    depend on how near the camera the group is)."""
-    closest: dict[tuple[str, str], float] = {}
+    depend on how near the camera the group is); with every member tracked, the distance of every pair of
+    members, in track id order."""
     members = context.detections
+    if _fully_tracked(context):
+        # Identities known: every pair of members, by track id, so any member moving is seen.
+        ordered = sorted(members, key=lambda d: d.track_id or 0)
+        return tuple(
+            math.dist(a.center, b.center) / max(1.0, (a.bbox[3] - a.bbox[1] + b.bbox[3] - b.bbox[1]) / 2)
+            for i, a in enumerate(ordered)
+            for b in ordered[i + 1 :]
+        )
+    closest: dict[tuple[str, str], float] = {}
     for i, a in enumerate(members):
         for b in members[i + 1 :]:
             pair = (a.cls, b.cls) if a.cls <= b.cls else (b.cls, a.cls)
@@ -149,10 +173,19 @@ def _parse(signature: str) -> tuple[str, tuple[float, ...]] | None:
         return None
 
 
+CLOSING_SHARE = 0.4
+"""A pair that closed in by this share of its distance moved, even by less than the tolerance (members
+already close: a pedestrian half a body from a car stepping next to it)."""
+CLOSING_FLOOR = 0.05
+"""...but never for less than this many box heights (box jitter of members that touch)."""
+
+
 def same_scene(spacing_now: Sequence[float], spacing_then: Sequence[float], tolerance: float) -> bool:
-    """Whether two spacings of groups with one scene key are the same scene: no pair moved > tolerance."""
+    """Whether two spacings of groups with one scene key are the same scene: no pair moved more than
+    ``tolerance``, and no pair closed in by more than ``CLOSING_SHARE`` of its distance."""
     return len(spacing_now) == len(spacing_then) and all(
-        abs(now - then) <= tolerance for now, then in zip(spacing_now, spacing_then, strict=True)
+        abs(now - then) <= tolerance and then - now <= max(CLOSING_FLOOR, CLOSING_SHARE * then)
+        for now, then in zip(spacing_now, spacing_then, strict=True)
     )
 
 
@@ -203,8 +236,13 @@ def decide(
     recheck_s: float,
     distance_tolerance: float,
     cells: int = 8,
+    urgent: Collection[int] = (),
 ) -> GateDecision:
-    """Split one frame's groups into assess / reuse / dropped (rules in the module docstring)."""
+    """Split one frame's groups into assess / reuse / dropped (rules in the module docstring).
+
+    ``urgent``: indexes of groups whose tracks are in a near miss or wrong-way movement this frame; they
+    reuse no verdict and are offered even under cooldown (budget and ``max_groups`` still apply).
+    """
     if max_groups < 1:
         raise ValueError(f"max_groups must be >= 1, got {max_groups}")
     remembered, forget = _remembered(recent, now, dedupe_window_s)
@@ -220,15 +258,17 @@ def decide(
             if same_scene(here, then, distance_tolerance)
             and _reusable(r, now, min(dedupe_window_s, recheck_s) if watched(context, r.verdict) else dedupe_window_s)
         ]
-        if candidates:
+        if candidates and context.group.index not in urgent:
             found = max(reversed(candidates), key=lambda r: r.assessed_at)  # a tie: the one remembered last
             reuse.append((context.group.index, _relabel(found.verdict, context.group.index)))
         else:
             pending.append(context)
     if not pending:
         return GateDecision((), tuple(reuse), None, (), forget)
-    if cooldown_active:
+    waiting = [c for c in pending if c.group.index in urgent] if cooldown_active else pending
+    if not waiting:
         return GateDecision((), tuple(reuse), SkipReason.COOLDOWN, (), forget)
-    chosen = tuple(g.index for g in largest_groups([c.group for c in pending], min(max_groups, budget_left)))
-    dropped = tuple(c.group.index for c in pending if c.group.index not in chosen)
-    return GateDecision(chosen, tuple(reuse), None if chosen else SkipReason.BUDGET, dropped, forget)
+    chosen = tuple(g.index for g in largest_groups([c.group for c in waiting], min(max_groups, budget_left)))
+    dropped = tuple(c.group.index for c in waiting if c.group.index not in chosen)
+    reason = None if chosen else SkipReason.COOLDOWN if cooldown_active else SkipReason.BUDGET
+    return GateDecision(chosen, tuple(reuse), reason, dropped, forget)

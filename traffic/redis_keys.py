@@ -63,6 +63,36 @@ def camera_tracker_lock(camera_id: str) -> str:
     return f"{PREFIX}camera:{camera_id}:tracker:lock"
 
 
+def camera_counts(camera_id: str, minute: int) -> str:
+    """Hash: the camera's line crossings in one minute (epoch minute), ``line|direction|class`` → count."""
+    return f"{PREFIX}camera:{camera_id}:counts:{minute}"
+
+
+def camera_count_minutes(camera_id: str) -> str:
+    """Sorted set: the minutes (member and score) that have a ``camera_counts`` hash."""
+    return f"{PREFIX}camera:{camera_id}:counts"
+
+
+def camera_count_totals(camera_id: str) -> str:
+    """Hash: the camera's line crossings since ``_since`` (epoch s), ``line|direction|class`` → count."""
+    return f"{PREFIX}camera:{camera_id}:counts:total"
+
+
+def camera_motion_events(camera_id: str) -> str:
+    """Sorted set: the camera's recent motion events (JSON) by frame time, capped in number and age."""
+    return f"{PREFIX}camera:{camera_id}:motion:events"
+
+
+def camera_motion(camera_id: str) -> str:
+    """String: the camera's latest analytics snapshot (JSON: tracks, occupancy, near misses in progress)."""
+    return f"{PREFIX}camera:{camera_id}:motion"
+
+
+def camera_stats_tick(camera_id: str) -> str:
+    """String (expiring): set while the camera's last ``traffic_stats`` event is under a second old."""
+    return f"{PREFIX}camera:{camera_id}:motion:tick"
+
+
 def camera_waiting(camera_id: str) -> str:
     """Hash: the camera's frame waiting for the detector (``frame``), the frame its queued task names (``origin``)
     and when that task was sent (``sent``): newer frames replace ``frame`` instead of queueing behind it."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from traffic.geometry import CameraGeometry
+
 DEFAULT_CLASSES: tuple[str, ...] = (
     "person",
     "bicycle",
@@ -69,6 +71,38 @@ class TrackingSettings:
     """Frames in a row a new track must be seen before it gets an id (a lone false box never does)."""
     min_iou: float = 0.1
     """Least overlap between a track's predicted box and a detection for them to match."""
+
+
+@dataclass(frozen=True)
+class AnalyticsSettings:
+    """Traffic measures computed from tracks: counts, dwell, speed, wrong-way, near misses (``traffic.analytics``).
+
+    Distances and speeds are in metres on a calibrated camera; on an uncalibrated one, thresholds
+    marked *relative* are in box heights of the road user (so they hold at any resolution).
+    """
+
+    enabled: bool = True
+    """Compute analytics (needs tracking)."""
+    ttc_s: float = 1.5
+    """A pair whose time to collision falls below this (seconds) is a near miss."""
+    pet_s: float = 1.0
+    """A pair whose post-encroachment time is below this (seconds) is a near miss."""
+    conflict_radius_m: float = 1.5
+    """Two road users closer than this (metres, calibrated) collide; uncalibrated: half their box widths summed."""
+    min_closing_speed_mps: float = 1.0
+    """A pair approaching slower than this (m/s; uncalibrated: 0.2 box heights/s) is not on a collision course."""
+    dwell_s: float = 30.0
+    """A road user stopped in a zone longer than this raises a ``dwell`` event (a zone may set its own)."""
+    stop_speed_mps: float = 0.5
+    """Slower than this counts as stopped (m/s; uncalibrated: 0.05 box heights/s)."""
+    wrong_way_s: float = 1.0
+    """Moving against a lane's direction for this long raises a ``wrong_way`` event."""
+    speed_window_s: float = 1.0
+    """Speed is the anchor's displacement over about this much recent history."""
+    trail_s: float = 4.0
+    """How much of each track's path the dashboard is sent."""
+    line_margin_px: float = 4.0
+    """An anchor closer than this to a counting line is on neither side (box jitter never counts twice)."""
 
 
 @dataclass(frozen=True)
@@ -248,6 +282,7 @@ class Settings:
     detector: DetectorSettings = field(default_factory=DetectorSettings)
     grouping: GroupingSettings = field(default_factory=GroupingSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
     risk: RiskThresholds = field(default_factory=RiskThresholds)
     llm: LLMSettings = field(default_factory=LLMSettings)
     keys: KeyPoolSettings = field(default_factory=KeyPoolSettings)
@@ -255,3 +290,9 @@ class Settings:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    geometry: tuple[CameraGeometry, ...] = ()
+    """Per-camera counting lines, zones and calibration (``TRAFFIC_GEOMETRY_FILE``); a camera not listed has none."""
+
+    def geometry_of(self, camera_id: str) -> CameraGeometry | None:
+        """The geometry configured for ``camera_id`` (its key string, as ``normalise_camera_id`` gives it)."""
+        return next((g for g in self.geometry if g.camera_id == camera_id), None)

@@ -37,8 +37,9 @@ def detection_json(detection: Detection, tracked: bool = False) -> JSON:
 
 
 def group_json(group: TrafficGroup, level: RiskLevel | None, tracked: bool = False) -> JSON:
-    """One ``trafficGroups`` entry; ``riskLevel`` is ``none`` until the group has a verdict; with tracking on,
-    its ``groupKey`` (stable across frames, null while no member is tracked) and members' ``trackIds``."""
+    """One ``trafficGroups`` entry; ``riskLevel`` is ``none`` until the group has a verdict and ``assessed``
+    says whether it has one (``none`` then means judged no-risk); with tracking on, its ``groupKey``
+    (stable across frames, null while no member is tracked) and members' ``trackIds``."""
     data: JSON = {
         "groupIndex": group.index,
         "objectCount": group.object_count,
@@ -47,6 +48,7 @@ def group_json(group: TrafficGroup, level: RiskLevel | None, tracked: bool = Fal
         "averageConfidence": round(group.average_confidence, 3),
         "riskLevel": (level or RiskLevel.NONE).value,
         "memberIndices": list(group.member_indices),
+        "assessed": level is not None,
     }
     if tracked:
         data |= {"groupKey": group.key, "trackIds": list(group.tracks)}

@@ -1,4 +1,5 @@
-"""REST API under ``/api``: health, cameras, latest results and frames, alerts, key pool, queues, OpenAPI.
+"""REST API under ``/api``: health, cameras, latest results, frames and traffic stats, alerts, key pool, queues,
+OpenAPI.
 
 Every JSON answer is the old envelope ``{code, msg, data}`` with the HTTP status equal to ``code``;
 an error's ``data`` is ``{error, field?}`` (``error`` a stable machine code). Bad input is always a
@@ -23,12 +24,14 @@ from werkzeug.exceptions import HTTPException
 import traffic
 from infra.camera_registry import CameraLimitReached, CameraRegistry
 from infra.celery_names import QUEUES
+from infra.traffic_stats import TrafficStats
 from traffic import redis_keys
 from traffic.alerts import alert_from_json
 from traffic.cameras import Camera, mask_url
 from traffic.codec import CodecError
 from traffic.models import RiskLevel
 from traffic.settings import Settings
+from traffic.wire import iso_timestamp
 from web import auth, openapi, validation
 from web.camera_urls import check_client_url
 from web.validation import ApiError, UrlCheck
@@ -42,6 +45,8 @@ FRAME_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
 ALERT_LEVELS = ("low", "medium", "high")
+MAX_SINCE = 253402300799.0
+"""9999-12-31T23:59:59Z: the latest ``since`` the stats answer can spell back as a date-time."""
 ALERT_LIMIT_DEFAULT = 100
 ALERT_LIMIT_MAX = 500
 HTTP_ERRORS = {
@@ -291,6 +296,38 @@ def frame_preview(frame_id: str) -> Any:
         response = Response(jpeg, mimetype="image/jpeg")
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def empty_traffic_stats(camera: Camera, since: float | None) -> dict[str, Any]:
+    """The stats of a camera with nothing recorded: ``recorded`` false, nulls for what is unknown, empty lists."""
+    return {
+        "cameraId": camera.wire_id,
+        "recorded": False,
+        "timestamp": None,
+        "trackingEpoch": None,
+        "unit": None,
+        "calibrated": None,
+        "imageSize": None,
+        "since": None if since is None else iso_timestamp(since),
+        "lines": [],
+        "zones": [],
+        "tracks": [],
+        "nearMisses": [],
+        "events": [],
+    }
+
+
+@blueprint.get("/cameras/<camera_id>/stats")
+def traffic_stats(camera_id: str) -> Any:
+    """The camera's traffic stats (the ``traffic_stats`` event's object): counts and events since ``since``."""
+    since = validation.query_time(request.args, "since")  # input first: a bad since is a 400 for any camera
+    if since is not None and since > MAX_SINCE:
+        raise ApiError(400, "invalid_value", "since must be at most 9999-12-31T23:59:59Z", "since")
+    camera = existing_camera(registry(), camera_id)
+    stats = TrafficStats(store()).read(camera.camera_id, camera.wire_id, since)
+    if stats is None:
+        return envelope(empty_traffic_stats(camera, since))
+    return envelope({**stats, "recorded": True})
 
 
 # --------------------------------------------------------------------------- alerts

@@ -146,6 +146,14 @@ ALERT_PROPERTIES: JSON = {
     "trackIds": array({"type": "integer"}, description="Track ids of the group in that frame (tracking on)."),
 }
 
+POINT = array({"type": "number"}, minItems=2, maxItems=2, description="[x, y] in pixels of imageSize.")
+COUNTS_BY_CLASS = {
+    "type": "object",
+    "additionalProperties": {"type": "integer", "minimum": 0},
+    "description": "Road users by class (COCO names).",
+}
+MOTION_EVENT_KINDS = ["line_crossing", "dwell", "wrong_way", "near_miss"]
+
 SCHEMAS: JSON = {
     "ErrorData": obj(
         {
@@ -248,6 +256,11 @@ SCHEMAS: JSON = {
                 "stays in it (e<epoch>t<track id>); null while no member is tracked.",
             },
             "trackIds": array({"type": "integer"}, description="With tracking on: the members' track ids."),
+            "assessed": {
+                "type": "boolean",
+                "description": "Whether the group has a verdict in this payload: riskLevel none with assessed true "
+                "is judged no-risk; with assessed false it is not rated (pending, skipped, failed).",
+            },
         },
         required=["groupIndex", "objectCount", "bbox", "classes", "averageConfidence", "riskLevel", "memberIndices"],
         extra=True,
@@ -315,6 +328,127 @@ SCHEMAS: JSON = {
         ],
         extra=True,
         description="The final detection_result of the Socket.IO protocol (fields may be added, never removed).",
+    ),
+    "CountingLine": obj(
+        {
+            "name": {"type": "string"},
+            "start": POINT,
+            "end": POINT,
+            "forward": nullable({"type": "string"}),
+            "backward": nullable({"type": "string"}),
+            "counts": {
+                "type": "object",
+                "additionalProperties": COUNTS_BY_CLASS,
+                "description": "Crossings since `since`, by direction name (forward, backward), then by class.",
+            },
+            "totals": {
+                "type": "object",
+                "additionalProperties": {"type": "integer", "minimum": 0},
+                "description": "Crossings since `since` by direction name, every class together.",
+            },
+        },
+        ["name", "counts", "totals"],
+        extra=True,
+        description="A counting line and its crossings. A line since removed from the configuration keeps its "
+        "counts but has no start/end and null direction names.",
+    ),
+    "CountingZone": obj(
+        {
+            "name": {"type": "string"},
+            "polygon": array(POINT, minItems=3),
+            "direction": {
+                **nullable(array({"type": "number"}, minItems=2, maxItems=2)),
+                "description": "The lane's direction of travel (a unit vector in image axes), null for none.",
+            },
+            "occupancy": {**COUNTS_BY_CLASS, "description": "Road users in the zone now, by class."},
+            "total": {"type": "integer", "minimum": 0, "description": "Road users in the zone now."},
+        },
+        ["name", "polygon", "occupancy", "total"],
+        extra=True,
+        description="A zone (polygon) and who is in it now.",
+    ),
+    "TrackMotion": obj(
+        {
+            "trackId": {"type": "integer"},
+            "class": {"type": "string"},
+            "trail": array(POINT, description="The track's recent path, oldest first."),
+            "speed": nullable({"type": "number"}),
+            "speedUnit": {"type": "string", "description": "km/h on a calibrated camera, px/s otherwise."},
+            "zones": array({"type": "string"}, description="Names of the zones the track is in."),
+        },
+        ["trackId", "class", "trail"],
+        extra=True,
+        description="One live track: its trail, speed (null until known) and zones.",
+    ),
+    "MotionEvent": obj(
+        {
+            "kind": {"type": "string", "description": "One of " + ", ".join(MOTION_EVENT_KINDS) + " (more may come)."},
+            "at": TIMESTAMP,
+            "where": {"type": "string", "description": "The line (line_crossing) or zone (dwell, wrong_way)."},
+            "direction": {"type": "string", "description": "line_crossing: the direction's name."},
+            "measure": {"type": "string", "description": "near_miss: what was measured (ttc, pet…)."},
+            "value": nullable({"type": "number"}),
+            "threshold": nullable({"type": "number"}),
+            "trackIds": array({"type": "integer"}),
+            "classes": array({"type": "string"}),
+            "position": nullable(POINT),
+            "phase": {"type": "string", "description": "near_miss: start or end of the encounter."},
+            "rule": {"type": "string"},
+        },
+        ["kind", "at"],
+        extra=True,
+        description="A motion event: a line crossing, a dwell, a wrong-way run or a near miss (value: dwell "
+        "seconds, wrong-way speed, near-miss measure).",
+    ),
+    "TrafficStats": obj(
+        {
+            "cameraId": WIRE_CAMERA_ID,
+            "recorded": {
+                "type": "boolean",
+                "description": "REST only. false: nothing is recorded for the camera (analytics off, no frame "
+                "analysed yet, or all of it expired); then timestamp, trackingEpoch, unit, calibrated and "
+                "imageSize are null, since is the requested one (or null) and every list is empty.",
+            },
+            "timestamp": {**nullable(TIMESTAMP), "description": "Capture time of the frame the snapshot reflects."},
+            "trackingEpoch": nullable({"type": "integer"}),
+            "unit": {**nullable({"type": "string", "enum": ["m", "px"]}), "description": "m when calibrated."},
+            "calibrated": nullable({"type": "boolean"}),
+            "imageSize": {
+                **nullable(array({"type": "integer", "minimum": 0}, minItems=2, maxItems=2)),
+                "description": "[width, height]: the frame size every coordinate is in.",
+            },
+            "since": {
+                **nullable(TIMESTAMP),
+                "description": "Line counts are since this time: by default when counting began; over REST with "
+                "a since, that time (rounded down to its minute when counting began before it).",
+            },
+            "lines": array(ref("CountingLine")),
+            "zones": array(ref("CountingZone")),
+            "tracks": array(ref("TrackMotion"), description="Live tracks (empty once the camera went quiet)."),
+            "nearMisses": array(ref("MotionEvent"), description="Near-miss encounters in progress."),
+            "events": array(
+                ref("MotionEvent"),
+                description="Recent motion events, newest last: the event carries up to 20, the REST answer up "
+                "to 500 since `since`.",
+            ),
+        },
+        [
+            "cameraId",
+            "timestamp",
+            "unit",
+            "calibrated",
+            "imageSize",
+            "since",
+            "lines",
+            "zones",
+            "tracks",
+            "nearMisses",
+            "events",
+        ],
+        extra=True,
+        description="A camera's traffic analytics: the payload of the traffic_stats Socket.IO event (about once "
+        "a second, to the camera's room; also over /ws) and of GET /api/cameras/{cameraId}/stats. Fields may "
+        "be added, never removed.",
     ),
     "AlertEvent": obj(
         {"kind": {"type": "string", "enum": ["new", "update", "end"]}, **ALERT_PROPERTIES},
@@ -412,6 +546,14 @@ PARAMETERS: JSON = {
         "required": False,
         "description": "Only events whose lastSeen is at or after this time: epoch seconds, or an ISO-8601 "
         "date-time with Z or ±hh:mm.",
+        "schema": {"type": "string", "maxLength": MAX_QUERY_LENGTH, "pattern": SINCE_PATTERN},
+    },
+    "StatsSince": {
+        "name": "since",
+        "in": "query",
+        "required": False,
+        "description": "Count crossings (minute resolution) and list events from this time on: epoch seconds, or "
+        "an ISO-8601 date-time with Z or ±hh:mm; at most 9999-12-31T23:59:59Z. Default: everything kept (24 h).",
         "schema": {"type": "string", "maxLength": MAX_QUERY_LENGTH, "pattern": SINCE_PATTERN},
     },
     "Limit": {
@@ -571,6 +713,26 @@ PATHS: JSON = {
                     "headers": {"Cache-Control": {"schema": {"const": "no-store"}}},
                     "content": {"image/jpeg": {}},
                 },
+                **errors(400, 401, 404, 503),
+            },
+        },
+    },
+    "/api/cameras/{cameraId}/stats": {
+        "parameters": CAMERA_PARAM,
+        "get": {
+            "operationId": "getTrafficStats",
+            "tags": ["cameras"],
+            "summary": "The camera's traffic stats: line counts and motion events since `since`, the latest "
+            "tracks, zones and near misses.",
+            "description": "The object the traffic_stats event carries, with counts and events since `since` "
+            "(events: at most 500, newest last) and `recorded`. A registered camera with nothing recorded "
+            "answers 200 with `recorded: false` and empty lists; an unknown camera is a 404.",
+            "parameters": [ref("StatsSince", "parameters")],
+            "responses": {
+                "200": ok(
+                    "The stats.",
+                    {"allOf": [ref("TrafficStats"), {"required": ["recorded"]}]},
+                ),
                 **errors(400, 401, 404, 503),
             },
         },

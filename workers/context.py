@@ -14,12 +14,14 @@ from infra.emitter import Emitter
 from infra.key_pool import KeyPool
 from infra.runtime import bootstrap
 from infra.tracker_states import TrackerStates
+from infra.traffic_stats import TrafficStats
+from traffic.analytics import CameraAnalytics
 from traffic.bytetrack import ByteTracker
 from traffic.detector import Detector
 from traffic.llm_assessor import LLMAssessor
+from traffic.motion import CameraMotion
 from traffic.rules_assessor import RulesAssessor
 from traffic.settings import Settings
-from traffic.tracking import Tracker
 from traffic.vision_client import VisionClient
 from workers.metrics import record
 
@@ -58,9 +60,17 @@ class WorkerContext:
         keep_s = max(10.0, 5 * self.settings.tracking.lost_track_s)
         return TrackerStates(self.redis, keep_s=keep_s)
 
-    def new_tracker(self) -> Tracker:
-        """A tracker with the configured settings (a camera's state is restored into it)."""
-        return ByteTracker(self.settings.tracking)
+    def new_motion(self, camera_id: str) -> CameraMotion:
+        """A camera's tracker and analytics with the configured settings (its state is restored into them)."""
+        analytics = None
+        if self.settings.analytics.enabled:
+            analytics = CameraAnalytics(self.settings.geometry_of(camera_id), self.settings.analytics)
+        return CameraMotion(ByteTracker(self.settings.tracking), analytics)
+
+    @cached_property
+    def traffic_stats(self) -> TrafficStats:
+        """Each camera's counts, recent motion events and latest snapshot in Redis."""
+        return TrafficStats(self.redis)
 
     @cached_property
     def rules(self) -> RulesAssessor:

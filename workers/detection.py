@@ -15,6 +15,7 @@ from infra import celery_names
 from infra.frame_store import FrameStore, Taken, as_text
 from traffic import redis_keys
 from traffic.analysis import FrameAnalysis, analyse_frames
+from traffic.analytics import MotionUpdate
 from traffic.codec import recent_verdict_from_json
 from traffic.errors import DetectorError, ImageError
 from traffic.frame_record import FrameRecord
@@ -26,6 +27,7 @@ from traffic.wire import frame_result
 from workers.context import WorkerContext
 from workers.finalize import finalise
 from workers.metrics import FrameOutcome
+from workers.motion import motion_counts, publish_motion, urgent_groups
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +165,9 @@ def _detect(
             analyses = []
         analyse_s = time.perf_counter() - started
         for (frame, image, decode_s), analysis in zip(decoded, analyses, strict=False):
-            tracked, reset, track_s = _track(ctx, frame, analysis)
+            tracked, reset, motion, track_s = _track(ctx, frame, analysis)
             timing = _Timing(decode_s, analyse_s, len(decoded), track_s)
-            outcome = _route(ctx, store, frame, image, tracked, timing, start_assessment)
+            outcome = _route(ctx, store, frame, image, tracked, timing, start_assessment, motion)
             outcomes[frame.index] = replace(outcome, tracker_reset=reset)
     return [outcomes[frame.index] for frame in frames]
 
@@ -180,20 +182,25 @@ class _Timing:
     track_s: float = 0.0
 
 
-def _track(ctx: WorkerContext, frame: _Loaded, analysis: FrameAnalysis) -> tuple[FrameAnalysis, str | None, float]:
+def _track(
+    ctx: WorkerContext, frame: _Loaded, analysis: FrameAnalysis
+) -> tuple[FrameAnalysis, str | None, MotionUpdate | None, float]:
     """The frame's detections with their camera's track ids (frames are applied in capture order), why the
-    camera's tracking started again if it did, and the seconds it took."""
+    camera's tracking started again if it did, the analytics' update, and the seconds it took."""
     if not ctx.settings.tracking.enabled:
-        return analysis, None, 0.0
+        return analysis, None, None, 0.0
     started = time.perf_counter()
-    tracked = ctx.tracker_states.track(frame.camera_id, frame.captured_at, analysis.detections, ctx.new_tracker)
+    camera_id = frame.camera_id
+    tracked = ctx.tracker_states.track(
+        camera_id, frame.captured_at, analysis.detections, lambda: ctx.new_motion(camera_id), analysis.image_size
+    )
     if tracked.reset is not None and tracked.reset != "new":
         log.warning("camera %s: tracking started again (%s)", frame.camera_id, tracked.reset)
     groups = analysis.groups
     if tracked.epoch is not None:
         groups = keyed_groups(groups, tracked.detections, tracked.epoch)
     analysis = replace(analysis, detections=tracked.detections, groups=groups, tracking_epoch=tracked.epoch)
-    return analysis, tracked.reset, time.perf_counter() - started
+    return analysis, tracked.reset, tracked.motion, time.perf_counter() - started
 
 
 def _detect_error(store: FrameStore, frame: _Loaded, exc: Exception) -> FrameOutcome:
@@ -211,12 +218,15 @@ def _route(
     analysis: FrameAnalysis,
     timing: _Timing,
     start_assessment: StartAssessment,
+    motion: MotionUpdate | None = None,
 ) -> FrameOutcome:
     """Gate, store, emit and hand one detected frame's groups to assessment (or finalise it)."""
     camera_id, frame_id, deadline = frame.camera_id, frame.frame_id, frame.deadline
     process_time = timing.decode_s + timing.analyse_s
     contexts = [analysis.context(g) for g in analysis.groups]
-    decision, wire_id = _gate(ctx, camera_id, contexts, frame.received)
+    decision, wire_id = _gate(ctx, camera_id, contexts, frame.received, urgent_groups(analysis, motion))
+    if motion is not None and analysis.tracking_epoch is not None:
+        publish_motion(ctx, camera_id, wire_id, frame_id, frame.captured_at, analysis, motion)
     record = _record(ctx, frame_id, camera_id, wire_id, frame.captured_at, deadline, analysis, process_time, decision)
     # Stored and registered with the deadline sweeper before browsers hear "pending", so a frame
     # announced as pending gets a final result even if Redis fails right after.
@@ -239,7 +249,14 @@ def _route(
         finalise(ctx, frame_id, by="detector")
     objects = Counter(d.cls for d in analysis.detections)
     return FrameOutcome(
-        camera_id, "detected", process_time, objects, len(analysis.groups), len(decision.assess), batch=timing.batch
+        camera_id,
+        "detected",
+        process_time,
+        objects,
+        len(analysis.groups),
+        len(decision.assess),
+        batch=timing.batch,
+        motion=motion_counts(motion),
     )
 
 
@@ -274,7 +291,7 @@ def _record(
 
 
 def _gate(
-    ctx: WorkerContext, camera_id: str, contexts: Sequence[GroupContext], now: float
+    ctx: WorkerContext, camera_id: str, contexts: Sequence[GroupContext], now: float, urgent: frozenset[int]
 ) -> tuple[GateDecision, str | int]:
     """Cooldown, unchanged-scene reuse and per-minute budget; also the camera's wire id (same round trip)."""
     settings = ctx.settings
@@ -298,6 +315,7 @@ def _gate(
         dedupe_window_s=settings.pipeline.dedupe_window_s,
         recheck_s=settings.pipeline.dedupe_recheck_s,
         distance_tolerance=settings.pipeline.dedupe_distance_tolerance,
+        urgent=urgent,
     )
     # Every call remembers a new signature: forget the ones no rule will reuse, and corrupt entries.
     forget = [*decision.forget, *({as_text(field) for field in recent_raw} - recent.keys())]

@@ -52,6 +52,8 @@ class FrameOutcome:
     """Frames detected with this one in the same predict call."""
     tracker_reset: str | None = None
     """Why the camera's tracking started again with this frame (``new``, ``unreadable``), if it did."""
+    motion: Mapping[tuple[str, ...], int] = field(default_factory=dict)
+    """Motion events of the frame by labels: (``line_crossing``, line, direction, class) or (kind, measure)."""
 
 
 class WorkerMetrics:
@@ -77,6 +79,16 @@ class WorkerMetrics:
         )
         self.tracker_resets = counter(
             "traffic_tracker_resets_total", "Times a camera's tracking started again, by why", ("camera_id", "reason")
+        )
+        self.line_crossings = counter(
+            "traffic_line_crossings_total",
+            "Road users counted crossing a counting line, by camera, line, direction and class",
+            ("camera_id", "line", "direction", "class_name"),
+        )
+        self.motion_events = counter(
+            "traffic_motion_events_total",
+            "Rule-based motion events (dwell, wrong_way, near_miss by ttc/pet), by camera",
+            ("camera_id", "kind", "measure"),
         )
         self.objects = counter("detected_objects_total", "Objects found by the detector", ("class_name",))
         self.groups = counter("traffic_groups_total", "Traffic groups found")
@@ -110,6 +122,11 @@ class WorkerMetrics:
             return
         if outcome.tracker_reset:
             self.tracker_resets.labels(outcome.camera_id, outcome.tracker_reset).inc()
+        for labels, count in outcome.motion.items():
+            if labels[0] == "line_crossing":
+                self.line_crossings.labels(outcome.camera_id, *labels[1:4]).inc(count)
+            else:
+                self.motion_events.labels(outcome.camera_id, labels[0], labels[1] if len(labels) > 1 else "").inc(count)
         self.detection_latency.observe(outcome.latency_s)
         for cls, count in outcome.objects.items():
             self.objects.labels(cls).inc(count)

@@ -6,17 +6,26 @@ is never needed. A missing browser or Playwright is a test failure, not a skip: 
 
 from __future__ import annotations
 
+import json
 import shutil
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
+from infra.camera_registry import CameraRegistry
+from infra.emitter import Emitter
 from stack.demo import make_demo_clip
 from stack.harness import API_KEY, Stack, running_stack
 from stack.provider_sim import ProviderSimulator, SimConfig, SimKey
 from tests.conftest import ServeApp
+from traffic import redis_keys
+from traffic.cameras import Camera
+from traffic.wire import iso_timestamp
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -208,3 +217,213 @@ def test_signing_in_keeps_the_token_out_of_every_url(browser: Any, protected_url
     finally:
         screenshot(page, "dashboard-sign-in")
         context.close()
+
+
+# --------------------------------------------------------------------------- events as the workers send them
+
+
+@dataclass
+class Wall:
+    """A web server with no pipeline behind it, and the workers' way of sending its pages events."""
+
+    url: str
+    redis: redis.Redis
+    emitter: Emitter
+
+
+@pytest.fixture
+def wall(redis_url: str, serve_app: ServeApp) -> Iterator[Wall]:
+    """The web server on the Socket.IO message queue: an ``Emitter`` reaches its pages as a worker's does."""
+    from traffic.config import load_settings
+    from web import create_app
+
+    client = redis.Redis.from_url(redis_url)
+    url = "http://" + serve_app(create_app(load_settings({"REDIS_URL": redis_url})))
+    yield Wall(url, client, Emitter(redis_url))
+    client.close()
+
+
+def detection_result(camera_id: str, at: float, assessment: str, levels: list[str]) -> dict[str, Any]:
+    """A ``detection_result`` of a 1280×720 frame with one traffic group (two members) per level in ``levels``."""
+    objects, groups = [], []
+    for index, level in enumerate(levels):
+        x = 100 + 400 * index
+        objects += [
+            {"class": "car", "confidence": 0.9, "bbox": [x, 300, x + 120, 380]},
+            {"class": "person", "confidence": 0.8, "bbox": [x + 130, 290, x + 170, 400]},
+        ]
+        groups.append(
+            {
+                "groupIndex": index,
+                "objectCount": 2,
+                "bbox": [x - 12, 278, x + 182, 412],
+                "classes": ["car", "person"],
+                "averageConfidence": 0.85,
+                "riskLevel": level,
+                "memberIndices": [2 * index, 2 * index + 1],
+            }
+        )
+    ranked = ["none", "low", "medium", "high"]
+    return {
+        "cameraId": camera_id,
+        "frameId": f"{camera_id}-{at:.3f}",
+        "timestamp": iso_timestamp(at),
+        "imageWidth": 1280,
+        "imageHeight": 720,
+        "detectedObjects": objects,
+        "trafficGroups": groups,
+        "dangerousDrivingResults": [],
+        "hasDangerousDriving": False,
+        "maxRiskLevel": max(levels, key=ranked.index) if levels and assessment != "pending" else "none",
+        "processTime": 0.05,
+        "llmLatency": 0.0,
+        "llmModel": "",
+        "modelType": "yolo",
+        "supportedClasses": ["car", "person"],
+        "trackingEnabled": False,
+        "assessment": assessment,
+    }
+
+
+def show_camera(page: Any, wall: Wall, camera_id: str, latest: dict[str, Any]) -> str:
+    """Register the camera with ``latest`` as its latest final result and open the wall on it; the tile's selector.
+
+    The page subscribes to the camera's room and the server answers with ``latest``: once its verdict is on
+    the tile the page is in the room, and events sent from then on reach it.
+    """
+    CameraRegistry(wall.redis).add(Camera(camera_id, "rtsp://10.0.0.5/stream", f"Camera {camera_id}"))
+    wall.redis.set(redis_keys.camera_latest(camera_id), json.dumps(latest))
+    page.goto(wall.url + "/")
+    tile = f'.tile[data-camera-id="{camera_id}"]'
+    page.wait_for_selector(f'{tile} .tile-assessment[data-assessment="{latest["assessment"]}"]', timeout=15_000)
+    return tile
+
+
+def traffic_stats(camera_id: str, at: float) -> dict[str, Any]:
+    """A ``traffic_stats`` event in pixels of a 640×360 image: half the size of the frames the tile shows."""
+    stamp = iso_timestamp(at)
+    return {
+        "cameraId": camera_id,
+        "timestamp": stamp,
+        "trackingEpoch": 3,
+        "unit": "m",
+        "calibrated": True,
+        "imageSize": [640, 360],
+        "since": iso_timestamp(at - 3600),
+        "lines": [
+            {
+                "name": "stop-line",
+                "start": [50, 250],
+                "end": [450, 260],
+                "forward": "in",
+                "backward": "out",
+                "counts": {"in": {"car": 3, "person": 1}, "out": {}},
+                "totals": {"in": 4, "out": 0},
+            }
+        ],
+        "zones": [
+            {
+                "name": "crossing",
+                "polygon": [[100, 200], [300, 200], [300, 350]],
+                "direction": [0, -1],
+                "occupancy": {"person": 2},
+                "total": 2,
+            }
+        ],
+        "tracks": [
+            {
+                "trackId": 7,
+                "class": "car",
+                "trail": [[205.25, 300], [210, 299.25]],
+                "speed": 31.4,
+                "speedUnit": "km/h",
+                "zones": ["crossing"],
+            }
+        ],
+        "nearMisses": [
+            {
+                "kind": "near_miss",
+                "measure": "ttc",
+                "value": 0.8,
+                "threshold": 1.5,
+                "trackIds": [3, 7],
+                "classes": ["car", "person"],
+                "position": [200, 305],
+                "phase": "start",
+                "rule": "rule-based",
+                "at": stamp,
+            }
+        ],
+        "events": [],
+    }
+
+
+def test_traffic_stats_draw_trails_lines_zones_and_near_misses_until_they_go_stale(page: Any, wall: Wall) -> None:
+    camera = "cam-stats"
+    now = time.time()
+    tile = show_camera(page, wall, camera, detection_result(camera, now - 1, "skipped", []))
+    layer = f"{tile} .tile-analytics"
+
+    wall.emitter.to_camera(camera, "traffic_stats", traffic_stats(camera, now))
+    track = f'{layer} g.track[data-track-id="7"]'
+    page.wait_for_selector(track, timeout=10_000)
+    # Drawn in the frame's pixels (1280×720): the stats' 640×360 coordinates doubled, as the boxes are placed.
+    assert page.get_attribute(f"{track} polyline.track-trail", "points") == "410.5,600 420,598.5"
+    assert page.text_content(f"{track} .track-label text") == "#7 31 km/h"
+
+    line = f'{layer} g.count-line[data-line="stop-line"]'
+    assert page.get_attribute(f"{line} line.count-line-path", "x1") == "100"
+    assert page.text_content(f"{line} .count-line-label text") == "stop-line: in 4 · out 0"
+    assert page.get_attribute(line, "data-total-in") == "4" and page.get_attribute(line, "data-total-out") == "0"
+
+    zone = f'{layer} g.zone[data-zone="crossing"]'
+    assert page.get_attribute(f"{zone} polygon.zone-shape", "points") == "200,400 600,400 600,700"
+    assert page.get_attribute(zone, "data-total") == "2"
+    assert page.text_content(f"{zone} .zone-label text") == "crossing · 2"
+
+    miss = f"{layer} g.near-miss"
+    assert page.get_attribute(miss, "data-track-ids") == "3,7"
+    assert page.get_attribute(f"{miss} circle.near-miss-dot", "cx") == "400"
+    title = page.text_content(f"{miss} > title")
+    assert "ttc 0.80 s" in title and "threshold 1.5 s" in title and "tracks 3, 7" in title, title
+    assert page.get_attribute(layer, "data-state") == "live"
+    screenshot(page, "dashboard-traffic-stats")
+
+    # No traffic_stats for 5 s: the drawing fades out and is cleared.
+    page.wait_for_selector(f'{layer}[data-state="empty"]', state="attached", timeout=15_000)
+    assert page.locator(f"{layer} g").count() == 0
+    assert not page.script_errors, page.script_errors
+
+
+def test_a_no_risk_verdict_reads_no_risk_and_a_group_without_one_not_rated(page: Any, wall: Wall) -> None:
+    camera = "cam-verdicts"
+    now = time.time()
+    tile = show_camera(page, wall, camera, detection_result(camera, now - 10, "complete", ["none"]))
+    group = f"{tile} .tile-overlay g.box.group"
+    risk = f"{tile} .tile-risk"
+
+    # Every group judged, none at risk: the group and the frame read "no risk".
+    page.wait_for_selector(f'{group}[data-verdict="rated"]', timeout=10_000)
+    assert page.text_content(f"{group} text") == "group 0 · no risk"
+    assert page.get_attribute(risk, "data-level") == "none" and page.text_content(risk) == "no risk"
+
+    # A newer frame still being assessed: its group has no verdict yet; the chip keeps the last verdict.
+    wall.emitter.to_camera(camera, "detection_result", detection_result(camera, now - 8, "pending", ["none"]))
+    page.wait_for_selector(f'{group}[data-verdict="unrated"]', timeout=10_000)
+    assert page.text_content(f"{group} text") == "group 0 · not rated"
+    assert page.text_content(risk) == "no risk"
+
+    # The model could not be reached: nothing was rated, and the frame says so rather than "no risk".
+    wall.emitter.to_camera(camera, "detection_result", detection_result(camera, now - 6, "unavailable", ["none"]))
+    page.wait_for_selector(f'{risk}[data-level="unrated"]', timeout=10_000)
+    assert page.text_content(risk) == "not rated"
+    assert page.text_content(f"{group} text") == "group 0 · not rated"
+
+    # Partly rated: the rated group shows its level, the other is not rated, the frame has the highest level.
+    partial = detection_result(camera, now - 4, "partial", ["medium", "none"])
+    wall.emitter.to_camera(camera, "detection_result", partial)
+    page.wait_for_selector(f'{risk}[data-level="medium"]', timeout=10_000)
+    assert page.text_content(risk) == "medium risk"
+    labels = page.locator(f"{group} text").all_text_contents()
+    assert labels == ["group 0 · medium", "group 1 · not rated"], labels
+    assert not page.script_errors, page.script_errors

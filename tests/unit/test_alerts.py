@@ -244,6 +244,7 @@ def test_wire_payload_has_the_contract_fields() -> None:
         "bbox": [10, 20, 30, 41],
         "count": 3,
         "trackIds": [],
+        "source": "model",
     }
     json.dumps(payload)
 

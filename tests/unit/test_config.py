@@ -12,7 +12,7 @@ import pytest
 from traffic import config
 from traffic.config import describe_settings, key_pool_from_mapping, load_settings, settings_from_mapping
 from traffic.errors import ConfigError
-from traffic.settings import AccountSpec, KeySpec, Settings, TrackingSettings
+from traffic.settings import AccountSpec, AnalyticsSettings, KeySpec, Settings, TrackingSettings
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "config"
@@ -53,7 +53,7 @@ def _leaf_paths(obj: object, prefix: str = "") -> set[str]:
 
 def test_table_covers_every_scalar_setting_and_nothing_else() -> None:
     paths = {row.path for row in config._ROWS}
-    assert paths == _leaf_paths(Settings()) - {"keys.keys", "keys.accounts"}
+    assert paths == _leaf_paths(Settings()) - {"keys.keys", "keys.accounts", "geometry"}
 
 
 def test_table_env_names_and_yaml_paths_are_unique() -> None:
@@ -250,6 +250,153 @@ def test_the_old_tracking_section_is_honoured(tmp_path: Path) -> None:
     bad = write(tmp_path, "b.yaml", "tracking: {tracker: deepsort}\n")
     with pytest.raises(ConfigError, match="tracking.tracker"):
         load_settings({}, model_config=bad)
+
+
+def test_old_tracker_type_variable_is_read() -> None:
+    assert load_settings({"ALGO_TRACKER_TYPE": "bytetrack"}).tracking.tracker == "bytetrack"
+    with pytest.raises(ConfigError, match="ALGO_TRACKER_TYPE: invalid tracking.tracker"):
+        load_settings({"ALGO_TRACKER_TYPE": "sort"})
+
+
+# --------------------------------------------------------------------------- analytics
+
+
+ANALYTICS_ENV = {
+    "TRAFFIC_ANALYTICS": "off",
+    "TRAFFIC_NEAR_MISS_TTC_S": "2.5",
+    "TRAFFIC_NEAR_MISS_PET_S": "0.75",
+    "TRAFFIC_CONFLICT_RADIUS_M": "2",
+    "TRAFFIC_MIN_CLOSING_SPEED_MPS": "0.5",
+    "TRAFFIC_DWELL_S": "45",
+    "TRAFFIC_STOP_SPEED_MPS": "0.3",
+    "TRAFFIC_WRONG_WAY_S": "2",
+    "TRAFFIC_SPEED_WINDOW_S": "0.5",
+    "TRAFFIC_TRAIL_S": "0",
+    "TRAFFIC_LINE_MARGIN_PX": "6",
+}
+ANALYTICS_SET = AnalyticsSettings(
+    enabled=False,
+    ttc_s=2.5,
+    pet_s=0.75,
+    conflict_radius_m=2.0,
+    min_closing_speed_mps=0.5,
+    dwell_s=45.0,
+    stop_speed_mps=0.3,
+    wrong_way_s=2.0,
+    speed_window_s=0.5,
+    trail_s=0.0,
+    line_margin_px=6.0,
+)
+
+
+def test_every_analytics_field_has_a_row() -> None:
+    paths = {row.path for row in config._ROWS if row.path.startswith("analytics.")}
+    assert paths == {f"analytics.{f.name}" for f in dataclasses.fields(AnalyticsSettings)}
+
+
+def test_analytics_from_the_environment() -> None:
+    assert load_settings(ANALYTICS_ENV).analytics == ANALYTICS_SET
+    old = {name.replace("TRAFFIC_", "ALGO_", 1): value for name, value in ANALYTICS_ENV.items()}
+    assert load_settings(old).analytics == ANALYTICS_SET
+
+
+def test_analytics_from_yaml_and_the_environment_wins(tmp_path: Path) -> None:
+    text = """
+analytics:
+  enabled: false
+  ttc_s: 2.5
+  pet_s: 0.75
+  conflict_radius_m: 2
+  min_closing_speed_mps: 0.5
+  dwell_s: 45
+  stop_speed_mps: 0.3
+  wrong_way_s: 2
+  speed_window_s: 0.5
+  trail_s: 0
+  line_margin_px: 6
+"""
+    path = write(tmp_path, "m.yaml", text)
+    assert load_settings({}, model_config=path).analytics == ANALYTICS_SET
+    overridden = load_settings({"TRAFFIC_DWELL_S": "10", "TRAFFIC_ANALYTICS": "true"}, model_config=path)
+    assert overridden.analytics == dataclasses.replace(ANALYTICS_SET, dwell_s=10.0, enabled=True)
+
+
+def test_analytics_without_tracking_is_not_an_error() -> None:
+    settings = load_settings({"TRAFFIC_TRACKING": "false", "TRAFFIC_ANALYTICS": "true"})
+    assert (settings.tracking.enabled, settings.analytics.enabled) == (False, True)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TRAFFIC_NEAR_MISS_TTC_S", "10"),
+        ("TRAFFIC_NEAR_MISS_PET_S", "0.001"),
+        ("TRAFFIC_CONFLICT_RADIUS_M", "50"),
+        ("TRAFFIC_MIN_CLOSING_SPEED_MPS", "50"),
+        ("TRAFFIC_DWELL_S", "86400"),
+        ("TRAFFIC_STOP_SPEED_MPS", "10"),
+        ("TRAFFIC_WRONG_WAY_S", "600"),
+        ("TRAFFIC_SPEED_WINDOW_S", "0.25"),
+        ("TRAFFIC_SPEED_WINDOW_S", "10"),
+        ("TRAFFIC_TRAIL_S", "60"),
+        ("TRAFFIC_LINE_MARGIN_PX", "0"),
+        ("TRAFFIC_LINE_MARGIN_PX", "100"),
+    ],
+)
+def test_analytics_bounds_are_inclusive_where_they_should_be(name: str, value: str) -> None:
+    load_settings({name: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("TRAFFIC_ANALYTICS", "maybe", "invalid analytics.enabled: expected true or false"),
+        ("TRAFFIC_NEAR_MISS_TTC_S", "0", "invalid analytics.ttc_s: must be > 0 and <= 10"),
+        ("TRAFFIC_NEAR_MISS_TTC_S", "10.5", "invalid analytics.ttc_s: must be > 0 and <= 10"),
+        ("TRAFFIC_NEAR_MISS_PET_S", "-1", "invalid analytics.pet_s: must be > 0 and <= 10"),
+        ("TRAFFIC_CONFLICT_RADIUS_M", "0", "invalid analytics.conflict_radius_m: must be > 0 and <= 50"),
+        ("TRAFFIC_CONFLICT_RADIUS_M", "51", "invalid analytics.conflict_radius_m"),
+        ("TRAFFIC_MIN_CLOSING_SPEED_MPS", "0", "invalid analytics.min_closing_speed_mps: must be > 0 and <= 50"),
+        ("TRAFFIC_DWELL_S", "0", "invalid analytics.dwell_s: must be > 0 and <= 86400"),
+        ("TRAFFIC_DWELL_S", "86401", "invalid analytics.dwell_s"),
+        ("TRAFFIC_STOP_SPEED_MPS", "0", "invalid analytics.stop_speed_mps: must be > 0 and <= 10"),
+        ("TRAFFIC_WRONG_WAY_S", "0", "invalid analytics.wrong_way_s: must be > 0 and <= 600"),
+        ("TRAFFIC_WRONG_WAY_S", "601", "invalid analytics.wrong_way_s"),
+        ("TRAFFIC_SPEED_WINDOW_S", "0.2", "invalid analytics.speed_window_s: must be >= 0.25 and <= 10"),
+        ("TRAFFIC_SPEED_WINDOW_S", "11", "invalid analytics.speed_window_s"),
+        ("TRAFFIC_TRAIL_S", "-1", "invalid analytics.trail_s: must be >= 0 and <= 60"),
+        ("TRAFFIC_TRAIL_S", "61", "invalid analytics.trail_s"),
+        ("TRAFFIC_LINE_MARGIN_PX", "101", "invalid analytics.line_margin_px: must be >= 0 and <= 100"),
+        ("TRAFFIC_LINE_MARGIN_PX", "wide", "invalid analytics.line_margin_px: expected a number"),
+        ("TRAFFIC_DWELL_S", "inf", "invalid analytics.dwell_s: expected a number"),
+    ],
+)
+def test_bad_analytics_environment_values(name: str, value: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({name: value})
+    assert f"{name}: {fragment}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("analytics: {ttc_s: 0}", "m.yaml:analytics.ttc_s: invalid analytics.ttc_s: must be > 0"),
+        ("analytics: {dwell_s: true}", "m.yaml:analytics.dwell_s: invalid analytics.dwell_s: expected a number"),
+        ("analytics: {enabled: 3}", "m.yaml:analytics.enabled: invalid analytics.enabled"),
+        ("analytics: {dwel_s: 3}", "m.yaml:analytics.dwel_s: unknown key (did you mean analytics.dwell_s?)"),
+        ("analytics: [1]", "m.yaml:analytics: expected a mapping"),
+    ],
+)
+def test_bad_analytics_yaml_values(tmp_path: Path, text: str, fragment: str) -> None:
+    path = write(tmp_path, "m.yaml", text + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, model_config=path)
+    assert fragment in str(info.value)
+
+
+def test_unknown_analytics_variable_suggests_the_known_one() -> None:
+    with pytest.raises(ConfigError, match=r"did you mean TRAFFIC_DWELL_S\?"):
+        load_settings({"TRAFFIC_DWEL_S": "3"})
 
 
 def test_duplicate_yaml_key_is_an_error(tmp_path: Path) -> None:

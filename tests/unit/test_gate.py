@@ -353,3 +353,80 @@ def test_only_what_no_rule_will_reuse_is_forgotten() -> None:
             "bus,car@3,3,4,4|1.00",
         )
     assert _decide([_context(1, ("car", "car"), (100, 100, 300, 250))], recent=recent).assess == (1,)
+
+
+def _tracked(index: int, members: dict[int, tuple[str, BBox]], epoch: int = 2) -> GroupContext:
+    """A group whose members carry track ids (as with tracking on): keyed by epoch and oldest track."""
+    detections = tuple(Detection(cls, 0.9, box, track_id) for track_id, (cls, box) in members.items())
+    boxes = [box for _, box in members.values()]
+    bbox = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+    tracks = tuple(sorted(members))
+    group = TrafficGroup(
+        index,
+        tuple(range(len(members))),
+        bbox,
+        tuple(sorted({c for c, _ in members.values()})),
+        0.9,
+        tracks=tracks,
+        key=f"e{epoch}t{tracks[0]}",
+    )
+    return GroupContext(group=group, detections=detections, image_size=SIZE)
+
+
+def _known(context: GroupContext, verdict: GroupVerdict, at: float = NOW - 5) -> dict[str, RecentVerdict]:
+    return {group_signature(context): RecentVerdict(verdict, at)}
+
+
+def test_a_tracked_group_keeps_its_verdict_as_it_moves_and_is_asked_again_when_a_track_joins() -> None:
+    before = _tracked(1, {3: ("car", (100, 100, 180, 160)), 7: ("car", (200, 100, 280, 160))})
+    # The whole group drove 400 px right: other grid cells, the same tracks, the same spacing.
+    moved = _tracked(2, {3: ("car", (500, 100, 580, 160)), 7: ("car", (600, 100, 680, 160))})
+    assert scene_key(before) == scene_key(moved) == "tracks:e2:3,7"
+    decision = _decide([moved], recent=_known(before, _verdict(level=RiskLevel.NONE)))
+    assert decision.assess == () and [i for i, _ in decision.reuse] == [2]
+    # A third road user joins: another key, so the model is asked.
+    joined = _tracked(
+        1, {3: ("car", (500, 100, 580, 160)), 7: ("car", (600, 100, 680, 160)), 9: ("car", (700, 100, 780, 160))}
+    )
+    assert _decide([joined], recent=_known(before, _verdict(level=RiskLevel.NONE))).assess == (1,)
+    # A member without a track yet: the group falls back to classes and place.
+    untracked = replace_track(joined, 2, None)
+    assert scene_key(untracked).startswith("car,car,car@")
+
+
+def replace_track(context: GroupContext, member: int, track_id: int | None) -> GroupContext:
+    detections = list(context.detections)
+    d = detections[member]
+    detections[member] = Detection(d.cls, d.confidence, d.bbox, track_id)
+    tracks = tuple(sorted(t for t in (x.track_id for x in detections) if t is not None))
+    group = TrafficGroup(
+        context.group.index,
+        context.group.member_indices,
+        context.group.bbox,
+        context.group.classes,
+        context.group.average_confidence,
+        tracks=tracks,
+        key=context.group.key,
+    )
+    return GroupContext(group=group, detections=tuple(detections), image_size=SIZE)
+
+
+def test_an_urgent_group_reuses_nothing_and_beats_the_cooldown_but_not_the_budget() -> None:
+    near = _tracked(1, {3: ("car", (100, 100, 180, 160)), 7: ("person", (190, 110, 210, 160))})
+    calm = _tracked(2, {11: ("car", (800, 100, 880, 160)), 12: ("car", (900, 100, 980, 160))})
+    recent = {**_known(near, _verdict(1, RiskLevel.NONE)), **_known(calm, _verdict(2, RiskLevel.NONE))}
+    decision = _decide([near, calm], recent=recent, urgent={1}, cooldown_active=True)
+    assert decision.assess == (1,) and [i for i, _ in decision.reuse] == [2] and decision.skipped_reason is None
+    other = _tracked(3, {20: ("bus", (400, 300, 600, 500)), 21: ("car", (610, 300, 700, 400))})
+    cooled = _decide([near, other], urgent={1}, cooldown_active=True)
+    assert cooled.assess == (1,) and cooled.dropped == ()  # the other group waits out the cooldown
+    broke = _decide([near], urgent={1}, cooldown_active=True, budget_left=0)
+    assert broke.assess == () and broke.skipped_reason is SkipReason.COOLDOWN
+
+
+def test_members_already_close_that_close_in_further_break_reuse() -> None:
+    # 0.17 box heights apart, then 0.08: less than the 0.15 tolerance, but more than 40 % of the distance.
+    assert not same_scene((0.67, 0.65, 0.08), (0.67, 0.65, 0.17), 0.15)
+    # Moving apart by the same amount, or closing in by less than 0.05 box heights (jitter), does not.
+    assert same_scene((0.67, 0.65, 0.26), (0.67, 0.65, 0.17), 0.15)
+    assert same_scene((0.67, 0.65, 0.05), (0.67, 0.65, 0.09), 0.15)

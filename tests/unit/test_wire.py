@@ -37,6 +37,7 @@ def test_fast_path_payload_has_every_old_field_and_pending_state() -> None:
     assert payload["detectedObjects"][0] == {"class": "car", "confidence": 0.91, "bbox": [100, 100, 200, 180]}
     group = payload["trafficGroups"][0]
     assert group["groupIndex"] == 1 and group["memberIndices"] == [0, 1] and group["riskLevel"] == "none"
+    assert group["assessed"] is False  # not rated yet, which is not the same as judged no-risk
     assert payload["maxRiskLevel"] == "none" and payload["hasDangerousDriving"] is False
     assert "frame" not in payload
     json.dumps(payload)
@@ -54,7 +55,7 @@ def test_final_payload_carries_levels_never_colours() -> None:
         supported_classes=(), process_time_s=0.01, assessment=Assessment.COMPLETE, verdict=frame,
     )  # fmt: skip
     assert payload["cameraId"] == 7
-    assert payload["trafficGroups"][0]["riskLevel"] == "medium"
+    assert payload["trafficGroups"][0]["riskLevel"] == "medium" and payload["trafficGroups"][0]["assessed"] is True
     (result,) = payload["dangerousDrivingResults"]
     assert result["riskLevel"] == "medium" and result["type"] == "pedestrian_conflict"
     assert result["triggerObjectIds"] == [0, 1]

@@ -354,7 +354,7 @@ def test_malformed_camera_ids_in_paths_are_refused(client: FlaskClient, method: 
     kwargs: dict[str, Any] = {"json": {"name": "x"}} if method == "patch" else {}
     response = getattr(client, method)(f"/api/cameras/{path_id}", **kwargs)
     refused(response, 400, "invalid_camera_id", "cameraId")
-    for sub in ("latest", "frame.jpg"):
+    for sub in ("latest", "frame.jpg", "stats"):
         refused(client.get(f"/api/cameras/{path_id}/{sub}"), 400, "invalid_camera_id", "cameraId")
 
 
@@ -578,7 +578,15 @@ def test_queue_depths_count_tasks_pending_frames_and_dead_letters(
 # --------------------------------------------------------------------------- auth, CORS
 
 
-PROTECTED = ["/api/cameras", "/api/cameras/1", "/api/alerts", "/api/alerts/active", "/api/keys", "/api/queues"]
+PROTECTED = [
+    "/api/cameras",
+    "/api/cameras/1",
+    "/api/cameras/1/stats",
+    "/api/alerts",
+    "/api/alerts/active",
+    "/api/keys",
+    "/api/queues",
+]
 
 
 def test_a_configured_token_is_required_except_for_health_and_openapi(
@@ -629,6 +637,7 @@ def test_a_redis_outage_is_a_503_with_a_clear_message(
         client.delete("/api/cameras/1"),
         client.get("/api/cameras/1/latest"),
         client.get("/api/cameras/1/frame.jpg"),
+        client.get("/api/cameras/1/stats"),
         client.get("/api/alerts"),
         client.get("/api/alerts/active"),
         client.get("/api/queues"),

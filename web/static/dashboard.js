@@ -24,6 +24,8 @@
     unavailable: "The vision model could not be reached for this frame",
   };
   const RISK_LABELS = { none: "no risk", low: "low risk", medium: "medium risk", high: "high risk" };
+  /** A group or frame without a verdict (pending, skipped, failed, left out by the budget) is not rated. */
+  const UNRATED_LABEL = "not rated";
 
   const HEALTH_REFRESH_MS = 5000;
   const CAMERA_REFRESH_MS = 15000;
@@ -36,6 +38,11 @@
   const SVG_NS = "http://www.w3.org/2000/svg";
   /** Detection labels are drawn only when a box is at least this wide on screen, to keep small tiles legible. */
   const MIN_LABELLED_BOX_PX = 34;
+  /** traffic_stats come about once a second: after this long without one, the camera's analytics fade out. */
+  const STATS_STALE_MS = 5000;
+  const STATS_FADE_MS = 600;
+  /** Near-miss measures given in seconds (time to collision, post-encroachment time). */
+  const SECONDS_MEASURES = new Set(["ttc", "pet"]);
 
   const state = {
     socket: null,
@@ -164,6 +171,7 @@
     socket.io.on("reconnect_attempt", (n) => setConnection("connecting", `Reconnecting… (${n})`));
     socket.on("connection_ack", () => setConnection("connected", "Connected"));
     socket.on("detection_result", onDetectionResult);
+    socket.on("traffic_stats", onTrafficStats);
     socket.on("camera_status", onCameraStatus);
     socket.on("stream_stopped", onStreamStopped);
     socket.on("alert", onAlert);
@@ -300,6 +308,7 @@
       media: node.querySelector(".tile-media"),
       img: node.querySelector(".tile-frame"),
       overlay: node.querySelector(".tile-overlay"),
+      analytics: node.querySelector(".tile-analytics"),
       placeholder: node.querySelector(".tile-placeholder"),
       banner: node.querySelector(".tile-banner"),
       assessment: node.querySelector(".tile-assessment"),
@@ -313,10 +322,17 @@
     parts.id.hidden = true;
     parts.img.alt = `Latest frame of camera ${key}`;
     parts.remove.setAttribute("aria-label", `Remove camera ${key}`);
-    const tile = { key, wireId, name: "", el: node, parts, current: null, lastFinal: null, shownFrameId: null };
+    const tile = {
+      key, wireId, name: "", el: node, parts, current: null, lastFinal: null, shownFrameId: null,
+      /** the latest traffic_stats of the camera (null once stale) and the timer that fades it */
+      stats: null, statsTimer: null,
+    };
     parts.remove.addEventListener("click", () => onRemoveClick(tile));
-    // Labels are sized in screen pixels, so the overlay is redrawn when the tile changes size.
-    new ResizeObserver(() => drawOverlay(tile)).observe(parts.media);
+    // Labels are sized in screen pixels, so the overlays are redrawn when the tile changes size.
+    new ResizeObserver(() => {
+      drawOverlay(tile);
+      drawAnalytics(tile);
+    }).observe(parts.media);
     return tile;
   }
 
@@ -324,6 +340,7 @@
     const tile = state.tiles.get(key);
     if (!tile) return;
     state.tiles.delete(key);
+    window.clearTimeout(tile.statsTimer);
     tile.el.remove();
     layoutWall();
   }
@@ -407,6 +424,7 @@
     if (!result) return;
     refreshFrame(tile, result);
     drawOverlay(tile);
+    drawAnalytics(tile); // the frame size may have changed
     renderAssessment(tile, result);
     renderRisk(tile);
     renderCounts(tile, result);
@@ -462,9 +480,11 @@
    * does not flicker with every frame of a scene that is still dangerous.
    */
   function renderRisk(tile) {
-    const frameLevel = tile.lastFinal ? levelOf(tile.lastFinal.maxRiskLevel) : "unknown";
+    const verdict = frameVerdict(tile.lastFinal);
+    const frameLevel = verdict.level;
     tile.parts.risk.dataset.level = frameLevel;
-    tile.parts.risk.textContent = frameLevel === "unknown" ? "risk —" : RISK_LABELS[frameLevel];
+    tile.parts.risk.textContent = verdict.label;
+    tile.parts.risk.title = verdict.hint;
     const active = [...(state.activeAlerts.get(tile.key) || new Map()).values()];
     const alertLevel = maxLevel(active);
     tile.parts.alerts.hidden = active.length === 0;
@@ -477,6 +497,36 @@
     tile.parts.alerts.title = "Alerts on this camera that have not ended yet";
     tile.el.dataset.risk = frameLevel === "unknown" && !active.length ? "none" : maxLevel([frameLevel, alertLevel]);
     renderSummary();
+  }
+
+  /**
+   * Whether a group of `result` has a verdict. A level above none only comes from a verdict; `none` is a
+   * verdict only in a complete frame (every group judged OK). In a pending, skipped, unavailable or partial
+   * frame a `none` group may have had no verdict at all, so it reads "not rated" unless the group says
+   * otherwise with a boolean `assessed` (not sent by every server).
+   */
+  function groupRated(group, result) {
+    if (typeof group.assessed === "boolean") return group.assessed;
+    if (levelOf(group.riskLevel) !== "none") return true;
+    return result.assessment === "complete";
+  }
+
+  /** The risk chip of a final result: {level, label, hint}; level "unrated" when the frame has no verdict. */
+  function frameVerdict(result) {
+    if (!result) return { level: "unknown", label: "risk —", hint: "No verdict yet" };
+    const level = levelOf(result.maxRiskLevel);
+    const groups = result.trafficGroups || [];
+    const rated = groups.filter((group) => groupRated(group, result)).length;
+    if (level !== "none") {
+      const hint = rated < groups.length ? `${rated} of ${groups.length} groups rated` : "Every group rated";
+      return { level, label: RISK_LABELS[level], hint };
+    }
+    if (!groups.length) return { level: "none", label: RISK_LABELS.none, hint: "No traffic groups in this frame" };
+    if (rated === groups.length) return { level: "none", label: RISK_LABELS.none, hint: "Every group rated: no risk" };
+    const hint = rated
+      ? `${rated} of ${groups.length} groups rated, none at risk; the others have no verdict`
+      : "No group of this frame has a verdict";
+    return { level: "unrated", label: UNRATED_LABEL, hint };
   }
 
   function maxLevel(levels) {
@@ -522,7 +572,7 @@
     const rect = tile.parts.media.getBoundingClientRect();
     // Screen pixels per image pixel, as `meet` scales the viewBox (and object-fit: contain the picture).
     const scale = Math.min(rect.width / width, rect.height / height) || 1;
-    const groups = (result.trafficGroups || []).map((group) => groupBox(group, scale, height));
+    const groups = (result.trafficGroups || []).map((group) => groupBox(group, result, scale, height));
     const detections = (result.detectedObjects || []).map((object) => detectionBox(object, scale, height));
     svg.replaceChildren(...groups, ...detections);
     svg.dataset.detections = String(detections.length);
@@ -530,11 +580,16 @@
     svg.dataset.boxCount = String(detections.length + groups.length);
   }
 
-  function groupBox(group, scale, height) {
+  function groupBox(group, result, scale, height) {
     const level = levelOf(group.riskLevel);
-    const label = `group ${group.groupIndex ?? ""} · ${level === "none" ? "not rated" : level}`;
+    const rated = groupRated(group, result);
+    const verdict = !rated ? UNRATED_LABEL : level === "none" ? RISK_LABELS.none : level;
+    const label = `group ${group.groupIndex ?? ""} · ${verdict}`;
+    const className = `box group level-${level}${rated ? "" : " unrated"}`;
     // Group labels sit under the box: the top edge is where its members' own labels are.
-    return box(group.bbox, `box group level-${level}`, label, scale, { always: true, below: true, height });
+    const g = box(group.bbox, className, label, scale, { always: true, below: true, height });
+    g.dataset.verdict = rated ? "rated" : "unrated";
+    return g;
   }
 
   function detectionBox(object, scale, height) {
@@ -571,6 +626,180 @@
     const node = document.createElementNS(SVG_NS, name);
     for (const [attribute, value] of Object.entries(attributes)) node.setAttribute(attribute, String(value));
     return node;
+  }
+
+  // ---------------------------------------------------------------- traffic analytics
+
+  /** A traffic_stats: the camera's lines, zones, tracks and near misses now; drawn until it goes stale. */
+  function onTrafficStats(stats) {
+    if (!stats || stats.cameraId === undefined) return;
+    const tile = ensureTile(stats.cameraId);
+    // Events of one camera may overtake each other: never go back to an older frame's stats.
+    if (tile.stats && String(tile.stats.timestamp || "") > String(stats.timestamp || "")) return;
+    tile.stats = stats;
+    window.clearTimeout(tile.statsTimer);
+    tile.statsTimer = window.setTimeout(() => fadeAnalytics(tile), STATS_STALE_MS);
+    drawAnalytics(tile);
+  }
+
+  /** No traffic_stats for a while (camera stopped, analytics off, worker gone): fade the drawing out, then clear it. */
+  function fadeAnalytics(tile) {
+    tile.stats = null;
+    const svg = tile.parts.analytics;
+    svg.dataset.state = "stale";
+    tile.statsTimer = window.setTimeout(() => {
+      if (tile.stats) return; // fresh stats came in while fading
+      svg.replaceChildren();
+      svg.dataset.state = "empty";
+      setAnalyticsCounts(svg, 0, 0, 0, 0);
+    }, STATS_FADE_MS);
+  }
+
+  /**
+   * Zones, counting lines, track trails and near misses over the picture. The SVG's viewBox is the displayed
+   * frame (as the boxes'), and the stats' coordinates, in pixels of their own `imageSize`, are scaled to it.
+   */
+  function drawAnalytics(tile) {
+    const stats = tile.stats;
+    const svg = tile.parts.analytics;
+    if (!stats) return;
+    const [statsWidth, statsHeight] = pair(stats.imageSize) || [0, 0];
+    const width = (tile.current && tile.current.imageWidth) || statsWidth || 1280;
+    const height = (tile.current && tile.current.imageHeight) || statsHeight || 720;
+    const sx = statsWidth ? width / statsWidth : 1;
+    const sy = statsHeight ? height / statsHeight : 1;
+    const at = (point) => {
+      const p = pair(point);
+      return p ? [p[0] * sx, p[1] * sy] : null;
+    };
+    svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    const rect = tile.parts.media.getBoundingClientRect();
+    const scale = Math.min(rect.width / width, rect.height / height) || 1;
+    const zones = (stats.zones || []).map((zone) => zoneShape(zone, at, scale)).filter(Boolean);
+    const lines = (stats.lines || []).map((line) => countLine(line, at, scale)).filter(Boolean);
+    const tracks = (stats.tracks || []).map((track) => trackTrail(track, at, scale)).filter(Boolean);
+    const misses = (stats.nearMisses || [])
+      .filter((miss) => miss && miss.phase !== "end")
+      .map((miss) => nearMissMarker(miss, at, scale))
+      .filter(Boolean);
+    svg.replaceChildren(...zones, ...lines, ...tracks, ...misses);
+    svg.dataset.state = "live";
+    svg.dataset.unit = stats.unit || "";
+    svg.dataset.timestamp = stats.timestamp || "";
+    setAnalyticsCounts(svg, zones.length, lines.length, tracks.length, misses.length);
+  }
+
+  function setAnalyticsCounts(svg, zones, lines, tracks, misses) {
+    svg.dataset.zones = String(zones);
+    svg.dataset.lines = String(lines);
+    svg.dataset.tracks = String(tracks);
+    svg.dataset.nearMisses = String(misses);
+  }
+
+  function zoneShape(zone, at, scale) {
+    const points = (Array.isArray(zone.polygon) ? zone.polygon : []).map(at).filter(Boolean);
+    if (points.length < 3) return null;
+    const total = number(zone.total);
+    const g = svgGroup("zone", { zone: String(zone.name ?? ""), total: String(total) });
+    g.append(svgElement("polygon", { class: "zone-shape", points: points.map((p) => p.join(",")).join(" ") }));
+    const occupancy = Object.entries(zone.occupancy || {}).map(([cls, n]) => `${cls} ${n}`).join(", ");
+    g.append(svgTitle(`Zone ${zone.name}: ${total} inside${occupancy ? ` (${occupancy})` : ""}`));
+    // The label at the zone's top-left corner, inside the picture.
+    const [x, y] = points.reduce((best, p) => (p[1] < best[1] || (p[1] === best[1] && p[0] < best[0]) ? p : best));
+    g.append(svgLabel("zone-label", `${zone.name} · ${total}`, x, y, scale));
+    return g;
+  }
+
+  function countLine(line, at, scale) {
+    const start = at(line.start);
+    const end = at(line.end);
+    if (!start || !end) return null; // a line since removed from the configuration: counted, not drawn
+    const totals = line.totals || {};
+    const directions = [line.forward, line.backward].filter((name) => typeof name === "string");
+    for (const name of Object.keys(totals)) if (!directions.includes(name)) directions.push(name);
+    const text = directions.map((name) => `${name} ${number(totals[name])}`).join(" · ");
+    const g = svgGroup("count-line", { line: String(line.name ?? "") });
+    for (const name of directions) g.dataset[`total${capitalise(name)}`] = String(number(totals[name]));
+    g.append(svgElement("line", { class: "count-line-path", x1: start[0], y1: start[1], x2: end[0], y2: end[1] }));
+    g.append(svgTitle(`Line ${line.name}: ${text || "no crossings"}`));
+    const mid = [(start[0] + end[0]) / 2, (start[1] + end[1]) / 2];
+    g.append(svgLabel("count-line-label", `${line.name}: ${text || "0"}`, mid[0], mid[1], scale));
+    return g;
+  }
+
+  function trackTrail(track, at, scale) {
+    const points = (Array.isArray(track.trail) ? track.trail : []).map(at).filter(Boolean);
+    if (!points.length) return null;
+    const g = svgGroup("track", { trackId: String(track.trackId), class: String(track.class || "") });
+    g.append(svgElement("polyline", { class: "track-trail", points: points.map((p) => p.join(",")).join(" ") }));
+    const [x, y] = points[points.length - 1];
+    g.append(svgElement("circle", { class: "track-head", cx: x, cy: y, r: 3 / scale }));
+    const speed = typeof track.speed === "number" && Number.isFinite(track.speed)
+      ? ` ${track.speed.toFixed(track.speed >= 10 ? 0 : 1)} ${track.speedUnit || ""}`.trimEnd()
+      : "";
+    const text = `#${track.trackId}${speed}`;
+    g.append(svgTitle(`Track ${track.trackId} (${track.class || "?"})${speed}`));
+    g.append(svgLabel("track-label", text, x, y, scale));
+    return g;
+  }
+
+  function nearMissMarker(miss, at, scale) {
+    const position = at(miss.position);
+    if (!position) return null;
+    const ids = (miss.trackIds || []).map(String);
+    const g = svgGroup("near-miss", { trackIds: ids.join(","), measure: String(miss.measure || "") });
+    const value = typeof miss.value === "number" ? miss.value.toFixed(2) : "?";
+    const unit = SECONDS_MEASURES.has(miss.measure) ? " s" : "";
+    const threshold = typeof miss.threshold === "number" ? ` (threshold ${miss.threshold}${unit})` : "";
+    const classes = (miss.classes || []).join(" and ");
+    g.append(svgElement("circle", { class: "near-miss-ring", cx: position[0], cy: position[1], r: 14 / scale }));
+    g.append(svgElement("circle", { class: "near-miss-dot", cx: position[0], cy: position[1], r: 4 / scale }));
+    g.append(svgTitle(
+      `Near miss: ${miss.measure || "measure"} ${value}${unit}${threshold} · tracks ${ids.join(", ")}`
+        + (classes ? ` (${classes})` : ""),
+    ));
+    return g;
+  }
+
+  /** A `<g class=…>` with data attributes. */
+  function svgGroup(className, data) {
+    const g = document.createElementNS(SVG_NS, "g");
+    g.setAttribute("class", className);
+    for (const [name, value] of Object.entries(data)) g.dataset[name] = value;
+    return g;
+  }
+
+  function svgTitle(text) {
+    const title = document.createElementNS(SVG_NS, "title");
+    title.textContent = text;
+    return title;
+  }
+
+  /** A text label with a dark backing, sized in screen pixels, kept inside the viewBox where it can be. */
+  function svgLabel(className, text, x, y, scale) {
+    const g = document.createElementNS(SVG_NS, "g");
+    g.setAttribute("class", `label ${className}`);
+    const fontSize = 11 / scale;
+    const labelWidth = text.length * fontSize * 0.62 + 6 / scale;
+    const labelHeight = fontSize * 1.4;
+    const top = y - labelHeight >= 0 ? y - labelHeight : y;
+    g.append(svgElement("rect", { class: "label-bg", x, y: top, width: labelWidth, height: labelHeight }));
+    const node = svgElement("text", { x: x + 3 / scale, y: top + fontSize * 1.05, "font-size": fontSize });
+    node.textContent = text;
+    g.append(node);
+    return g;
+  }
+
+  /** `[x, y]` as two finite numbers, or null. */
+  function pair(value) {
+    if (!Array.isArray(value) || value.length < 2) return null;
+    const x = Number(value[0]);
+    const y = Number(value[1]);
+    return Number.isFinite(x) && Number.isFinite(y) ? [x, y] : null;
+  }
+
+  function capitalise(text) {
+    return text.replace(/[^A-Za-z0-9]+(.)?/g, (_, c) => (c ? c.toUpperCase() : "")).replace(/^./, (c) => c.toUpperCase());
   }
 
   // ---------------------------------------------------------------- camera status
