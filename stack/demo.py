@@ -68,3 +68,45 @@ def make_demo_clip(path: str | Path, *, width: int = 1280, height: int = 720, fp
     partial.replace(target)
     log.info("wrote demo clip %s", target)
     return target
+
+
+STREET_VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+"""Debian ``opencv-doc``'s street video: people walking on a pedestrian street, 768x576, 10 frames/s."""
+
+STREET_GEOMETRY = """\
+# Written by `traffic run` for the demo camera playing Debian opencv-doc's vtest.avi (768x576).
+# A counting line down the middle of the street and the pavement in front as a zone; uncalibrated, so
+# speeds are in px/s. Copy and edit it for a real camera (see config/README.md, "Geometry").
+cameras:
+  {camera_id}:
+    image_size: [768, 576]
+    lines:
+      - name: middle
+        points: [[384, 140], [384, 576]]
+        directions: [leftward, rightward]
+    zones:
+      - name: pavement
+        polygon: [[0, 330], [768, 330], [768, 576], [0, 576]]
+"""
+
+
+def demo_clip(directory: Path, *, street_video: Path = STREET_VIDEO) -> tuple[Path, bool]:
+    """The demo camera's clip in ``directory`` and whether it is real footage: a copy of the street video
+    when Debian's ``opencv-doc`` is installed (people walking: tracks, counts, trails), else the clip made
+    from the sample photos."""
+    if street_video.is_file():
+        target = directory / street_video.name
+        if not (target.is_file() and target.stat().st_size == street_video.stat().st_size):
+            directory.mkdir(parents=True, exist_ok=True)
+            partial = target.with_suffix(".part" + target.suffix)
+            partial.write_bytes(street_video.read_bytes())
+            partial.replace(target)
+        return target, True
+    return make_demo_clip(directory / "demo.avi"), False
+
+
+def write_demo_geometry(path: Path, camera_id: str) -> Path:
+    """Write the demo street's counting line and zone for ``camera_id`` (see ``STREET_GEOMETRY``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(STREET_GEOMETRY.format(camera_id=camera_id), encoding="utf-8")
+    return path

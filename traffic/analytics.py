@@ -70,7 +70,12 @@ MAX_PATH_CELLS = 64
 LATE_FRAME_S = 60.0
 """A frame older than the last by at most this is ignored; by more, the camera's clock was reset: start over."""
 KMH_PER_MPS = 3.6
-STATE_VERSION = 1
+FOLLOWING_COS = 0.7
+"""Two road users whose headings differ by less than about 45° through one cell follow each other: no PET."""
+ENCOUNTER_GRACE_S = 0.5
+"""A near miss in progress ends only after this long without its pair below the TTC threshold (box jitter
+around the threshold, or a frame the detector missed one of them, does not split one encounter in two)."""
+STATE_VERSION = 3
 
 _HistoryPoint = tuple[float, float, float, float, float]
 """``(t, image x, image y, ground x, ground y)``."""
@@ -201,10 +206,13 @@ class _Encounter:
     start: float
     minimum: float
     position: Point
+    last_below: float = 0.0
+    """When the pair was last below the threshold."""
 
 
-_Occupant = tuple[int, str, float]
-"""The last road user in a post-encroachment cell: ``(track id, class, last time in the cell)``."""
+_Occupant = tuple[int, str, float, float, float]
+"""The last road user in a post-encroachment cell: ``(track id, class, last time in the cell, its ground heading
+x, y)`` (the heading is (0, 0) when its velocity was not known yet)."""
 
 _Pass = tuple[float, float, int, float]
 """One track's passage through a cell since its previous frame: ``(time in, time out, index into the frame's
@@ -332,10 +340,10 @@ class CameraAnalytics:
             "size": None if self._size is None else list(self._size),
             "tracks": tracks,
             "encounters": [
-                [a, b, e.classes[0], e.classes[1], e.start, e.minimum, e.position[0], e.position[1]]
+                [a, b, e.classes[0], e.classes[1], e.start, e.minimum, e.position[0], e.position[1], e.last_below]
                 for (a, b), e in sorted(self._encounters.items())
             ],
-            "cells": [[cx, cy, tid, cls, left] for (cx, cy), (tid, cls, left) in sorted(self._cells.items())],
+            "cells": [[cx, cy, *occupant] for (cx, cy), occupant in sorted(self._cells.items())],
             "pet": [[a, b, t] for (a, b), t in sorted(self._pet_said.items())],
         }
         return json.dumps(data, separators=(",", ":"), allow_nan=False).encode("utf-8")
@@ -375,7 +383,7 @@ class CameraAnalytics:
             )
         encounters: dict[_Pair, _Encounter] = {}
         for item in _items(raw["encounters"], None, "encounters"):
-            a_raw, b_raw, ca, cb, start, minimum, px, py = _items(item, 8, "encounter")
+            a_raw, b_raw, ca, cb, start, minimum, px, py, last = _items(item, 9, "encounter")
             pair = (_int(a_raw, "encounter"), _int(b_raw, "encounter"))
             if pair[0] >= pair[1] or pair in encounters:
                 raise TrackerStateError("analytics state has a bad encounter pair")
@@ -384,14 +392,16 @@ class CameraAnalytics:
                 _num(start, "encounter"),
                 _num(minimum, "encounter"),
                 (_num(px, "encounter"), _num(py, "encounter")),
+                _num(last, "encounter"),
             )
         cells: dict[_Cell, _Occupant] = {}
         for item in _items(raw["cells"], None, "cells"):
-            cx, cy, tid_raw, cls, left = _items(item, 5, "cell")
+            cx, cy, tid_raw, cls, left, hx, hy = _items(item, 7, "cell")
             key = (_int(cx, "cell"), _int(cy, "cell"))
             if key in cells:
                 raise TrackerStateError("analytics state repeats a cell")
-            cells[key] = (_int(tid_raw, "cell"), _str(cls, "class"), _num(left, "cell"))
+            heading = (_num(hx, "cell"), _num(hy, "cell"))
+            cells[key] = (_int(tid_raw, "cell"), _str(cls, "class"), _num(left, "cell"), *heading)
         pet_said: dict[_Pair, float] = {}
         for item in _items(raw["pet"], None, "pet"):
             a_raw, b_raw, t = _items(item, 3, "pet")
@@ -553,6 +563,9 @@ class CameraAnalytics:
                 enc.position = _midpoint(a.image, b.image)
             if pair in below:
                 enc.minimum = min(enc.minimum, below[pair])
+                enc.last_below = now
+                continue
+            if now - enc.last_below < ENCOUNTER_GRACE_S:
                 continue
             del self._encounters[pair]
             events.append(
@@ -572,7 +585,7 @@ class CameraAnalytics:
             if pair in self._encounters:
                 continue
             a, b = by_id[pair[0]], by_id[pair[1]]
-            enc = _Encounter((a.cls, b.cls), now, below[pair], _midpoint(a.image, b.image))
+            enc = _Encounter((a.cls, b.cls), now, below[pair], _midpoint(a.image, b.image), now)
             self._encounters[pair] = enc
             events.append(
                 MotionEvent(
@@ -680,7 +693,7 @@ class CameraAnalytics:
                 if b[3] >= 0.0 and stored is not None and stored[0] != b_id and stored[2] < b[0]:
                     self._pet_candidate(found, seen, b, stored)
                 if stored is None or b[1] >= stored[2]:
-                    cells[key] = (b_id, seen[b[2]].cls, b[1])
+                    cells[key] = (b_id, seen[b[2]].cls, b[1], *_heading(seen[b[2]]))
                 continue
             present = {seen[x[2]].track_id for x in here}
             for b in here:
@@ -691,7 +704,7 @@ class CameraAnalytics:
                     last = stored
                 for x in here:
                     if x[1] < b[0] and (last is None or x[1] > last[2]):
-                        last = (seen[x[2]].track_id, seen[x[2]].cls, x[1])
+                        last = (seen[x[2]].track_id, seen[x[2]].cls, x[1], *_heading(seen[x[2]]))
                 if last is not None:
                     self._pet_candidate(found, seen, b, last)
             newest = here[0]
@@ -699,7 +712,7 @@ class CameraAnalytics:
                 if x[1] > newest[1] or (x[1] == newest[1] and seen[x[2]].track_id > seen[newest[2]].track_id):
                     newest = x
             if stored is None or newest[1] >= stored[2]:
-                cells[key] = (seen[newest[2]].track_id, seen[newest[2]].cls, newest[1])
+                cells[key] = (seen[newest[2]].track_id, seen[newest[2]].cls, newest[1], *_heading(seen[newest[2]]))
         for pair in sorted(found):
             said = self._pet_said.get(pair)
             if said is not None and now - said < PET_REPEAT_S:
@@ -737,6 +750,8 @@ class CameraAnalytics:
             return
         pet = b[0] - last[2]
         if pet >= self._settings.pet_s or (entering.cls not in VEHICLES and last[1] not in VEHICLES):
+            return
+        if _following(entering, (last[3], last[4])):
             return
         if entering.track_id < last[0]:
             pair, classes = (entering.track_id, last[0]), (entering.cls, last[1])
@@ -788,6 +803,21 @@ class CameraAnalytics:
 def _history_time(point: _HistoryPoint) -> float:
     """A history point's timestamp."""
     return point[0]
+
+
+def _heading(s: _Seen) -> Point:
+    """A track's ground velocity as seen in this frame, (0, 0) while unknown."""
+    return s.velocity if s.velocity is not None else (0.0, 0.0)
+
+
+def _following(entering: _Seen, earlier: Point) -> bool:
+    """Whether ``entering`` moves the way the cell's earlier occupant moved through it (within
+    ``FOLLOWING_COS``): one road user following another through a cell is a headway, not a crossing."""
+    if entering.velocity is None:
+        return False
+    (ax, ay), (bx, by) = entering.velocity, earlier
+    norm = math.hypot(ax, ay) * math.hypot(bx, by)
+    return norm > 0 and (ax * bx + ay * by) / norm > FOLLOWING_COS
 
 
 def _remember(history: list[_HistoryPoint], point: _HistoryPoint, horizon: float) -> None:

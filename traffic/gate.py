@@ -8,7 +8,9 @@
    ``distance_tolerance`` of the spacing when that verdict was made) if the verdict is younger than its
    age limit (and not in the future): ``dedupe_window_s``, or ``recheck_s`` for a *watched* group, one
    whose verdict was ``low`` or above or that holds a person, bicycle or motorcycle next to a car,
-   truck or bus (``watched``). Of several such verdicts the newest is taken. It is re-labelled with the
+   truck or bus (``watched``). Of several such verdicts the newest is taken; a group whose members are
+   all tracked is compared with the newest verdict for its tracks only (members that moved away and came
+   back changed since that verdict). It is re-labelled with the
    new group index, with zero latency and usage since no call is made for this frame. Reuse is free, so
    it applies under cooldown and with no budget left. ERROR verdicts are never reused.
 3. Every group reused: the frame counts as assessed (``skipped_reason=None``, ``assess`` empty).
@@ -252,9 +254,14 @@ def decide(
     pending: list[GroupContext] = []
     for context in sorted(contexts, key=lambda c: c.group.index):
         here = spacing(context)
+        known = remembered.get(scene_key(context, cells=cells), [])
+        if known and _fully_tracked(context):
+            # One group has these tracks: only its latest verdict counts (members who moved away and came
+            # back are a change since that verdict, not the scene of an older one).
+            known = [max(known, key=lambda item: item[1].assessed_at)]
         candidates = [
             r
-            for then, r in remembered.get(scene_key(context, cells=cells), [])
+            for then, r in known
             if same_scene(here, then, distance_tolerance)
             and _reusable(r, now, min(dedupe_window_s, recheck_s) if watched(context, r.verdict) else dedupe_window_s)
         ]

@@ -414,6 +414,21 @@ def test_an_encounter_ends_when_the_pair_stops_closing_and_a_new_one_may_start()
     ]
 
 
+def test_a_frame_without_one_of_the_pair_does_not_split_the_encounter() -> None:
+    # Frames 0.2 s apart. Car 7 from x = 300 at 100 px/s towards truck 3 parked at x = 500 (R = 40): TTC =
+    # (200 - 100 t - 40) / 100 = 1.6 - t once the car's speed is known (t = 0.4: 1.2 → start). The truck is
+    # not seen at t = 0.8: under ENCOUNTER_GRACE_S (0.5 s) later it is back, so the encounter goes on, with
+    # its minimum at t = 1.4 (0.2), and no second start.
+    times = [round(0.2 * k, 1) for k in range(8)]
+    car = path(7, [(t, 300 + 100 * t, 500) for t in times])
+    truck = path(3, [(t, 500, 500) for t in times if t != 0.8], cls="truck")
+    updates = feed(CameraAnalytics(None, SETTINGS), merge(car, truck))
+    near = kinds(updates, "near_miss")
+    assert [(e.at, e.phase, e.value) for e in near] == [(0.4, "start", 1.2)]
+    assert [e.track_ids for e in updates[4].active_near_misses] == [(3, 7)]  # t = 0.8, the truck unseen
+    assert [round(e.value or 0.0, 3) for e in updates[-1].active_near_misses] == [0.2]
+
+
 def test_parallel_movers_and_slow_closers_are_not_on_a_collision_course() -> None:
     # Same velocity, 30 px apart: dv = 0 → no TTC.
     side_by_side = merge(
@@ -478,6 +493,15 @@ def test_no_pet_while_the_cell_is_still_occupied_or_for_a_new_track() -> None:
     car = path(1, [(0.0, 20, 220), (1.0, 100, 220)])
     newcomer = path(3, [(1.0, 60, 225)], cls="motorcycle")
     assert kinds(feed(CameraAnalytics(None, SETTINGS), merge(car, newcomer)), "near_miss") == []
+
+
+def test_a_car_following_another_through_a_cell_is_a_headway_not_a_near_miss() -> None:
+    # Car 1 x 60 → 140 → 220 and car 3, 60 px behind, x 0 → 80 → 160, both along y = 220 at 80 px/s. Car 1
+    # leaves cell (2, 5) (x 80..120) at t = 0.75 (x = 120); car 3 enters it at t = 1.0 (x = 80): 0.25 s later,
+    # under pet_s — but both head the same way (cos = 1 > FOLLOWING_COS), so it is no crossing conflict.
+    lead = path(1, [(0.0, 60, 220), (1.0, 140, 220), (2.0, 220, 220)])
+    follower = path(3, [(0.0, 0, 220), (1.0, 80, 220), (2.0, 160, 220)])
+    assert kinds(feed(CameraAnalytics(None, SETTINGS), merge(lead, follower)), "near_miss") == []
 
 
 def test_pet_is_said_once_per_pair_per_ten_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -685,7 +709,7 @@ def _mutations() -> list[tuple[str, Any]]:
         return lambda s: s["tracks"][0].__setitem__(k, v)
 
     return [
-        ("version", lambda s: s.__setitem__("v", 2)),
+        ("version", lambda s: s.__setitem__("v", 99)),
         ("missing key", lambda s: s.pop("cells")),
         ("extra key", lambda s: s.__setitem__("x", 1)),
         ("size", lambda s: s.__setitem__("size", [0, 100])),

@@ -430,3 +430,12 @@ def test_members_already_close_that_close_in_further_break_reuse() -> None:
     # Moving apart by the same amount, or closing in by less than 0.05 box heights (jitter), does not.
     assert same_scene((0.67, 0.65, 0.26), (0.67, 0.65, 0.17), 0.15)
     assert same_scene((0.67, 0.65, 0.05), (0.67, 0.65, 0.09), 0.15)
+
+
+def test_a_tracked_group_is_compared_with_its_latest_verdict_only() -> None:
+    # Person 7 stood 1.2 box heights from car 3 (verdict at NOW - 20), stepped away to 3 (NOW - 5), and is
+    # back at 1.2: the older verdict matches that spacing, but the group changed since its latest one.
+    near = _tracked(1, {3: ("car", (100, 100, 180, 200)), 7: ("person", (240, 100, 280, 200))})
+    away = _tracked(1, {3: ("car", (100, 100, 180, 200)), 7: ("person", (420, 100, 460, 200))})
+    recent = {**_known(near, _verdict(level=RiskLevel.NONE), NOW - 20), **_known(away, _verdict(), NOW - 5)}
+    assert _decide([near], recent=recent, recheck_s=60.0).assess == (1,)

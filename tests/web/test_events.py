@@ -11,6 +11,7 @@ import pytest
 from flask import Flask
 
 from infra.camera_registry import CameraRegistry
+from infra.traffic_stats import TrafficStats
 from tests import offline_dns
 from traffic import redis_keys
 from traffic.config import load_settings
@@ -146,6 +147,15 @@ def test_subscribe_joins_rooms_and_replays_the_latest_result(client: Any, redis_
     client.emit("unsubscribe", {"cameraIds": ["cam-b"]}, callback=True)
     socketio.emit("detection_result", {"frameId": "f2"}, to=redis_keys.camera_room("cam-b"))
     assert events(client, "detection_result") == []
+
+
+def test_subscribe_replays_the_latest_traffic_stats(client: Any, redis_client: Any) -> None:
+    snapshot = {"cameraId": "cam-a", "timestamp": "2026-12-05T12:00:00.000Z", "lines": [], "zones": [], "tracks": []}
+    TrafficStats(redis_client).record("cam-a", snapshot, (), 1_800_000_000.0)
+    client.get_received()
+    client.emit("subscribe", {"cameraIds": ["cam-a", "cam-b"]}, callback=True)
+    (replayed,) = events(client, "traffic_stats")
+    assert replayed["cameraId"] == "cam-a" and replayed["events"] == [] and "_at" not in replayed
 
 
 def test_subscribing_to_alerts_joins_the_all_alerts_room(client: Any) -> None:

@@ -41,7 +41,8 @@ def exported(redis_url: str, redis_client: Any, tmp_path: Path) -> dict[str, set
 
 def record_one_of_each(metrics: WorkerMetrics) -> None:
     """One sample of every worker metric (labelled metrics export nothing until used)."""
-    metrics.frame(FrameOutcome("cam-1", "detected", 0.1, {"person": 2}, groups=1, assessed=1))
+    motion = {("line_crossing", "kerb", "in", "person"): 1, ("near_miss", "ttc"): 1}
+    metrics.frame(FrameOutcome("cam-1", "detected", 0.1, {"person": 2}, groups=1, assessed=1, motion=motion))
     metrics.frame(FrameOutcome("cam-1", "error", error="DetectorError"))
     usage = {"prompt": 10, "completion": 5}
     metrics.verdict({"error": "bad_model_reply", "riskTypes": ["collision_risk"], "usage": usage, "model": "m"})

@@ -18,6 +18,7 @@ import redis
 
 from infra.camera_registry import CameraRegistry
 from infra.host_resolver import resolve_host
+from infra.traffic_stats import TrafficStats
 from traffic import redis_keys
 from traffic.cameras import Camera, WireId, mask_url, normalise_camera_id
 from traffic.errors import CameraError
@@ -127,7 +128,8 @@ def _alerts_flag(data: dict[str, Any], event: str) -> bool:
 
 
 def on_subscribe(ctx: Context, data: Any) -> Reply:
-    """Join the cameras' rooms (with ``alerts: true`` also the all-alerts room); replay each camera's latest."""
+    """Join the cameras' rooms (with ``alerts: true`` also the all-alerts room); replay each camera's latest
+    ``detection_result`` and ``traffic_stats``."""
     payload = _object(data, "subscribe")
     alerts = _alerts_flag(payload, "subscribe")
     ids = [] if alerts and "cameraIds" not in payload else _camera_ids(payload, "subscribe", allow_empty=alerts)
@@ -135,12 +137,15 @@ def on_subscribe(ctx: Context, data: Any) -> Reply:
     for key, _ in ids:
         pipe.get(redis_keys.camera_latest(key))
     latest = [json.loads(raw) for raw in pipe.execute() if raw]
+    stats = TrafficStats(ctx.redis)
+    measured = [found for key, _ in ids if (found := stats.live(key)) is not None]
     ack: dict[str, Any] = {"subscribed": [wire for _, wire in ids]}
     if alerts:
         ack["alerts"] = True
     return Reply(
         ack=ack,
-        events=tuple(("detection_result", payload) for payload in latest),
+        events=tuple(("detection_result", payload) for payload in latest)
+        + tuple(("traffic_stats", found) for found in measured),
         join=tuple(redis_keys.camera_room(key) for key, _ in ids) + ((redis_keys.ALERTS_ROOM,) if alerts else ()),
     )
 
