@@ -43,6 +43,8 @@ MAX_REDIRECTS = 5
 
 Guard = Callable[[str], object]
 """Raises ``CameraError`` when the URL may not be opened (``traffic.url_policy``)."""
+Period = float | Callable[[], float]
+"""Seconds between paced reads, fixed or asked again before every read."""
 
 
 def _allow_all(url: str) -> None:
@@ -82,12 +84,16 @@ def quiet_native_logs() -> None:
 def open_source(
     url: str,
     *,
-    poll_interval_s: float = 1.0,
+    poll_interval_s: Period = 1.0,
     stop: threading.Event | None = None,
     timeout_s: float = TIMEOUT_S,
     guard: Guard = _allow_all,
 ) -> FrameSource:
-    """Open ``url`` as the right kind of source (blocking up to ``timeout_s``); raises ``SourceError``."""
+    """Open ``url`` as the right kind of source (blocking up to ``timeout_s``); raises ``SourceError``.
+
+    ``poll_interval_s`` paces snapshot cameras; a callable is asked before every poll (a camera whose
+    detection rate changes keeps its connection).
+    """
     stop = stop or threading.Event()
     _ask(guard, url)
     path = local_path(url)
@@ -108,11 +114,16 @@ def _ask(guard: Guard, url: str) -> None:
         raise SourceError(f"not allowed: {exc}") from None
 
 
+def _fixed(seconds: float) -> Callable[[], float]:
+    """A period that never changes."""
+    return lambda: seconds
+
+
 class _Pacer:
     """Spaces calls ``period`` seconds apart on a drift-free schedule; a stop request interrupts the wait."""
 
-    def __init__(self, period: float, stop: threading.Event) -> None:
-        self._period = period
+    def __init__(self, period: Period, stop: threading.Event) -> None:
+        self._period: Callable[[], float] = period if callable(period) else _fixed(period)
         self._stop = stop
         self._next: float | None = None
 
@@ -125,7 +136,7 @@ class _Pacer:
         stopped = self._stop.wait(delay) if delay > 0 else self._stop.is_set()
         if stopped:
             raise SourceError("stopped")
-        self._next += self._period
+        self._next += self._period()
 
 
 # --------------------------------------------------------------------------- local files
@@ -246,7 +257,7 @@ def _snapshot_url(url: str, timeout_s: float, guard: Guard) -> str | None:
 class SnapshotSource:
     """An HTTP(S) URL that answers one JPEG/PNG per GET, polled every ``poll_interval_s``."""
 
-    def __init__(self, url: str, *, poll_interval_s: float, timeout_s: float, stop: threading.Event) -> None:
+    def __init__(self, url: str, *, poll_interval_s: Period, timeout_s: float, stop: threading.Event) -> None:
         self._url = url
         self._timeout_s = timeout_s
         self._pacer = _Pacer(poll_interval_s, stop)

@@ -107,7 +107,13 @@ def _cmd_cameras(args: argparse.Namespace) -> int:
         return 0
     if args.action == "add":
         url = check_camera_url(args.url, policy_of(settings.capture), resolve_host)
-        camera = make_camera(args.id, url, allow_files=settings.capture.allow_file_sources, name=args.name or "")
+        camera = make_camera(
+            args.id,
+            url,
+            allow_files=settings.capture.allow_file_sources,
+            name=args.name or "",
+            detect_fps=args.detect_fps,
+        )
         added = registry.add(camera, limit=settings.capture.max_cameras)
         print("added" if added else "updated", camera.camera_id)
         return 0
@@ -153,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     cameras.add_argument("id", nargs="?", help="camera id (add, remove)")
     cameras.add_argument("url", nargs="?", help="rtsp://, http(s):// (or a file, if file sources are allowed)")
     cameras.add_argument("--name", help="display name")
+    cameras.add_argument(
+        "--detect-fps",
+        type=float,
+        help="add: frames detected and tracked per second (0.05-30; default: every TRAFFIC_FRAME_INTERVAL)",
+    )
     cameras.set_defaults(func=_cmd_cameras)
     pool = sub.add_parser("keys", help="the API key pool: status, verify, disable, enable")
     pool.add_argument("action", choices=["status", "verify", "disable", "enable"])

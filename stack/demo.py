@@ -75,7 +75,7 @@ STREET_VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
 STREET_GEOMETRY = """\
 # Written by `traffic run` for the demo camera playing Debian opencv-doc's vtest.avi (768x576).
-# A counting line down the middle of the street and the pavement in front as a zone; uncalibrated, so
+# A counting line down the middle of the street and the foreground as a zone; uncalibrated, so
 # speeds are in px/s. Copy and edit it for a real camera (see config/README.md, "Geometry").
 cameras:
   {camera_id}:
@@ -85,7 +85,7 @@ cameras:
         points: [[384, 140], [384, 576]]
         directions: [leftward, rightward]
     zones:
-      - name: pavement
+      - name: foreground
         polygon: [[0, 330], [768, 330], [768, 576], [0, 576]]
 """
 

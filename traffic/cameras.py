@@ -1,4 +1,5 @@
-"""Cameras: ids as clients send them, source URLs and their validation, credential masking, reconnect policy.
+"""Cameras: ids as clients send them, source URLs and their validation, detection rates, credential masking,
+reconnect policy.
 
 Pure: no Redis, no network. The only I/O is checking that a local file source exists.
 """
@@ -25,6 +26,10 @@ MAX_ID_LENGTH = 64
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _SENSITIVE_PARAM = re.compile(r"pass|pwd|token|key|secret|auth|sig|session|credential", re.IGNORECASE)
 MASK = "***"
+MIN_DETECT_FPS = 0.05
+"""Slowest per-camera detection rate: one frame every 20 s."""
+MAX_DETECT_FPS = 30.0
+"""Fastest per-camera detection rate: about a camera's own frame rate; more only re-sends the same frame."""
 
 WireId = str | int
 """A camera id as the client sent it: old clients send integers, new ones strings."""
@@ -32,7 +37,8 @@ WireId = str | int
 
 @dataclass(frozen=True)
 class Camera:
-    """One desired camera: its id (the Redis key part), source URL and the id as the client spelled it."""
+    """One desired camera: its id (the Redis key part), source URL, the id as the client spelled it and how
+    many of its frames are detected (and tracked) per second."""
 
     camera_id: str
     url: str
@@ -40,20 +46,31 @@ class Camera:
     enabled: bool = True
     wire_id: WireId = ""
     """Echoed back in every event's ``cameraId``; defaults to ``camera_id``."""
+    detect_fps: float | None = None
+    """Frames sampled into detection and tracking per second; None: every ``capture.frame_interval_s``. The
+    model's cadence is separate (``llm.cooldown_s``, the gate, the budget)."""
 
     def __post_init__(self) -> None:
         if self.wire_id == "":
             object.__setattr__(self, "wire_id", self.camera_id)
 
+    def detect_interval_s(self, default_s: float) -> float:
+        """Seconds between the camera's sampled frames: ``1 / detect_fps``, else ``default_s`` (the global one)."""
+        return default_s if self.detect_fps is None else 1.0 / self.detect_fps
+
     def to_json(self) -> dict[str, Any]:
-        """The stored form: ``cameraId`` (key string), ``wireId`` (as the client sent it), the unmasked URL."""
-        return {
+        """The stored form: ``cameraId`` (key string), ``wireId`` (as the client sent it), the unmasked URL,
+        and ``detectFps`` only when the camera has its own rate."""
+        data: dict[str, Any] = {
             "cameraId": self.camera_id,
             "wireId": self.wire_id,
             "url": self.url,
             "name": self.name,
             "enabled": self.enabled,
         }
+        if self.detect_fps is not None:
+            data["detectFps"] = self.detect_fps
+        return data
 
     def public_json(self) -> dict[str, Any]:
         """The form safe to log or send to clients: credentials in the URL masked."""
@@ -69,7 +86,42 @@ class Camera:
         url, name, enabled = data.get("url"), data.get("name", ""), data.get("enabled", True)
         if not isinstance(url, str) or not isinstance(name, str) or not isinstance(enabled, bool):
             raise CameraError("invalid_camera", f"camera {camera_id}: url/name/enabled have the wrong type")
-        return cls(camera_id=camera_id, url=url, name=name, enabled=enabled, wire_id=wire_id)
+        try:
+            detect_fps = parse_detect_fps(data.get("detectFps"))
+        except CameraError as exc:
+            raise CameraError("invalid_camera", f"camera {camera_id}: {exc}") from None
+        return cls(camera_id=camera_id, url=url, name=name, enabled=enabled, wire_id=wire_id, detect_fps=detect_fps)
+
+
+def parse_detect_fps(value: object) -> float | None:
+    """A camera's detection rate from client or stored input: None (absent: the global default), or a number
+    in ``MIN_DETECT_FPS``..``MAX_DETECT_FPS``; raises ``CameraError("invalid_detect_fps")`` (booleans too)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CameraError(
+            "invalid_detect_fps", f"detectFps must be a number (frames detected per second), got {_kind(value)}"
+        )
+    if not MIN_DETECT_FPS <= value <= MAX_DETECT_FPS:  # NaN fails too; int and float compare exactly
+        shown = repr(value) if isinstance(value, float) or abs(value) < 10**12 else "a larger number"
+        raise CameraError(
+            "invalid_detect_fps",
+            f"detectFps must be between {MIN_DETECT_FPS:g} and {MAX_DETECT_FPS:g} frames per second, got {shown}",
+        )
+    return float(value)
+
+
+def _kind(value: object) -> str:
+    """The JSON name of a decoded value's type, for messages."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
 
 
 def normalise_camera_id(value: object) -> tuple[str, WireId]:
@@ -83,10 +135,19 @@ def normalise_camera_id(value: object) -> tuple[str, WireId]:
     raise CameraError("invalid_camera_id", "camera id must be an integer ≥ 0 or 1-64 characters of A-Z a-z 0-9 _ . : -")
 
 
-def make_camera(raw_id: object, url: object, *, allow_files: bool, name: str = "", enabled: bool = True) -> Camera:
+def make_camera(
+    raw_id: object,
+    url: object,
+    *,
+    allow_files: bool,
+    name: str = "",
+    enabled: bool = True,
+    detect_fps: object = None,
+) -> Camera:
     """A validated camera from client input; raises ``CameraError``."""
     camera_id, wire_id = normalise_camera_id(raw_id)
-    return Camera(camera_id, validate_camera_url(url, allow_files=allow_files), name, enabled, wire_id)
+    url = validate_camera_url(url, allow_files=allow_files)
+    return Camera(camera_id, url, name, enabled, wire_id, parse_detect_fps(detect_fps))
 
 
 def validate_camera_url(url: object, *, allow_files: bool) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 import traffic
 from infra.celery_names import QUEUES
+from traffic.cameras import MAX_DETECT_FPS, MIN_DETECT_FPS
 from web.validation import (
     CAMERA_ID_PATTERN,
     MAX_BODY_BYTES,
@@ -124,6 +125,13 @@ URL = {
     ),
 }
 NAME = {"type": "string", "maxLength": MAX_NAME_LENGTH, "description": "Display name."}
+RATE = (
+    "Frames of this camera detected and tracked per second (its sampling interval is 1/detectFps); absent: the "
+    "server's default, one frame every capture.frame_interval_s (TRAFFIC_FRAME_INTERVAL, 1.8 s). Model calls are "
+    "paced apart from it, by the per-camera cooldown, the gate and the budget. Tracking wants 5-10 on GPU hosts. "
+    "A change takes effect from the camera's next sample, without reconnecting."
+)
+DETECT_FPS = {"type": "number", "minimum": MIN_DETECT_FPS, "maximum": MAX_DETECT_FPS, "description": RATE}
 TIMESTAMP = {"type": "string", "format": "date-time", "description": "ISO-8601 UTC with milliseconds and Z."}
 BOX = array({"type": "integer"}, minItems=4, maxItems=4, description="[x1, y1, x2, y2] in pixels.")
 BOX_NUMBERS = array({"type": "number"}, minItems=4, maxItems=4, description="[x1, y1, x2, y2] in pixels.")
@@ -205,6 +213,7 @@ SCHEMAS: JSON = {
             "url": {"type": "string", "description": "Source URL with credentials masked as ***."},
             "name": {"type": "string"},
             "enabled": {"type": "boolean"},
+            "detectFps": {**DETECT_FPS, "description": "Present only when the camera has its own rate. " + RATE},
             "status": {**nullable(ref("CameraStatus")), "description": "Null until the capture service reports."},
             "stats": {
                 "type": "object",
@@ -214,17 +223,26 @@ SCHEMAS: JSON = {
                     "final_<assessment>…"
                 ),
             },
-        }
+        },
+        ["cameraId", "wireId", "url", "name", "enabled", "status", "stats"],
     ),
     "CameraCreate": obj(
-        {"cameraId": WIRE_CAMERA_ID, "url": URL, "name": {**NAME, "default": ""}, "enabled": {"type": "boolean"}},
+        {
+            "cameraId": WIRE_CAMERA_ID,
+            "url": URL,
+            "name": {**NAME, "default": ""},
+            "enabled": {"type": "boolean"},
+            "detectFps": DETECT_FPS,
+        },
         ["cameraId", "url"],
-        description="A whole camera; unknown fields are errors. enabled defaults to true.",
+        description="A whole camera; unknown fields are errors. enabled defaults to true; without detectFps the "
+        "camera is sampled at the server's default rate (so replacing a camera without it clears its own rate).",
     ),
     "CameraPatch": obj(
-        {"url": URL, "name": NAME, "enabled": {"type": "boolean"}},
+        {"url": URL, "name": NAME, "enabled": {"type": "boolean"}, "detectFps": DETECT_FPS},
         [],
-        description="The fields to change; unknown fields are errors.",
+        description="The fields to change; unknown fields are errors. A camera's own detectFps is cleared by "
+        "replacing the camera (POST /api/cameras without detectFps).",
     ),
     "CameraDeleted": obj({"cameraId": WIRE_CAMERA_ID, "deleted": {"const": True}}),
     "DetectedObject": obj(

@@ -19,7 +19,7 @@ from typing import Any
 from flask import Request
 from werkzeug.datastructures import MultiDict
 
-from traffic.cameras import Camera, WireId, mask_url, normalise_camera_id
+from traffic.cameras import Camera, WireId, mask_url, normalise_camera_id, parse_detect_fps
 from traffic.errors import CameraError
 
 UrlCheck = Callable[[object], str]
@@ -187,30 +187,47 @@ def camera_url(value: object, field: str, *, check: UrlCheck, current: str | Non
         raise ApiError(400, exc.code, str(exc), field) from None
 
 
-CAMERA_FIELDS = ("url", "name", "enabled")
+def detect_fps(value: object, field: str = "detectFps") -> float:
+    """A camera's detection rate: a JSON number in 0.05..30 frames per second (``traffic.cameras`` rules)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ApiError(
+            400, "invalid_type", f"{field} must be a number of frames per second, got {json_type(value)}", field
+        )
+    try:
+        parse_detect_fps(value)
+    except CameraError as exc:
+        raise ApiError(400, "invalid_value", str(exc), field) from None
+    return float(value)
+
+
+CAMERA_FIELDS = ("url", "name", "enabled", "detectFps")
 
 
 def new_camera(
     body: Mapping[str, Any], *, check: UrlCheck, lookup: Callable[[str], Camera | None] = lambda _: None
 ) -> Camera:
-    """The camera a POST body describes; ``lookup`` finds the one it replaces (for its masked URL)."""
-    check_fields(body, required=("cameraId", "url"), optional=("name", "enabled"))
+    """The camera a POST body describes (without ``detectFps``: the global detection rate); ``lookup`` finds
+    the one it replaces (for its masked URL)."""
+    check_fields(body, required=("cameraId", "url"), optional=("name", "enabled", "detectFps"))
     key, wire = camera_id(body["cameraId"])
     current = lookup(key)
     url = camera_url(body["url"], "url", check=check, current=current.url if current else None)
     name = text(body.get("name", ""), "name", max_length=MAX_NAME_LENGTH)
-    return Camera(key, url, name, boolean(body.get("enabled", True), "enabled"), wire)
+    enabled = boolean(body.get("enabled", True), "enabled")
+    rate = detect_fps(body["detectFps"]) if "detectFps" in body else None
+    return Camera(key, url, name, enabled, wire, rate)
 
 
 def patched_camera(body: Mapping[str, Any], current: Camera, *, check: UrlCheck) -> Camera:
-    """``current`` with the fields of a PATCH body (``url?``, ``name?``, ``enabled?``) replaced."""
+    """``current`` with the fields of a PATCH body (``url?``, ``name?``, ``enabled?``, ``detectFps?``) replaced."""
     check_fields(body, optional=CAMERA_FIELDS)
     url = current.url
     if "url" in body:
         url = camera_url(body["url"], "url", check=check, current=current.url)
     name = text(body["name"], "name", max_length=MAX_NAME_LENGTH) if "name" in body else current.name
     enabled = boolean(body["enabled"], "enabled") if "enabled" in body else current.enabled
-    return Camera(current.camera_id, url, name, enabled, current.wire_id)
+    rate = detect_fps(body["detectFps"]) if "detectFps" in body else current.detect_fps
+    return Camera(current.camera_id, url, name, enabled, current.wire_id, rate)
 
 
 # --------------------------------------------------------------------------- query parameters

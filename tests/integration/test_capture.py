@@ -282,6 +282,67 @@ def test_file_camera_is_claimed_sampled_and_queued(
     assert redis_client.get(redis_keys.camera_lease("1")) is None
 
 
+def test_each_camera_is_sampled_at_its_own_detection_rate(
+    redis_client: redis.Redis, demo_clip: Path, services: Callable[..., CaptureService]
+) -> None:
+    registry = CameraRegistry(redis_client)
+    registry.add(make_camera("fast", str(demo_clip), allow_files=True, detect_fps=5))
+    registry.add(make_camera("slow", str(demo_clip), allow_files=True, detect_fps=0.5))
+    registry.add(make_camera("plain", str(demo_clip), allow_files=True))  # the global interval: 1 s here
+    services(frame_interval_s=1.0, max_in_flight=50)
+
+    def captured(camera_id: str) -> int:
+        return registry.stats(camera_id).get("captured", 0)
+
+    wait_until(lambda: captured("fast") >= 1, 15, "the fast camera's first frame")
+    started, fast0, slow0, plain0 = time.monotonic(), captured("fast"), captured("slow"), captured("plain")
+    wait_until(lambda: captured("fast") >= fast0 + 20, 40, "20 frames of the 5-fps camera")
+    window = time.monotonic() - started
+    fast, slow, plain = captured("fast") - fast0, captured("slow") - slow0, captured("plain") - plain0
+    # The schedule never samples early, so the slower cameras stay within their rates whatever the load.
+    assert slow <= 0.5 * window + 2, (slow, window)
+    assert plain <= 1.0 * window + 2, (plain, window)
+    assert slow < fast and plain < fast, (slow, plain, fast)
+
+
+def test_a_detection_rate_changed_in_the_registry_applies_without_a_reconnect(
+    redis_client: redis.Redis, demo_clip: Path, services: Callable[..., CaptureService]
+) -> None:
+    registry = CameraRegistry(redis_client)
+    camera = make_camera("cam", str(demo_clip), allow_files=True, detect_fps=0.1)  # a frame every 10 s
+    registry.add(camera)
+    service = services(max_in_flight=50, timings=dataclasses.replace(FAST, reconcile_s=30.0))  # pub/sub must do it
+    wait_until(lambda: (registry.status("cam") or {}).get("status") == 1, 10, "the camera online")
+    attempts = service.connect_attempts("cam")
+    before = registry.stats("cam").get("captured", 0)
+
+    registry.add(dataclasses.replace(camera, detect_fps=8.0))
+    wait_until(lambda: registry.stats("cam").get("captured", 0) >= before + 8, 10, "frames at the new rate")
+    assert service.connect_attempts("cam") == attempts, "the same reader and connection"
+    assert service.owned() == {"cam"}
+
+
+def test_a_snapshot_camera_is_polled_at_its_new_rate(
+    redis_client: redis.Redis, services: Callable[..., CaptureService]
+) -> None:
+    camera = SnapshotCamera()
+    camera.start()
+    try:
+        registry = CameraRegistry(redis_client)
+        slow = make_camera("snap", camera.url, allow_files=False, detect_fps=0.1)  # polled every 5 s
+        registry.add(slow)
+        service = services(timings=dataclasses.replace(FAST, reconcile_s=30.0))
+        wait_until(lambda: (registry.status("snap") or {}).get("status") == 1, 10, "the camera online")
+        attempts, hits = service.connect_attempts("snap"), camera.hits
+
+        registry.add(dataclasses.replace(slow, detect_fps=10.0))  # polled every 0.05 s from its next poll
+        wait_until(lambda: camera.hits >= hits + 20, 15, "20 more snapshot requests")
+        wait_until(lambda: registry.stats("snap").get("captured", 0) >= 5, 10, "frames at the new rate")
+        assert service.connect_attempts("snap") == attempts
+    finally:
+        camera.stop()
+
+
 def test_a_started_detector_task_takes_the_newest_frame_and_the_in_flight_cap_holds(
     redis_client: redis.Redis, still_image: Path, services: Callable[..., CaptureService]
 ) -> None:

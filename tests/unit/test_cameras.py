@@ -1,4 +1,4 @@
-"""Camera ids, source URL validation, credential masking and the reconnect policy."""
+"""Camera ids, source URL validation, detection rates, credential masking and the reconnect policy."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from traffic.cameras import (
     mask_url,
     next_tick,
     normalise_camera_id,
+    parse_detect_fps,
     reconnect_delay,
     validate_camera_url,
 )
@@ -137,6 +138,57 @@ def test_camera_json_round_trip_keeps_the_wire_id() -> None:
         Camera.from_json({"cameraId": "x", "url": 5})
     with pytest.raises(CameraError):
         Camera.from_json({"cameraId": "x", "wireId": 8, "url": "rtsp://cam/x"})
+
+
+def test_a_camera_detection_rate_round_trips_and_sets_its_interval() -> None:
+    fast = make_camera("gpu-1", "rtsp://cam/1", allow_files=False, detect_fps=8)
+    assert fast.detect_fps == 8.0 and isinstance(fast.detect_fps, float)
+    assert fast.to_json()["detectFps"] == 8.0
+    assert Camera.from_json(fast.to_json()) == fast
+    assert fast.public_json()["detectFps"] == 8.0
+    assert fast.detect_interval_s(1.8) == pytest.approx(0.125)
+
+    plain = make_camera("cpu-1", "rtsp://cam/2", allow_files=False)
+    assert plain.detect_fps is None and "detectFps" not in plain.to_json()  # stored form unchanged without one
+    assert plain.detect_interval_s(1.8) == 1.8  # the global capture.frame_interval_s
+    assert Camera.from_json({"cameraId": "old", "url": "rtsp://cam/3"}).detect_fps is None  # entries from before
+    assert Camera.from_json({"cameraId": "n", "url": "rtsp://cam/3", "detectFps": None}).detect_fps is None
+    assert Camera.from_json({"cameraId": "s", "url": "rtsp://cam/3", "detectFps": 0.05}).detect_interval_s(1) == 20
+
+
+@pytest.mark.parametrize("value", [0.05, 0.5, 1, 5, 10, 29.99, 30])
+def test_detection_rates_in_range_are_accepted(value: float) -> None:
+    assert parse_detect_fps(value) == float(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (True, "detectFps must be a number (frames detected per second), got a boolean"),
+        (False, "got a boolean"),
+        ("5", "got a string"),
+        ([5], "got an array"),
+        ({"fps": 5}, "got an object"),
+        (0, "detectFps must be between 0.05 and 30 frames per second, got 0"),
+        (0.049, "got 0.049"),
+        (-1, "got -1"),
+        (30.5, "got 30.5"),
+        (31, "got 31"),
+        (float("nan"), "got nan"),
+        (float("inf"), "got inf"),
+        (10**400, "got a larger number"),
+    ],
+)
+def test_bad_detection_rates_are_rejected_with_a_clear_message(value: object, message: str) -> None:
+    with pytest.raises(CameraError, match="^detectFps must be") as info:
+        parse_detect_fps(value)
+    assert info.value.code == "invalid_detect_fps" and message in str(info.value)
+    with pytest.raises(CameraError) as made:
+        make_camera("x", "rtsp://cam/x", allow_files=False, detect_fps=value)
+    assert made.value.code == "invalid_detect_fps"
+    with pytest.raises(CameraError) as stored:
+        Camera.from_json({"cameraId": "x", "url": "rtsp://cam/x", "detectFps": value})
+    assert stored.value.code == "invalid_camera" and message in str(stored.value)
 
 
 def test_reconnect_delays_double_up_to_the_cap_with_jitter() -> None:

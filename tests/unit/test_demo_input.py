@@ -23,5 +23,5 @@ def test_the_demo_geometry_is_valid_for_the_street_video(tmp_path: Path) -> None
     path = write_demo_geometry(tmp_path / "geometry.yaml", "demo")
     (camera,) = geometry_from_mapping(yaml.safe_load(path.read_text(encoding="utf-8")), str(path))
     assert camera.camera_id == "demo" and camera.image_size == (768, 576)
-    assert [line.name for line in camera.lines] == ["middle"] and [z.name for z in camera.zones] == ["pavement"]
+    assert [line.name for line in camera.lines] == ["middle"] and [z.name for z in camera.zones] == ["foreground"]
     assert "{camera_id}" in STREET_GEOMETRY

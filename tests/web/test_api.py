@@ -178,6 +178,45 @@ def test_a_camera_is_created_replaced_read_changed_and_deleted(client: FlaskClie
     refused(client.patch("/api/cameras/1", json={"name": "x"}), 404, "camera_not_found")
 
 
+def test_a_camera_gets_its_own_detection_rate_over_rest(client: FlaskClient, redis_client: redis.Redis) -> None:
+    created = ok(post(client, {"cameraId": "gpu-1", "url": "rtsp://10.0.0.5/s", "detectFps": 8}), 201)
+    assert created["detectFps"] == 8.0
+    stored = CameraRegistry(redis_client).get("gpu-1")
+    assert stored is not None and stored.detect_fps == 8.0
+    assert json.loads(redis_client.hget(redis_keys.CAMERAS, "gpu-1") or "{}")["detectFps"] == 8.0
+    assert ok(client.get("/api/cameras/gpu-1"))["detectFps"] == 8.0
+    assert ok(client.get("/api/cameras"))[0]["detectFps"] == 8.0
+
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(redis_keys.CAMERAS_CHANGED)
+    pubsub.get_message(timeout=1)
+    patched = ok(client.patch("/api/cameras/gpu-1", json={"detectFps": 0.5}))
+    assert patched["detectFps"] == 0.5 and patched["url"] == "rtsp://10.0.0.5/s"
+    message = pubsub.get_message(timeout=2)  # the capture service hears of it and retimes the camera
+    assert message is not None and message["data"] == b"gpu-1"
+    pubsub.close()
+    assert ok(client.patch("/api/cameras/gpu-1", json={"name": "kept"}))["detectFps"] == 0.5  # other fields keep it
+    stored = CameraRegistry(redis_client).get("gpu-1")
+    assert stored is not None and stored.detect_fps == 0.5 and stored.name == "kept"
+
+    replaced = ok(post(client, {"cameraId": "gpu-1", "url": "rtsp://10.0.0.5/s"}))  # replacing clears it
+    assert "detectFps" not in replaced
+    stored = CameraRegistry(redis_client).get("gpu-1")
+    assert stored is not None and stored.detect_fps is None
+    assert (
+        ok(post(client, {"cameraId": "slow", "url": "rtsp://10.0.0.6/s", "detectFps": 0.05}), 201)["detectFps"] == 0.05
+    )
+    assert ok(post(client, {"cameraId": "fast", "url": "rtsp://10.0.0.7/s", "detectFps": 30}), 201)["detectFps"] == 30
+
+
+def test_a_bad_detection_rate_says_what_is_allowed(client: FlaskClient) -> None:
+    body = refused(post(client, {**GOOD, "detectFps": 45}), 400, "invalid_value", "detectFps")
+    assert body["msg"] == "detectFps must be between 0.05 and 30 frames per second, got 45"
+    body = refused(post(client, {**GOOD, "detectFps": True}), 400, "invalid_type", "detectFps")
+    assert body["msg"] == "detectFps must be a number of frames per second, got boolean"
+    assert ok(client.get("/api/cameras")) == []
+
+
 def test_camera_changes_are_announced_to_the_capture_service(client: FlaskClient, redis_client: redis.Redis) -> None:
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(redis_keys.CAMERAS_CHANGED)
@@ -256,6 +295,15 @@ GOOD = {"cameraId": "cam-1", "url": "rtsp://10.0.0.5/stream"}
         ({**GOOD, "enabled": "yes"}, "invalid_type", "enabled"),
         ({**GOOD, "enabled": 1}, "invalid_type", "enabled"),
         ({**GOOD, "enabled": None}, "invalid_type", "enabled"),
+        ({**GOOD, "detectFps": True}, "invalid_type", "detectFps"),
+        ({**GOOD, "detectFps": "5"}, "invalid_type", "detectFps"),
+        ({**GOOD, "detectFps": None}, "invalid_type", "detectFps"),
+        ({**GOOD, "detectFps": [5]}, "invalid_type", "detectFps"),
+        ({**GOOD, "detectFps": 0}, "invalid_value", "detectFps"),
+        ({**GOOD, "detectFps": 0.04}, "invalid_value", "detectFps"),
+        ({**GOOD, "detectFps": -5}, "invalid_value", "detectFps"),
+        ({**GOOD, "detectFps": 30.5}, "invalid_value", "detectFps"),
+        ({**GOOD, "detectFps": 10**30}, "invalid_value", "detectFps"),
     ],
 )
 def test_bad_camera_bodies_are_refused_with_the_reason(
@@ -332,6 +380,10 @@ def test_file_sources_need_the_setting_and_an_existing_file(
         ({"name": ["x"]}, "invalid_type", "name"),
         ({"name": "n" * 129}, "invalid_length", "name"),
         ({"enabled": "false"}, "invalid_type", "enabled"),
+        ({"detectFps": False}, "invalid_type", "detectFps"),
+        ({"detectFps": None}, "invalid_type", "detectFps"),
+        ({"detectFps": 0.01}, "invalid_value", "detectFps"),
+        ({"detectFps": 60}, "invalid_value", "detectFps"),
         ([], "invalid_body", None),
     ],
 )

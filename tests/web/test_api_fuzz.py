@@ -168,7 +168,7 @@ def test_every_phase_of_schemathesis_against_the_document(case: Any, fuzz_app: F
 
 # --------------------------------------------------------------------------- camera bodies
 
-CAMERA_FIELDS = ("cameraId", "url", "name", "enabled")
+CAMERA_FIELDS = ("cameraId", "url", "name", "enabled", "detectFps")
 JSON_LEAVES = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
 JSON_VALUES = st.recursive(
     JSON_LEAVES,
@@ -200,12 +200,23 @@ BAD_FOR: dict[str, st.SearchStrategy[Any]] = {
         st.none(), st.booleans(), st.integers(), st.text(min_size=129, max_size=200), st.lists(st.text())
     ),
     "enabled": st.one_of(st.none(), st.integers(), st.text(), st.floats(allow_nan=False), st.lists(st.booleans())),
+    "detectFps": st.one_of(
+        st.none(),
+        st.booleans(),
+        st.text(max_size=5),
+        st.floats(max_value=0.0499, allow_nan=False),
+        st.floats(min_value=30.0001, allow_nan=False),
+        st.integers(min_value=31),
+        st.integers(max_value=0),
+        st.lists(st.floats(min_value=1, max_value=5), max_size=2),
+    ),
 }
 GOOD_FOR: dict[str, st.SearchStrategy[Any]] = {
     "cameraId": st.sampled_from(["cam-1", 2, "new-cam"]),
     "url": st.sampled_from(["rtsp://10.0.0.9/live", "https://h.example/mjpeg"]),
     "name": st.text(max_size=20),
     "enabled": st.booleans(),
+    "detectFps": st.one_of(st.floats(min_value=0.05, max_value=30), st.integers(min_value=1, max_value=30)),
 }
 
 

@@ -93,6 +93,10 @@ def test_ping_answers_pong(client: Any) -> None:
         ("start_stream", {"cameraId": 1, "rtspUrl": "rtsp://"}, "invalid_url"),
         ("start_stream", {"cameraId": {"x": 1}, "rtspUrl": "rtsp://127.0.0.1/a"}, "invalid_camera_id"),
         ("start_stream", {"cameraId": 1, "rtspUrl": "rtsp://127.0.0.1/a", "name": 5}, "invalid_payload"),
+        ("start_stream", {"cameraId": 1, "rtspUrl": "rtsp://127.0.0.1/a", "detectFps": True}, "invalid_payload"),
+        ("start_stream", {"cameraId": 1, "rtspUrl": "rtsp://127.0.0.1/a", "detectFps": "5"}, "invalid_payload"),
+        ("start_stream", {"cameraId": 1, "rtspUrl": "rtsp://127.0.0.1/a", "detectFps": 0}, "invalid_payload"),
+        ("start_stream", {"cameraId": 1, "rtspUrl": "rtsp://127.0.0.1/a", "detectFps": 31}, "invalid_payload"),
         ("start_stream", {"cameraId": 1, "rtspUrl": "/definitely/not/here.mp4"}, "file_not_found"),
         ("stop_stream", {"cameraId": "never-started"}, "camera_not_found"),
         ("stop_stream", [], "invalid_payload"),
@@ -110,6 +114,16 @@ def test_malformed_events_get_a_clear_error_and_the_connection_survives(
     assert errors[0]["message"] and errors[0]["event"] == event
     assert client.is_connected()
     assert client.emit("ping", {}, callback=True)
+
+
+def test_start_stream_sets_the_camera_detection_rate(client: Any, redis_client: Any) -> None:
+    url = "rtsp://127.0.0.1:8554/cam"
+    assert client.emit("start_stream", {"cameraId": 6, "rtspUrl": url, "detectFps": 8}, callback=True)
+    camera = CameraRegistry(redis_client).get("6")
+    assert camera is not None and camera.detect_fps == 8.0
+    assert client.emit("start_stream", {"cameraId": 6, "rtspUrl": url}, callback=True)
+    camera = CameraRegistry(redis_client).get("6")
+    assert camera is not None and camera.detect_fps is None  # started again without it: the global rate
 
 
 def test_file_sources_are_refused_unless_enabled(redis_url: str, tmp_path: Path) -> None:

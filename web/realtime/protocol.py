@@ -20,7 +20,7 @@ from infra.camera_registry import CameraRegistry
 from infra.host_resolver import resolve_host
 from infra.traffic_stats import TrafficStats
 from traffic import redis_keys
-from traffic.cameras import Camera, WireId, mask_url, normalise_camera_id
+from traffic.cameras import Camera, WireId, mask_url, normalise_camera_id, parse_detect_fps
 from traffic.errors import CameraError
 from traffic.settings import Settings
 from traffic.url_policy import Resolver
@@ -171,9 +171,12 @@ def on_start_stream(ctx: Context, data: Any) -> Reply:
     if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH:
         raise EventError("invalid_payload", f"name must be a string of at most {MAX_NAME_LENGTH} characters")
     try:
-        ctx.registry.add(
-            Camera(camera_id=key, url=url, name=name, wire_id=wire), limit=ctx.settings.capture.max_cameras
-        )
+        detect_fps = parse_detect_fps(payload.get("detectFps"))
+    except CameraError as exc:
+        raise EventError("invalid_payload", str(exc)) from None
+    try:
+        camera = Camera(camera_id=key, url=url, name=name, wire_id=wire, detect_fps=detect_fps)
+        ctx.registry.add(camera, limit=ctx.settings.capture.max_cameras)
     except CameraError as exc:
         raise EventError(exc.code, str(exc)) from None
     log.info("camera %s started by a client (%s)", key, mask_url(url))

@@ -14,7 +14,7 @@ import redis
 
 from infra.camera_registry import CameraRegistry
 from infra.camera_sources import Guard, SourceError, open_source
-from traffic.cameras import Camera, mask_url, reconnect_delay
+from traffic.cameras import Camera, mask_url, next_tick, reconnect_delay
 from traffic.imaging import Image
 from traffic.settings import Settings
 from workers.capture.timings import CaptureTimings
@@ -135,9 +135,13 @@ class CameraReader:
         self.attempts: deque[float] = deque(maxlen=100)
         """Monotonic times of connection attempts (observable for tests and diagnostics)."""
         self.last_sampled = 0
+        self._default_interval_s = settings.capture.frame_interval_s
+        self._schedule = threading.Lock()
+        self.interval = camera.detect_interval_s(self._default_interval_s)
+        """Seconds between sampled frames: the camera's ``detectFps``, else ``capture.frame_interval_s``."""
         self.origin = time.monotonic()
-        self.next_sample = self.origin + settings.capture.frame_interval_s
-        self._interval = settings.capture.frame_interval_s
+        self.next_sample = self.origin + self.interval
+        """``time.monotonic()`` of the next sample; the sampler's drift-free schedule from ``origin``."""
         self._timings = timings
         self._rng = rng
         self._guard = guard
@@ -147,8 +151,29 @@ class CameraReader:
 
     def start(self) -> None:
         """Start reading."""
-        log.info("camera %s: capturing %s", self.camera.camera_id, mask_url(self.camera.url))
+        log.info(
+            "camera %s: capturing %s, detecting %.3g frames/s",
+            self.camera.camera_id,
+            mask_url(self.camera.url),
+            1.0 / self.interval,
+        )
         self._thread.start()
+
+    def advance(self, now: float) -> None:
+        """Schedule the sample after one taken at about ``now``: the next tick of the schedule, missed ones skipped."""
+        with self._schedule:
+            self.next_sample = next_tick(self.origin, self.interval, now)
+
+    def retime(self, camera: Camera) -> None:
+        """Take ``camera`` (the same source; only its detection rate changed) without reconnecting: a new
+        schedule from now, its first sample no later than one new interval from now."""
+        with self._schedule:
+            now = time.monotonic()
+            self.camera = camera
+            self.interval = camera.detect_interval_s(self._default_interval_s)
+            self.origin = now
+            self.next_sample = min(self.next_sample, now + self.interval)
+        log.info("camera %s: now detecting %.3g frames/s", camera.camera_id, 1.0 / self.interval)
 
     def stop(self) -> None:
         """Ask the reader to stop (returns at once); no status is reported after this."""
@@ -187,7 +212,7 @@ class CameraReader:
         self.attempts.append(started)
         try:
             source = open_source(
-                self.camera.url, poll_interval_s=self._interval / 2, stop=self._stop, guard=self._guard
+                self.camera.url, poll_interval_s=self._poll_interval_s, stop=self._stop, guard=self._guard
             )
         except SourceError as exc:
             self._failed(exc.reason)
@@ -206,6 +231,10 @@ class CameraReader:
         finally:
             source.close()
         return got_frame
+
+    def _poll_interval_s(self) -> float:
+        """How often a snapshot camera is asked for an image: twice per sample, at the current rate."""
+        return self.interval / 2
 
     def _failed(self, reason: str) -> None:
         """Report the camera offline, unless we are stopping."""

@@ -1,8 +1,10 @@
 """The capture service: claims its share of the cameras, runs their readers, samples frames into the pipeline.
 
 Threads: a control loop (registry changes via pub/sub plus a periodic re-read, lease renewal), one
-sampler (each camera every ``capture.frame_interval_s`` on a drift-free schedule) and one reader per
-claimed camera that overwrites a single latest-frame slot, so frames are never queued in memory.
+sampler (each camera at its own detection rate, ``1 / detectFps``, else every ``capture.frame_interval_s``,
+on a drift-free schedule) and one reader per claimed camera that overwrites a single latest-frame slot, so
+frames are never queued in memory. A camera whose detection rate alone changes keeps its connection and
+takes the new rate from its next sample.
 Several capture processes share the cameras through expiring Redis leases (``workers.capture.leases``).
 """
 
@@ -14,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -23,7 +26,7 @@ from infra import celery_names
 from infra.camera_registry import CameraRegistry
 from infra.frame_store import CapturedFrame, FrameStore
 from infra.host_resolver import resolve_host
-from traffic.cameras import Camera, next_tick
+from traffic.cameras import Camera
 from traffic.errors import CameraError
 from traffic.imaging import encode_jpeg, image_size, preview_jpeg
 from traffic.settings import Settings
@@ -190,6 +193,8 @@ class CaptureService:
             camera = desired.get(camera_id)
             if camera is None or not camera.enabled:
                 self._stop_camera(camera_id, "removed" if camera is None else "disabled", announce=True)
+            elif camera != reader.camera and camera == replace(reader.camera, detect_fps=camera.detect_fps):
+                reader.retime(camera)  # only its detection rate changed: no reconnect
             elif camera != reader.camera:
                 log.info("camera %s changed; restarting its capture", camera_id)
                 self._stop_camera(camera_id, "changed", announce=False, release=False)
@@ -301,15 +306,14 @@ class CaptureService:
     # ----------------------------------------------------------------- sampling
 
     def _sample_loop(self) -> None:
-        """Sample every running camera on its own drift-free schedule."""
-        interval = self.settings.capture.frame_interval_s
+        """Sample every running camera on its own drift-free schedule, at its own rate."""
         while not self._stop.is_set():
             now = time.monotonic()
             readers = self._running().values()
             for reader in readers:
                 if reader.next_sample <= now:
                     self._sample_guarded(reader, now)
-                    reader.next_sample = next_tick(reader.origin, interval, time.monotonic())
+                    reader.advance(time.monotonic())
             upcoming = min((r.next_sample for r in self._running().values()), default=now + 0.25)
             self._stop.wait(min(max(upcoming - time.monotonic(), 0.0), 0.25))
 
@@ -327,16 +331,16 @@ class CaptureService:
             self._check_stale(reader, now)
             return
         reader.last_sampled = frame.seq
-        self._submit_frame(reader.camera, frame)
+        self._submit_frame(reader.camera, frame, reader.interval)
 
     def _check_stale(self, reader: CameraReader, now: float) -> None:
         """Report an online camera offline when its reader has delivered nothing for too long."""
-        stale_after = self._timings.stale_after_s or max(10.0, 3 * self.settings.capture.frame_interval_s)
+        stale_after = self._timings.stale_after_s or max(10.0, 3 * reader.interval)
         last = reader.slot.last_received()
         if reader.reporter.is_online and last is not None and now - last > stale_after:
             reader.reporter.offline(f"no frames for {stale_after:.0f} s")
 
-    def _submit_frame(self, camera: Camera, frame: Frame) -> str | None:
+    def _submit_frame(self, camera: Camera, frame: Frame, interval_s: float) -> str | None:
         """Store the frame and offer it to the detector; its id, or None if dropped (too many in flight).
 
         A camera keeps at most one detector task waiting: while it waits, each newer frame takes the waiting
@@ -361,7 +365,8 @@ class CaptureService:
             preview=preview_jpeg(frame.image),
         )
         self._frames.admit(captured, ttl_s=cfg.frame_ttl_s, fps=self._fps(camera_id, frame.captured_at))
-        offer = self._frames.offer(captured, max_in_flight=cfg.max_in_flight, task_lost_after_s=self._task_lost_after_s)
+        lost_after_s = self._task_lost_after_s(interval_s)
+        offer = self._frames.offer(captured, max_in_flight=cfg.max_in_flight, task_lost_after_s=lost_after_s)
         if offer.outcome == "dropped_inflight":
             return None
         if offer.outcome == "send":
@@ -370,10 +375,10 @@ class CaptureService:
             self._send_detect(captured)
         return captured.frame_id
 
-    @property
-    def _task_lost_after_s(self) -> float:
-        """A waiting detector task not started after this long is taken as lost: past Redis's redelivery time."""
-        return self.settings.pipeline.visibility_timeout_s + self.settings.capture.frame_interval_s
+    def _task_lost_after_s(self, interval_s: float) -> float:
+        """A waiting detector task not started after this long is taken as lost: past Redis's redelivery time
+        plus one of the camera's sampling intervals."""
+        return self.settings.pipeline.visibility_timeout_s + interval_s
 
     def _send_detect(self, captured: CapturedFrame) -> None:
         """Send the detector task that will take the camera's waiting frame."""
