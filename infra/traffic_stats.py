@@ -81,7 +81,6 @@ class TrafficStats:
             return None
         fields = {as_text(k): as_text(v) for k, v in totals.items()}
         since = _float(fields.pop(SINCE_FIELD, None), default=snapshot.pop("_at"))
-        snapshot.pop("_at", None)
         return stats_payload(snapshot, sum_counts([_ints(fields)]), since, _events(events))
 
     def read(self, camera_id: str, wire_id: str | int, since: float | None) -> dict[str, Any] | None:

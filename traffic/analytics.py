@@ -209,6 +209,20 @@ class _Encounter:
     last_below: float = 0.0
     """When the pair was last below the threshold."""
 
+    def event(self, pair: _Pair, at: float, threshold: float, phase: str) -> MotionEvent:
+        """The encounter as a ``near_miss`` event (value: the least TTC so far)."""
+        return MotionEvent(
+            "near_miss",
+            at,
+            pair,
+            self.classes,
+            measure="ttc",
+            value=self.minimum,
+            threshold=threshold,
+            position=self.position,
+            phase=phase,
+        )
+
 
 _Occupant = tuple[int, str, float, float, float]
 """The last road user in a post-encroachment cell: ``(track id, class, last time in the cell, its ground heading
@@ -568,38 +582,14 @@ class CameraAnalytics:
             if now - enc.last_below < ENCOUNTER_GRACE_S:
                 continue
             del self._encounters[pair]
-            events.append(
-                MotionEvent(
-                    "near_miss",
-                    now,
-                    pair,
-                    enc.classes,
-                    measure="ttc",
-                    value=enc.minimum,
-                    threshold=ttc_s,
-                    position=enc.position,
-                    phase="end",
-                )
-            )
+            events.append(enc.event(pair, now, ttc_s, "end"))
         for pair in sorted(below):
             if pair in self._encounters:
                 continue
             a, b = by_id[pair[0]], by_id[pair[1]]
             enc = _Encounter((a.cls, b.cls), now, below[pair], _midpoint(a.image, b.image), now)
             self._encounters[pair] = enc
-            events.append(
-                MotionEvent(
-                    "near_miss",
-                    now,
-                    pair,
-                    enc.classes,
-                    measure="ttc",
-                    value=enc.minimum,
-                    threshold=ttc_s,
-                    position=enc.position,
-                    phase="start",
-                )
-            )
+            events.append(enc.event(pair, now, ttc_s, "start"))
 
     def _pairs_below_ttc(self, seen: list[_Seen], scene: _Scene) -> dict[_Pair, float]:
         """The pairs (with a vehicle, both moving with a known velocity) on a collision course within ``ttc_s``."""
@@ -781,20 +771,8 @@ class CameraAnalytics:
 
     def _active_listing(self) -> tuple[MotionEvent, ...]:
         """The encounters in progress, as ``start`` events carrying the least TTC so far."""
-        return tuple(
-            MotionEvent(
-                "near_miss",
-                e.start,
-                pair,
-                e.classes,
-                measure="ttc",
-                value=e.minimum,
-                threshold=self._settings.ttc_s,
-                position=e.position,
-                phase="start",
-            )
-            for pair, e in sorted(self._encounters.items())
-        )
+        ttc_s = self._settings.ttc_s
+        return tuple(e.event(pair, e.start, ttc_s, "start") for pair, e in sorted(self._encounters.items()))
 
 
 # ---------------------------------------------------------------------- helpers

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
-import math
 import re
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ import yaml
 
 from traffic.detector_backends import CHOICES as BACKEND_CHOICES
 from traffic.errors import ConfigError
-from traffic.geometry_config import geometry_from_mapping
+from traffic.geometry_config import finite_number, geometry_from_mapping
 from traffic.settings import AccountSpec, KeyPoolSettings, KeySpec, Settings
 from traffic.url_policy import parse_allowed_hosts
 
@@ -134,15 +133,8 @@ def _to_int(raw: object) -> int:
 
 def _to_float(raw: object) -> float:
     """A finite number from an int, a float or a string."""
-    value: float | None = None
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        value = float(raw)
-    elif isinstance(raw, str):
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            value = None
-    if value is None or not math.isfinite(value):
+    value = finite_number(raw)
+    if value is None:
         raise _Invalid("expected a number")
     return value
 

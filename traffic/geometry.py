@@ -7,6 +7,7 @@ the image pixels themselves (and every speed or distance is then labelled ``px``
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -85,9 +86,14 @@ class CameraGeometry:
         return self.calibration.to_ground(point) if self.calibration is not None else point
 
     def scaled(self, width: int, height: int) -> CameraGeometry:
-        """The same geometry for frames ``width`` × ``height`` (the calibration's ground side stays)."""
+        """The same geometry for frames ``width`` × ``height`` (the calibration's ground side stays); built
+        once per geometry and size (a worker asks for every frame)."""
         if (width, height) == self.image_size:
             return self
+        return _scaled(self, width, height)
+
+    def _rescaled(self, width: int, height: int) -> CameraGeometry:
+        """``scaled`` without the cache."""
         sx, sy = width / self.image_size[0], height / self.image_size[1]
 
         def s(p: Point) -> Point:
@@ -108,6 +114,12 @@ class CameraGeometry:
             img = self.calibration.image
             calibration = Calibration((s(img[0]), s(img[1]), s(img[2]), s(img[3])), self.calibration.ground)
         return CameraGeometry(self.camera_id, (width, height), lines, zones, calibration)
+
+
+@functools.lru_cache(maxsize=256)
+def _scaled(geometry: CameraGeometry, width: int, height: int) -> CameraGeometry:
+    """``CameraGeometry.scaled``, remembered (a scaled calibration solves its homography again)."""
+    return geometry._rescaled(width, height)
 
 
 def empty_geometry(camera_id: str, width: int, height: int) -> CameraGeometry:

@@ -274,8 +274,9 @@ def _pair(raw: object, at: _At, expected: str = "expected a point [x, y]") -> Po
     return (x, y)
 
 
-def _number(raw: object, at: _At) -> float:
-    """A finite number: an int or a float (not a bool), or a string holding one (from ``${VAR}``)."""
+def finite_number(raw: object) -> float | None:
+    """A finite number from an int or a float (not a bool), or a string holding one (from ``${VAR}``);
+    None when ``raw`` is none of those."""
     value: float | None = None
     if isinstance(raw, int | float) and not isinstance(raw, bool):
         value = float(raw)
@@ -284,7 +285,13 @@ def _number(raw: object, at: _At) -> float:
             value = float(raw.strip())
         except ValueError:
             value = None
-    if value is None or not math.isfinite(value):
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _number(raw: object, at: _At) -> float:
+    """A finite number (see ``finite_number``)."""
+    value = finite_number(raw)
+    if value is None:
         raise at.error(f"expected a number{_got(raw)}")
     return value
 
