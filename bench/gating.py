@@ -100,6 +100,8 @@ class Policy:
     tracked: bool = True
     """Members carry track ids and groups their keys (tracking on, the default): the gate keys a group by
     its tracks, so it keeps its verdict as it moves and is asked again when a track joins or leaves."""
+    unserved: bool = True
+    """Changes that got no call (cooldown, budget) keep older verdicts of their tracks from being reused."""
 
 
 @dataclass(frozen=True)
@@ -365,6 +367,8 @@ class CameraState:
     """One camera's gate state and history while its scene runs."""
 
     recent: dict[str, RecentVerdict] = field(default_factory=dict)
+    unserved: dict[str, float] = field(default_factory=dict)
+    """Scene key of a tracked group that needed a call and got none → when (as workers/detection.py keeps)."""
     landing: list[tuple[float, str, GroupVerdict]] = field(default_factory=list)
     """Verdicts called but not yet final: (reusable from, signature, verdict), in call order."""
     cooldown_until: float = -math.inf
@@ -480,9 +484,13 @@ def _gate(policy: Policy, state: CameraState, contexts: list[GroupContext], now:
         dedupe_window_s=policy.dedupe_window_s,
         recheck_s=policy.recheck_s,
         distance_tolerance=policy.distance_tolerance,
+        unserved=state.unserved if policy.unserved else None,
     )
     for signature in decision.forget:
         del state.recent[signature]  # as workers/detection.py forgets them
+    for key in decision.forget_unserved:
+        del state.unserved[key]
+    state.unserved.update(dict.fromkeys(decision.unserved, now))
     if decision.assess:
         if policy.cooldown_s > 0:
             state.cooldown_until = now + policy.cooldown_s
@@ -752,10 +760,13 @@ def main() -> None:
     parser.add_argument("--distance-tolerance", type=float, help="override the spacing tolerance (box heights)")
     parser.add_argument("--no-tracks", action="store_true", help="members carry no track ids (tracking off)")
     parser.add_argument(
+        "--no-unserved", action="store_true", help="forget changes that got no call (the gate before it kept them)"
+    )
+    parser.add_argument(
         "--no-motion", action="store_true", help="members never move relative to each other (the older simulator)"
     )
     args = parser.parse_args()
-    policy = Policy(llm_latency_s=args.llm_latency, tracked=not args.no_tracks)
+    policy = Policy(llm_latency_s=args.llm_latency, tracked=not args.no_tracks, unserved=not args.no_unserved)
     if args.dedupe_window is not None:
         policy = dataclasses.replace(policy, dedupe_window_s=args.dedupe_window)
     if args.recheck is not None:

@@ -131,7 +131,8 @@ class TrackerStates:
         if renumber:
             pipe.incr(epoch_name)
         pipe.expire(epoch_name, EPOCH_TTL_S)
-        self._release(keys=[redis_keys.camera_tracker_lock(camera_id)], args=[token], client=pipe)
+        # EVAL, not the registered script: in a pipeline, redis-py asks SCRIPT EXISTS first (a round trip).
+        pipe.eval(_RELEASE, 1, redis_keys.camera_tracker_lock(camera_id), token)
         replies = pipe.execute()
         return int(replies[2]) if renumber else int(epoch)
 

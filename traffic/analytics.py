@@ -9,7 +9,6 @@ ground positions behind speeds and near misses are metres on a calibrated camera
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from bisect import bisect_left, bisect_right
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from traffic import json_codec
 from traffic.errors import TrackerStateError
 from traffic.geometry import (
     CameraGeometry,
@@ -339,7 +339,7 @@ class CameraAnalytics:
             tracks.append(
                 [
                     tid,
-                    [[p[0], p[1], p[2]] for p in track.history],
+                    [p[:3] for p in track.history],
                     {name: [m.side, m.ref[0], m.ref[1]] for name, m in track.lines.items()},
                     sorted(track.counted),
                     {
@@ -360,13 +360,13 @@ class CameraAnalytics:
             "cells": [[cx, cy, *occupant] for (cx, cy), occupant in sorted(self._cells.items())],
             "pet": [[a, b, t] for (a, b), t in sorted(self._pet_said.items())],
         }
-        return json.dumps(data, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        return json_codec.dumps(data)
 
     def restore(self, data: bytes) -> None:
         """Continue from ``state()``'s output, dropping unconfigured lines and zones; else ``TrackerStateError``."""
         try:
-            raw = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
+            raw = json_codec.loads(data)
+        except json_codec.JsonError as exc:
             raise TrackerStateError(f"analytics state is not JSON: {exc}") from exc
         if not isinstance(raw, dict) or set(raw) != {"v", "now", "size", "tracks", "encounters", "cells", "pet"}:
             raise TrackerStateError("analytics state has the wrong shape")

@@ -68,16 +68,26 @@ class _TrackerPickler(pickle.Pickler):
     """
 
     def reducer_override(self, obj: Any) -> Any:
-        from trackers.core.bytetrack.tracklet import ByteTrackTracklet
-        from trackers.utils.kalman_filter import KalmanFilter
-
-        if type(obj) is ByteTrackTracklet:
+        kind = type(obj)
+        if kind is np.ndarray:  # the most frequent object by far, and pickled as usual
+            return NotImplemented
+        tracklet_type, filter_type = _library_types()
+        if kind is tracklet_type:
             kf = obj.state_estimator.kf
             fields = {k: v for k, v in vars(obj).items() if k != "state_estimator"}
             return _tracklet, (type(obj.state_estimator), kf.state, kf.state_covariance, fields)
-        if type(obj) is KalmanFilter:
+        if kind is filter_type:
             return _kalman_filter, (obj.dim_x, obj.dim_z, obj.get_state())
         return NotImplemented
+
+
+@functools.cache
+def _library_types() -> tuple[type, type]:
+    """The library's tracklet and Kalman filter classes (imported once, on first use)."""
+    from trackers.core.bytetrack.tracklet import ByteTrackTracklet
+    from trackers.utils.kalman_filter import KalmanFilter
+
+    return ByteTrackTracklet, KalmanFilter
 
 
 @functools.cache

@@ -10,13 +10,18 @@
    whose verdict was ``low`` or above or that holds a person, bicycle or motorcycle next to a car,
    truck or bus (``watched``). Of several such verdicts the newest is taken; a group whose members are
    all tracked is compared with the newest verdict for its tracks only (members that moved away and came
-   back changed since that verdict). It is re-labelled with the
+   back changed since that verdict), and not at all when a change among its tracks went unserved since
+   that verdict (``unserved``: a group of some of these tracks needed a call and got none, e.g. a
+   motorcycle joined under cooldown and the detector missed it the next frame). It is re-labelled with the
    new group index, with zero latency and usage since no call is made for this frame. Reuse is free, so
    it applies under cooldown and with no budget left. ERROR verdicts are never reused.
 3. Every group reused: the frame counts as assessed (``skipped_reason=None``, ``assess`` empty).
 4. Cooldown active: the remaining groups are not assessed (and not ``dropped``),
    ``skipped_reason="cooldown"`` — except *urgent* groups (their tracks are in a near miss or moving the
-   wrong way this frame), which go on to rule 5 and are never served a remembered verdict.
+   wrong way this frame), which go on to rule 5 and are never served a remembered verdict, and *owed*
+   groups (a change among their tracks got no call on an earlier frame, after their latest verdict:
+   the cooldown refuses a change once, not twice). Groups that need a call and get none are returned
+   as ``unserved`` for the caller to pass back with later frames.
 5. Otherwise the remaining groups are ranked largest first (object count, then lower index) and at
    most ``min(max_groups, budget_left)`` are assessed; the rest are ``dropped``. If that leaves
    nothing to assess (no budget left), ``skipped_reason="budget"``.
@@ -93,6 +98,11 @@ class GateDecision:
     forget: tuple[str, ...] = ()
     """Remembered signatures that no rule will reuse again (ERROR, ``dedupe_window_s`` old, or not written
     by ``group_signature``), in ``recent``'s order: each call remembers a new one, so drop these."""
+    unserved: tuple[str, ...] = ()
+    """Scene keys of the fully tracked groups that needed a call and got none (cooldown, budget,
+    ``max_groups``): the caller remembers each with this frame's time and passes them back as ``unserved``."""
+    forget_unserved: tuple[str, ...] = ()
+    """Remembered unserved keys ``dedupe_window_s`` old (or unreadable): drop these."""
 
     @property
     def expected(self) -> tuple[int, ...]:
@@ -130,6 +140,18 @@ def scene_key(context: GroupContext, *, cells: int = 8) -> str:
     )
     classes = ",".join(sorted(d.cls for d in context.detections))
     return f"{classes}@{','.join(str(c) for c in grid)}"
+
+
+def track_set(key: str) -> tuple[str, frozenset[int]] | None:
+    """The epoch and track ids of a ``scene_key`` made of tracks (``"tracks:e2:3,7,9"``); None for others."""
+    kind, _, rest = key.partition(":")
+    epoch, mark, ids = rest.partition(":")
+    if kind != "tracks" or not mark:
+        return None
+    try:
+        return epoch, frozenset(int(t) for t in ids.split(",")) if ids else frozenset()
+    except ValueError:
+        return None
 
 
 def spacing(context: GroupContext) -> tuple[float, ...]:
@@ -175,6 +197,7 @@ def _parse(signature: str) -> tuple[str, tuple[float, ...]] | None:
         return None
 
 
+OWED_KEYS = "intersect"
 CLOSING_SHARE = 0.4
 """A pair that closed in by this share of its distance moved, even by less than the tolerance (members
 already close: a pedestrian half a body from a car stepping next to it)."""
@@ -221,6 +244,31 @@ def _remembered(
     return by_key, tuple(forget)
 
 
+_Change = tuple[str, frozenset[int], float]
+"""An unserved change: its epoch, its tracks, when it was last seen."""
+
+
+def _changes(unserved: Mapping[str, float], now: float, window_s: float) -> tuple[list[_Change], tuple[str, ...]]:
+    """The unserved changes still in the window; and the keys of the others."""
+    changes: list[_Change] = []
+    forget: list[str] = []
+    for key, at in unserved.items():
+        tracks = track_set(key)
+        if tracks is None or not 0.0 <= now - at < window_s:
+            forget.append(key)
+        else:
+            changes.append((tracks[0], tracks[1], at))
+    return changes, tuple(forget)
+
+
+def _changed_since(changes: Sequence[_Change], key: str, since: float) -> bool:
+    """Whether a change among the tracks of scene key ``key`` went unserved after ``since``."""
+    tracks = track_set(key)
+    return tracks is not None and any(
+        epoch == tracks[0] and at > since and not ids.isdisjoint(tracks[1]) for epoch, ids, at in changes
+    )
+
+
 def _relabel(verdict: GroupVerdict, index: int) -> GroupVerdict:
     """The verdict for group ``index`` of this frame, with no latency or usage (no call made)."""
     return dataclasses.replace(verdict, group_index=index, latency_s=0.0, usage=Usage())
@@ -239,26 +287,36 @@ def decide(
     distance_tolerance: float,
     cells: int = 8,
     urgent: Collection[int] = (),
+    unserved: Mapping[str, float] | None = None,
 ) -> GateDecision:
     """Split one frame's groups into assess / reuse / dropped (rules in the module docstring).
 
     ``urgent``: indexes of groups whose tracks are in a near miss or wrong-way movement this frame; they
     reuse no verdict and are offered even under cooldown (budget and ``max_groups`` still apply).
+    ``unserved``: scene key → when it was last in ``GateDecision.unserved`` (epoch s).
     """
     if max_groups < 1:
         raise ValueError(f"max_groups must be >= 1, got {max_groups}")
     remembered, forget = _remembered(recent, now, dedupe_window_s)
+    changes, forget_unserved = _changes(unserved or {}, now, dedupe_window_s)
     if not contexts:
-        return GateDecision((), (), SkipReason.NO_GROUPS, (), forget)
+        return GateDecision((), (), SkipReason.NO_GROUPS, (), forget, (), forget_unserved)
     reuse: list[tuple[int, GroupVerdict]] = []
     pending: list[GroupContext] = []
+    owed: set[int] = set()
     for context in sorted(contexts, key=lambda c: c.group.index):
         here = spacing(context)
-        known = remembered.get(scene_key(context, cells=cells), [])
-        if known and _fully_tracked(context):
+        key = scene_key(context, cells=cells)
+        known = remembered.get(key, [])
+        if _fully_tracked(context):
             # One group has these tracks: only its latest verdict counts (members who moved away and came
-            # back are a change since that verdict, not the scene of an older one).
-            known = [max(known, key=lambda item: item[1].assessed_at)]
+            # back are a change since that verdict, not the scene of an older one), and none if a change
+            # among them went unserved since.
+            latest = max(known, key=lambda item: item[1].assessed_at) if known else None
+            since = latest[1].assessed_at if latest is not None else -math.inf
+            known = [] if latest is None or _changed_since(changes, key, since) else [latest]
+            if _changed_since(changes, key, since):
+                owed.add(context.group.index)
         candidates = [
             r
             for then, r in known
@@ -271,11 +329,13 @@ def decide(
         else:
             pending.append(context)
     if not pending:
-        return GateDecision((), tuple(reuse), None, (), forget)
-    waiting = [c for c in pending if c.group.index in urgent] if cooldown_active else pending
-    if not waiting:
-        return GateDecision((), tuple(reuse), SkipReason.COOLDOWN, (), forget)
-    chosen = tuple(g.index for g in largest_groups([c.group for c in waiting], min(max_groups, budget_left)))
+        return GateDecision((), tuple(reuse), None, (), forget, (), forget_unserved)
+    # A change the cooldown has refused once is not refused again (the budget still applies).
+    waiting = [c for c in pending if c.group.index in urgent or c.group.index in owed] if cooldown_active else pending
+    chosen: tuple[int, ...] = ()
+    if waiting:
+        chosen = tuple(g.index for g in largest_groups([c.group for c in waiting], min(max_groups, budget_left)))
     dropped = tuple(c.group.index for c in waiting if c.group.index not in chosen)
     reason = None if chosen else SkipReason.COOLDOWN if cooldown_active else SkipReason.BUDGET
-    return GateDecision(chosen, tuple(reuse), reason, dropped, forget)
+    missed = tuple(scene_key(c, cells=cells) for c in pending if _fully_tracked(c) and c.group.index not in chosen)
+    return GateDecision(chosen, tuple(reuse), reason, dropped, forget, missed, forget_unserved)

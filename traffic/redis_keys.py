@@ -128,6 +128,11 @@ def camera_recent_verdicts(camera_id: str) -> str:
     return f"{PREFIX}camera:{camera_id}:recent"
 
 
+def camera_unserved_changes(camera_id: str) -> str:
+    """Hash: scene key of a tracked group that needed a model call and got none → when (epoch s, repr)."""
+    return f"{PREFIX}camera:{camera_id}:unserved"
+
+
 def camera_alerts(camera_id: str) -> str:
     """Hash: alert identity → JSON of the active alert."""
     return f"{PREFIX}camera:{camera_id}:alerts"

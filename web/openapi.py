@@ -239,10 +239,15 @@ SCHEMAS: JSON = {
         "camera is sampled at the server's default rate (so replacing a camera without it clears its own rate).",
     ),
     "CameraPatch": obj(
-        {"url": URL, "name": NAME, "enabled": {"type": "boolean"}, "detectFps": DETECT_FPS},
+        {
+            "url": URL,
+            "name": NAME,
+            "enabled": {"type": "boolean"},
+            "detectFps": {"oneOf": [DETECT_FPS, {"type": "null"}]},
+        },
         [],
-        description="The fields to change; unknown fields are errors. A camera's own detectFps is cleared by "
-        "replacing the camera (POST /api/cameras without detectFps).",
+        description="The fields to change; unknown fields are errors. detectFps: null clears the camera's own "
+        "rate (back to the server's default), as does replacing the camera without it.",
     ),
     "CameraDeleted": obj({"cameraId": WIRE_CAMERA_ID, "deleted": {"const": True}}),
     "DetectedObject": obj(

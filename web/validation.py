@@ -219,14 +219,17 @@ def new_camera(
 
 
 def patched_camera(body: Mapping[str, Any], current: Camera, *, check: UrlCheck) -> Camera:
-    """``current`` with the fields of a PATCH body (``url?``, ``name?``, ``enabled?``, ``detectFps?``) replaced."""
+    """``current`` with the fields of a PATCH body (``url?``, ``name?``, ``enabled?``, ``detectFps?``) replaced;
+    ``detectFps: null`` clears the camera's own rate (back to the server's default)."""
     check_fields(body, optional=CAMERA_FIELDS)
     url = current.url
     if "url" in body:
         url = camera_url(body["url"], "url", check=check, current=current.url)
     name = text(body["name"], "name", max_length=MAX_NAME_LENGTH) if "name" in body else current.name
     enabled = boolean(body["enabled"], "enabled") if "enabled" in body else current.enabled
-    rate = detect_fps(body["detectFps"]) if "detectFps" in body else current.detect_fps
+    rate = current.detect_fps
+    if "detectFps" in body:
+        rate = None if body["detectFps"] is None else detect_fps(body["detectFps"])
     return Camera(current.camera_id, url, name, enabled, current.wire_id, rate)
 
 

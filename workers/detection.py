@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import uuid
 from collections import Counter
@@ -301,7 +302,8 @@ def _gate(
     pipe.get(redis_keys.camera_budget(camera_id, minute))
     pipe.hgetall(redis_keys.camera_recent_verdicts(camera_id))
     pipe.hget(redis_keys.CAMERAS, camera_id)
-    cooling, used, recent_raw, camera_raw = pipe.execute()
+    pipe.hgetall(redis_keys.camera_unserved_changes(camera_id))
+    cooling, used, recent_raw, camera_raw, unserved_raw = pipe.execute()
     # Cooldown and budget ration calls to the paid model; the offline rules assessor needs neither.
     rationed = ctx.llm is not None
     recent = _recent(recent_raw)
@@ -316,12 +318,20 @@ def _gate(
         recheck_s=settings.pipeline.dedupe_recheck_s,
         distance_tolerance=settings.pipeline.dedupe_distance_tolerance,
         urgent=urgent,
+        unserved=_unserved(unserved_raw),
     )
     # Every call remembers a new signature: forget the ones no rule will reuse, and corrupt entries.
     forget = [*decision.forget, *({as_text(field) for field in recent_raw} - recent.keys())]
     pipe = ctx.redis.pipeline(transaction=False)
     if forget:
         pipe.hdel(redis_keys.camera_recent_verdicts(camera_id), *forget)
+    unserved_name = redis_keys.camera_unserved_changes(camera_id)
+    stale = [*decision.forget_unserved, *({as_text(k) for k in unserved_raw} - _unserved(unserved_raw).keys())]
+    if stale:
+        pipe.hdel(unserved_name, *stale)
+    if decision.unserved:
+        pipe.hset(unserved_name, mapping=dict.fromkeys(decision.unserved, repr(now)))
+        pipe.expire(unserved_name, int(settings.pipeline.dedupe_window_s * 2) + 1)
     if decision.assess and rationed:
         if settings.llm.cooldown_s > 0:
             pipe.set(redis_keys.camera_cooldown(camera_id), "1", px=int(settings.llm.cooldown_s * 1000))
@@ -341,6 +351,19 @@ def _recent(raw: dict[Any, Any]) -> dict[str, RecentVerdict]:
         except ValueError:
             continue
     return recent
+
+
+def _unserved(raw: dict[Any, Any]) -> dict[str, float]:
+    """Decode the camera's unserved changes (scene key → when), skipping corrupt entries."""
+    unserved: dict[str, float] = {}
+    for key, value in raw.items():
+        try:
+            at = float(as_text(value))
+        except ValueError:
+            continue
+        if math.isfinite(at):
+            unserved[as_text(key)] = at
+    return unserved
 
 
 def wire_id_of(camera_id: str, camera_raw: bytes | str | None) -> str | int:

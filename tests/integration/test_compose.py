@@ -219,13 +219,26 @@ def test_cpu_override_detector_has_no_gpu(base: dict[str, Any], cpu: dict[str, A
     assert {k: v for k, v in _env(detector).items() if k != "TRAFFIC_DEVICE"} == {
         k: v for k, v in _env(gpu).items() if k != "TRAFFIC_DEVICE"
     }
-    for key in ("healthcheck", "tmpfs", "expose", "restart", "depends_on", "volumes"):
+    for key in ("healthcheck", "tmpfs", "expose", "restart", "depends_on"):
         assert detector.get(key) == gpu.get(key), key
+    assert sorted(map(str, detector["volumes"])) == sorted(map(str, gpu["volumes"]))  # v1 lists them in any order
     assert detector["image"] == "traffic:latest" and gpu["image"] == "traffic:gpu", "the CPU image runs OpenVINO"
     assert _env(detector)["TRAFFIC_DETECTOR_BACKEND"] == "auto"
     assert any(str(v).endswith(":/app/var/models") or "models" in str(v) for v in detector["volumes"])
     # Prometheus (and people) keep reaching the detector as worker-gpu.
     assert "worker-gpu" in detector["networks"]["default"]["aliases"]
+
+
+@pytest.mark.parametrize("which", ["base", "cpu"])
+def test_the_detector_reads_camera_geometry_from_the_hosts_config_directory(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    services: dict[str, Any] = request.getfixturevalue(which)
+    for name, detector in _detectors(services).items():
+        assert _env(detector)["TRAFFIC_GEOMETRY_FILE"] == "", name  # none unless the operator names one
+        config = [source for source, target in _mounts(detector) if target == "/app/config"]
+        assert len(config) == 1 and Path(config[0]).name == "config", (name, config)
+        assert any(str(v).endswith(":ro") or (isinstance(v, dict) and v.get("read_only")) for v in detector["volumes"])
 
 
 def test_flower_requires_basic_auth_from_the_environment(base: dict[str, Any]) -> None:

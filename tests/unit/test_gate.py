@@ -15,6 +15,7 @@ from traffic.gate import (
     same_scene,
     scene_key,
     spacing,
+    track_set,
     watched,
 )
 from traffic.models import (
@@ -439,3 +440,45 @@ def test_a_tracked_group_is_compared_with_its_latest_verdict_only() -> None:
     away = _tracked(1, {3: ("car", (100, 100, 180, 200)), 7: ("person", (420, 100, 460, 200))})
     recent = {**_known(near, _verdict(level=RiskLevel.NONE), NOW - 20), **_known(away, _verdict(), NOW - 5)}
     assert _decide([near], recent=recent, recheck_s=60.0).assess == (1,)
+
+
+def test_a_join_refused_by_the_cooldown_is_not_forgotten_when_the_detector_misses_the_joiner() -> None:
+    pair = {3: ("car", (100, 100, 180, 160)), 7: ("car", (200, 100, 280, 160))}
+    before = _tracked(1, pair)
+    joined = _tracked(1, {**pair, 9: ("motorcycle", (290, 110, 330, 160))})
+    recent = _known(before, _verdict(level=RiskLevel.NONE), NOW - 10)
+    # Frame 1: the motorcycle joins under cooldown: no call, and the gate names the change it left unserved.
+    first = _decide([joined], recent=recent, cooldown_active=True)
+    assert first.assess == () and first.skipped_reason is SkipReason.COOLDOWN
+    assert first.unserved == ("tracks:e2:3,7,9",)
+    unserved = dict.fromkeys(first.unserved, NOW)
+    # Frame 2: the detector misses the motorcycle; the group looks as before, but its old verdict predates
+    # the unserved change among its tracks, so it is not reused (without the record it would be), and as
+    # the cooldown refused that change once, it is not refused again.
+    assert [i for i, _ in _decide([before], recent=recent, now=NOW + 1.8).reuse] == [1]
+    second = _decide([before], recent=recent, now=NOW + 1.8, unserved=unserved, cooldown_active=True)
+    assert second.reuse == () and second.assess == (1,) and second.unserved == ()
+    # Or frame 2 sees the motorcycle again: the same.
+    third = _decide([joined], recent=recent, now=NOW + 1.8, unserved=unserved, cooldown_active=True)
+    assert third.assess == (1,) and third.skipped_reason is None
+    # A group of other tracks still waits out the cooldown.
+    other = _tracked(2, {20: ("bus", (600, 300, 800, 500)), 21: ("car", (810, 300, 900, 400))})
+    assert _decide([other], now=NOW + 1.8, unserved=unserved, cooldown_active=True).assess == ()
+    # The budget still applies.
+    assert _decide([joined], recent=recent, now=NOW + 3.6, unserved=unserved, budget_left=0).assess == ()
+
+
+def test_a_verdict_newer_than_the_unserved_change_is_reused_and_old_changes_are_forgotten() -> None:
+    pair = {3: ("car", (100, 100, 180, 160)), 7: ("car", (200, 100, 280, 160))}
+    before = _tracked(1, pair)
+    unserved = {"tracks:e2:3,7,9": NOW - 12, "tracks:e1:3,7": NOW - 2, "car,car@0,1,1,2": NOW - 1}
+    decision = _decide([before], recent=_known(before, _verdict(level=RiskLevel.NONE), NOW - 5), unserved=unserved)
+    assert [i for i, _ in decision.reuse] == [1]  # the change came before the verdict; another epoch's is no matter
+    assert decision.forget_unserved == ("car,car@0,1,1,2",)  # not a key made of tracks
+    stale = _decide([before], unserved={"tracks:e2:3,7,9": NOW - PIPELINE.dedupe_window_s})
+    assert stale.forget_unserved == ("tracks:e2:3,7,9",) and stale.assess == (1,)
+
+
+def test_track_set_reads_the_tracks_of_a_tracked_scene_key_only() -> None:
+    assert track_set("tracks:e2:3,7,9") == ("e2", frozenset({3, 7, 9}))
+    assert track_set("car,car@0,1,1,2") is None and track_set("tracks:e2:x") is None

@@ -198,6 +198,11 @@ def test_a_camera_gets_its_own_detection_rate_over_rest(client: FlaskClient, red
     assert ok(client.patch("/api/cameras/gpu-1", json={"name": "kept"}))["detectFps"] == 0.5  # other fields keep it
     stored = CameraRegistry(redis_client).get("gpu-1")
     assert stored is not None and stored.detect_fps == 0.5 and stored.name == "kept"
+    cleared = ok(client.patch("/api/cameras/gpu-1", json={"detectFps": None}))  # null: back to the default
+    assert "detectFps" not in cleared and cleared["name"] == "kept"
+    stored = CameraRegistry(redis_client).get("gpu-1")
+    assert stored is not None and stored.detect_fps is None
+    ok(client.patch("/api/cameras/gpu-1", json={"detectFps": 0.5}))
 
     replaced = ok(post(client, {"cameraId": "gpu-1", "url": "rtsp://10.0.0.5/s"}))  # replacing clears it
     assert "detectFps" not in replaced
