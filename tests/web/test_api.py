@@ -386,7 +386,6 @@ def test_file_sources_need_the_setting_and_an_existing_file(
         ({"name": "n" * 129}, "invalid_length", "name"),
         ({"enabled": "false"}, "invalid_type", "enabled"),
         ({"detectFps": False}, "invalid_type", "detectFps"),
-        ({"detectFps": None}, "invalid_type", "detectFps"),
         ({"detectFps": 0.01}, "invalid_value", "detectFps"),
         ({"detectFps": 60}, "invalid_value", "detectFps"),
         ([], "invalid_body", None),

@@ -221,13 +221,16 @@ GOOD_FOR: dict[str, st.SearchStrategy[Any]] = {
 
 
 @st.composite
-def malformed_objects(draw: st.DrawFn, fields: tuple[str, ...], required: tuple[str, ...]) -> dict[str, Any]:
-    """An object that breaks exactly one rule: a bad field value, a missing or an unknown field."""
+def malformed_objects(
+    draw: st.DrawFn, fields: tuple[str, ...], required: tuple[str, ...], nullable: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """An object that breaks exactly one rule: a bad field value, a missing or an unknown field (``null`` is
+    a good value for the ``nullable`` fields)."""
     body = {name: draw(GOOD_FOR[name]) for name in fields if draw(st.booleans()) or name in required}
     flaw = draw(st.sampled_from(["bad", "unknown", "missing"] if required else ["bad", "unknown"]))
     if flaw == "bad":
         name = draw(st.sampled_from(fields))
-        body[name] = draw(BAD_FOR[name])
+        body[name] = draw(BAD_FOR[name].filter(lambda value: value is not None or name not in nullable))
     elif flaw == "unknown":
         unknown = draw(st.text(min_size=1, max_size=12).filter(lambda k: k not in CAMERA_FIELDS))
         body[unknown] = draw(JSON_VALUES)
@@ -252,23 +255,25 @@ RAW_BODIES = st.one_of(
 ).filter(lambda raw: not_an_object(raw) or raw.startswith((b'{"cameraId": NaN', b'{"a": 1, "a"', b"\xef")))
 
 BodySender = Callable[[FlaskClient, bytes, str], Any]
-SENDERS: dict[str, tuple[BodySender, tuple[str, ...], tuple[str, ...]]] = {
+SENDERS: dict[str, tuple[BodySender, tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "POST /api/cameras": (
         lambda c, raw, ct: c.post("/api/cameras", data=raw, content_type=ct),
         CAMERA_FIELDS,
         ("cameraId", "url"),
+        (),
     ),
     "PATCH /api/cameras/cam-1": (
         lambda c, raw, ct: c.patch("/api/cameras/cam-1", data=raw, content_type=ct),
         CAMERA_FIELDS[1:],
         (),
+        ("detectFps",),  # null clears the camera's own rate
     ),
 }
 
 
 @pytest.mark.parametrize("target", list(SENDERS))
 def test_malformed_camera_bodies_are_refused(fuzz_app: Flask, target: str) -> None:
-    send, fields, required = SENDERS[target]
+    send, fields, required, nullable = SENDERS[target]
     client = fuzz_app.test_client()
     before = snapshot(client)
     sent: Counter[str] = Counter()
@@ -280,7 +285,7 @@ def test_malformed_camera_bodies_are_refused(fuzz_app: Flask, target: str) -> No
         sent[str(response.status_code)] += 1
 
     @settings(FUZZ, max_examples=BODY_EXAMPLES)
-    @given(body=malformed_objects(fields, required))
+    @given(body=malformed_objects(fields, required, nullable))
     def objects(body: dict[str, Any]) -> None:
         refuse(json.dumps(body).encode())
 
