@@ -17,8 +17,9 @@ grouped by ``traffic.grouping.find_groups``:
   "with change" (a member joins as the risk rises: e.g. a motorcycle cutting in). Three in four
   in-place ones *move*: on the rise one member (a person, bicycle or motorcycle if the group has one)
   steps towards the nearest other member, preferably a car, truck or bus, by the same 0.3-0.7 box
-  heights as the risk-free steps (at most 60 % of the centre distance), and steps back when the risk
-  falls: a pedestrian stepping off the kerb in front of a queued car. The other in-place ones are
+  heights as the risk-free steps (at most 60 % of the centre distance; a step under twice the jitter,
+  lost in it, counts as still), and steps back when the risk falls: a pedestrian stepping off the kerb
+  in front of a queued car. The other in-place ones are
   *still*: nothing a detector reports changes (a light turning red, a driver on the phone).
 
 ``--no-motion`` drops both kinds of relative movement and gives exactly the scenes of the simulator
@@ -70,6 +71,8 @@ EPOCH = 1_700_000_040.0
 """Simulated start: on a wall-clock minute boundary, like the budget's minute buckets."""
 WARM_UP_S = 60.0
 JITTER_PX = 2.0
+SEEN_STEP_PX = 2 * JITTER_PX
+"""An escalation's step shorter than this (pixels) shows in nothing a detector reports: it counts as still."""
 MISS_PROB = 0.03
 MEMBER_CHANGE_PROB = 0.01
 ESCALATION_PROB = 0.3
@@ -286,6 +289,10 @@ def _step(track: Track, tick: int) -> None:
     dx, dy = (there[0] - here[0]) / gap * reach, (there[1] - here[1]) / gap * reach
     _move(track, index, dx, dy)
     track.stepped = (index, dx, dy)
+    if e is not None and reach < SEEN_STEP_PX:
+        # Already on top of the vehicle: a step this short is lost in the boxes' jitter, so no detector
+        # sees it and only the re-check can catch the escalation.
+        track.escalation = dataclasses.replace(e, still=True)
 
 
 def _height(box: Box) -> float:

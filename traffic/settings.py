@@ -222,8 +222,9 @@ class PipelineSettings:
     """Hard limit of one ``assess_group`` run; calls and retries fit inside it and the deadline."""
     retry_backoff_s: float = 1.0
     """First retry delay of a transient provider error; doubles per retry."""
-    dedupe_window_s: float = 30.0
-    """A group unchanged since a verdict this recent reuses it instead of calling the model."""
+    dedupe_window_s: float = 15.0
+    """A group unchanged since a verdict this recent reuses it instead of calling the model (as long as
+    the re-check: a rise no detector sees is caught within it for every group)."""
     dedupe_recheck_s: float = 15.0
     """A watched group (a person, bicycle or motorcycle next to a car, truck or bus; or a verdict of low or
     above) reuses a verdict at most this old: risk can rise with nothing a detector sees changing."""

@@ -225,7 +225,7 @@ def _route(
     camera_id, frame_id, deadline = frame.camera_id, frame.frame_id, frame.deadline
     process_time = timing.decode_s + timing.analyse_s
     contexts = [analysis.context(g) for g in analysis.groups]
-    decision, wire_id = _gate(ctx, camera_id, contexts, frame.received, urgent_groups(analysis, motion))
+    decision, wire_id = gate_groups(ctx, camera_id, contexts, frame.received, urgent_groups(analysis, motion))
     if motion is not None and analysis.tracking_epoch is not None:
         publish_motion(ctx, camera_id, wire_id, frame_id, frame.captured_at, analysis, motion)
     record = _record(ctx, frame_id, camera_id, wire_id, frame.captured_at, deadline, analysis, process_time, decision)
@@ -291,7 +291,7 @@ def _record(
     )
 
 
-def _gate(
+def gate_groups(
     ctx: WorkerContext, camera_id: str, contexts: Sequence[GroupContext], now: float, urgent: frozenset[int]
 ) -> tuple[GateDecision, str | int]:
     """Cooldown, unchanged-scene reuse and per-minute budget; also the camera's wire id (same round trip)."""

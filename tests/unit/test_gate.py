@@ -306,19 +306,30 @@ def test_watched_groups(members: tuple[tuple[str, BBox], ...], level: RiskLevel,
     assert watched(_scene(1, *members), _verdict(1, level)) is expected
 
 
-def test_watched_groups_are_rechecked_sooner_than_the_window() -> None:
-    age = (PIPELINE.dedupe_recheck_s + PIPELINE.dedupe_window_s) / 2
-    assert PIPELINE.dedupe_recheck_s < age < PIPELINE.dedupe_window_s
+def test_watched_groups_are_rechecked_sooner_than_a_longer_window() -> None:
+    window = 30.0  # a deployment that lengthens the window to save calls
+    age = (PIPELINE.dedupe_recheck_s + window) / 2
+    assert PIPELINE.dedupe_recheck_s < age < window
     pedestrian = _scene(1, ("car", CAR), ("person", KERB))
     queue = _scene(1, ("car", CAR), ("truck", _shift(CAR, 250)))
-    assert _decide([pedestrian], recent=_remember(pedestrian, RiskLevel.NONE, age)).assess == (1,)
-    assert _decide([queue], recent=_remember(queue, RiskLevel.LOW, age)).assess == (1,)
-    assert len(_decide([queue], recent=_remember(queue, RiskLevel.NONE, age)).reuse) == 1
+
+    def decide_at(context: GroupContext, level: RiskLevel, at: float, **options: object) -> GateDecision:
+        return _decide([context], recent=_remember(context, level, at), dedupe_window_s=window, **options)
+
+    assert decide_at(pedestrian, RiskLevel.NONE, age).assess == (1,)
+    assert decide_at(queue, RiskLevel.LOW, age).assess == (1,)
+    assert len(decide_at(queue, RiskLevel.NONE, age).reuse) == 1
     # Younger than the re-check age, a watched group reuses like any other.
-    young = PIPELINE.dedupe_recheck_s / 2
-    assert len(_decide([pedestrian], recent=_remember(pedestrian, RiskLevel.NONE, young)).reuse) == 1
+    assert len(decide_at(pedestrian, RiskLevel.NONE, PIPELINE.dedupe_recheck_s / 2).reuse) == 1
     # A re-check age at or above the window changes nothing.
-    assert len(_decide([pedestrian], recent=_remember(pedestrian, RiskLevel.NONE, age), recheck_s=60.0).reuse) == 1
+    assert len(decide_at(pedestrian, RiskLevel.NONE, age, recheck_s=60.0).reuse) == 1
+
+
+def test_by_default_every_group_is_rechecked_within_the_recheck_interval() -> None:
+    assert PIPELINE.dedupe_window_s <= PIPELINE.dedupe_recheck_s
+    queue = _scene(1, ("car", CAR), ("truck", _shift(CAR, 250)))
+    assert not watched(queue, _verdict(1, RiskLevel.NONE))
+    assert _decide([queue], recent=_remember(queue, RiskLevel.NONE, PIPELINE.dedupe_recheck_s + 0.5)).assess == (1,)
 
 
 def test_the_newest_matching_verdict_is_reused() -> None:
