@@ -13,11 +13,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TextIO
 
+import redis
 import requests
 
 from infra import celery_names
 from infra.host_cpus import visible_cpus
 from stack.demo import demo_clip, write_demo_geometry
+from stack.demo_rate import DemoRateTuner
 from stack.processes import ProcessGroup, ProcessSpec, celery_beat, celery_worker, python_module
 from stack.redis_server import LocalRedis, resolve_redis
 from traffic.cameras import MAX_DETECT_FPS, mask_url
@@ -63,7 +65,8 @@ def demo_detect_fps(
     from the backend ``auto`` will pick and the host's CPU count. On a CPU the camera gets
     ``min(5, 0.5 / estimated_frame_s)``, never less than the global rate (``capture.frame_interval_s``); on
     a CUDA host 10 frames/s. A frame estimated on one core takes twice as long on a one-CPU host, where
-    the detector shares its only core with everything else.
+    the detector shares its only core with everything else. This is the first guess only: once the
+    detector has run, ``stack.demo_rate.DemoRateTuner`` sets the rate it measured.
     """
     floor = 1.0 / settings.capture.frame_interval_s
     device = settings.detector.device
@@ -104,8 +107,6 @@ def stack_specs(
 def add_demo_camera(redis_url: str, clip: Path, *, detect_fps: float | None = None) -> str:
     """Register the demo camera (``clip``, looped) detected ``detect_fps`` frames a second (None: the global
     rate) and return its URL."""
-    import redis
-
     from infra.camera_registry import CameraRegistry
     from traffic.cameras import Camera
 
@@ -156,8 +157,15 @@ def run_stack(settings: Settings, var_dir: Path, out: TextIO, *, stop: threading
             group.start(spec)
         web_url = f"http://{settings.server.host}:{settings.server.port}"
         ready = wait_for_web(web_url)
-        _banner(out, web_url, url, local, str(clip), var_dir, ready, rate, 1.0 / settings.capture.frame_interval_s)
-        return _supervise(group, stop, out)
+        floor = 1.0 / settings.capture.frame_interval_s
+        _banner(out, web_url, url, local, str(clip), var_dir, ready, rate, floor)
+        client = redis.Redis.from_url(url)
+        ceiling = max(DEMO_CPU_MAX_FPS, rate[0])
+        tuner = DemoRateTuner(client, DEMO_CAMERA_ID, rate[0], DEMO_DETECTOR_SHARE, ceiling, floor)
+        try:
+            return _supervise(group, stop, out, tuner.poll)
+        finally:
+            client.close()
     finally:
         out.write("stopping…\n")
         out.flush()
@@ -206,7 +214,7 @@ def _banner(
         f"  health:      {web_url}/api/health/health_check",
         f"  redis:       {mask_url(redis_url)}{' (embedded)' if local else ''}",
         f"  demo camera: '{DEMO_CAMERA_ID}' looping {clip}",
-        f"  detection:   demo camera {fps:g} frames/s ({why});",
+        f"  detection:   demo camera {fps:g} frames/s ({why}; measured once the detector has run);",
         f"               other cameras {default_fps:.2g} frames/s (TRAFFIC_FRAME_INTERVAL) unless given detectFps",
         f"  logs:        {var / 'logs'}/",
         "Press Ctrl-C to stop everything.",
@@ -216,9 +224,15 @@ def _banner(
     out.flush()
 
 
-def _supervise(group: ProcessGroup, stop: threading.Event, out: TextIO) -> int:
-    """Wait for a stop request; report a child that dies on its own."""
+def _supervise(
+    group: ProcessGroup, stop: threading.Event, out: TextIO, every_second: Callable[[], str | None] = lambda: None
+) -> int:
+    """Wait for a stop request; report a child that dies on its own; print what ``every_second`` says."""
     while not stop.wait(1.0):
+        said = every_second()
+        if said:
+            out.write(said + "\n")
+            out.flush()
         dead = group.dead()
         if dead:
             for name in dead:
