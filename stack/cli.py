@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import os
 import secrets
 import sys
 from collections.abc import Sequence
@@ -12,9 +14,11 @@ from pathlib import Path
 
 from infra import celery_names
 from infra.runtime import bootstrap
+from stack.run_file import LocalStack, NoLocalStack, read_run_file
 from traffic.cameras import mask_url
 from traffic.config import describe_settings
 from traffic.errors import ConfigError, TrafficError
+from traffic.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +56,18 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _redis_url() -> str:
-    """The configured Redis (operator commands never start an embedded one)."""
-    settings = bootstrap(configure_log=False)
-    if not settings.redis_url:
-        raise ConfigError("set REDIS_URL (or TRAFFIC_REDIS_URL) to the stack's Redis")
-    return settings.redis_url
+def _target(args: argparse.Namespace, settings: Settings) -> tuple[str, LocalStack | None]:
+    """The Redis an operator command acts on: the configured one, else that of the stack ``traffic run``
+    started from ``--var-dir`` (its run file); operator commands never start an embedded one."""
+    if settings.redis_url:
+        return settings.redis_url, None
+    stack = read_run_file(Path(args.var_dir))
+    return stack.redis_url, stack
+
+
+def _redis_url(args: argparse.Namespace) -> str:
+    """The Redis an operator command acts on (see ``_target``)."""
+    return _target(args, bootstrap(configure_log=False))[0]
 
 
 def _cmd_dlq(args: argparse.Namespace) -> int:
@@ -66,7 +76,7 @@ def _cmd_dlq(args: argparse.Namespace) -> int:
 
     from infra.dead_letters import DeadLetters
 
-    client = redis.Redis.from_url(_redis_url())
+    client = redis.Redis.from_url(_redis_url(args))
     letters = DeadLetters(client)
     entries = letters.list()
     if args.action == "list":
@@ -96,38 +106,73 @@ def _cmd_cameras(args: argparse.Namespace) -> int:
     from infra.camera_registry import CameraRegistry
     from infra.host_resolver import resolve_host
     from traffic.cameras import make_camera
-    from traffic.url_policy import check_camera_url, policy_of
+    from traffic.url_policy import UrlDenied, check_camera_url, policy_of
 
     settings = bootstrap(configure_log=False)
-    registry = CameraRegistry(redis.Redis.from_url(_redis_url()))
+    url, stack = _target(args, settings)
+    registry = CameraRegistry(redis.Redis.from_url(url))
     if args.action == "list":
         for camera in registry.list():
             status = registry.status(camera.camera_id) or {}
             print(json.dumps({**camera.public_json(), "status": status}, ensure_ascii=False))
         return 0
+    if not args.id:
+        print(f"cameras {args.action} needs a camera id", file=sys.stderr)
+        return 2
     if args.action == "add":
-        url = check_camera_url(args.url, policy_of(settings.capture), resolve_host)
+        if not args.url:
+            print("cameras add needs a camera id and a URL or file", file=sys.stderr)
+            return 2
+        capture = settings.capture
+        if stack is not None:  # the stack's capture service opens the file: its rules apply
+            capture = dataclasses.replace(
+                capture, allow_file_sources=stack.allow_file_sources, media_dir=stack.media_dir
+            )
+        source = _absolute_if_path(args.url)
+        try:
+            checked = check_camera_url(source, policy_of(capture), resolve_host)
+        except UrlDenied as exc:
+            if exc.rule != "outside_media_dir" or not capture.media_dir:
+                raise
+            where = Path(capture.media_dir).resolve()
+            raise UrlDenied(exc.rule, f"{exc} ({where}); copy the file there") from None
         camera = make_camera(
             args.id,
-            url,
-            allow_files=settings.capture.allow_file_sources,
+            checked,
+            allow_files=capture.allow_file_sources,
             name=args.name or "",
             detect_fps=args.detect_fps,
         )
-        added = registry.add(camera, limit=settings.capture.max_cameras)
+        added = registry.add(camera, limit=capture.max_cameras)
         print("added" if added else "updated", camera.camera_id)
         return 0
-    return 0 if registry.remove(args.id) else 1
+    if registry.remove(args.id):
+        print("removed", args.id)
+        return 0
+    print(f"no camera {args.id!r}", file=sys.stderr)
+    return 1
+
+
+def _absolute_if_path(source: str) -> str:
+    """A bare relative path made absolute (the capture service runs elsewhere); URLs unchanged."""
+    if "://" in source or source.startswith("file:") or os.path.isabs(source):
+        return source
+    return os.path.abspath(source)
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
     """The API key pool: status, verify, disable, enable (run time, every worker at once)."""
     import redis
 
-    from stack.keys_cli import disable_key, enable_key, print_status, verify_keys
+    from stack.keys_cli import disable_key, enable_key, print_status, print_view, stack_view, verify_keys
 
     settings = bootstrap(configure_log=False)
-    client = redis.Redis.from_url(_redis_url())
+    url, stack = _target(args, settings)
+    if args.action == "status" and stack is not None and not settings.keys.keys:
+        # The keys are in the stack's environment, not this terminal's: ask its web server for its view.
+        view = stack_view(stack.web_url, settings.server.auth_token)
+        return print_view(view, sys.stdout, as_json=args.json)
+    client = redis.Redis.from_url(url)
     if args.action == "status":
         return print_status(client, settings, sys.stdout, as_json=args.json)
     if args.action == "verify":
@@ -149,12 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="detect, group and assess the demo images once and print the findings")
     demo.add_argument("--var-dir", default=str(DEFAULT_VAR_DIR), help="where local state lives (default: var/)")
     demo.set_defaults(func=_cmd_demo)
-    dlq = sub.add_parser("dlq", help="dead-lettered group assessments")
+    # Operator commands act on REDIS_URL, else on the stack `traffic run` started from --var-dir.
+    stack = argparse.ArgumentParser(add_help=False)
+    stack.add_argument(
+        "--var-dir",
+        default=str(DEFAULT_VAR_DIR),
+        help="without REDIS_URL: act on the stack `traffic run` started from this directory (default: var/)",
+    )
+    dlq = sub.add_parser("dlq", parents=[stack], help="dead-lettered group assessments")
     dlq.add_argument("action", choices=["list", "replay"])
     dlq.add_argument("ids", nargs="*", help="entry ids to replay")
     dlq.add_argument("--all", action="store_true", help="replay every entry")
     dlq.set_defaults(func=_cmd_dlq)
-    cameras = sub.add_parser("cameras", help="the stack's cameras")
+    cameras = sub.add_parser("cameras", parents=[stack], help="the stack's cameras")
     cameras.add_argument("action", choices=["list", "add", "remove"])
     cameras.add_argument("id", nargs="?", help="camera id (add, remove)")
     cameras.add_argument("url", nargs="?", help="rtsp://, http(s):// (or a file, if file sources are allowed)")
@@ -165,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="add: frames detected and tracked per second (0.05-30; default: every TRAFFIC_FRAME_INTERVAL)",
     )
     cameras.set_defaults(func=_cmd_cameras)
-    pool = sub.add_parser("keys", help="the API key pool: status, verify, disable, enable")
+    pool = sub.add_parser("keys", parents=[stack], help="the API key pool: status, verify, disable, enable")
     pool.add_argument("action", choices=["status", "verify", "disable", "enable"])
     pool.add_argument("key_ids", nargs="*", help="key id (disable, enable; verify: only these keys)")
     pool.add_argument("--json", action="store_true", help="print JSON instead of a table (status, verify)")
@@ -180,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except NoLocalStack as exc:
+        print(f"traffic: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"traffic: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 import redis
+import requests
 
 from infra.key_pool import KeyPool, Lease
+from traffic.errors import ConfigError
 from traffic.key_pool_rules import Outcome
 from traffic.key_pool_view import masked_suffix
 from traffic.settings import KeySpec, Settings
@@ -41,7 +43,30 @@ def _percent(value: float | None) -> str | None:
 
 def print_status(client: redis.Redis, settings: Settings, out: TextIO, *, as_json: bool = False) -> int:
     """Print the pool's status view: one row per key, then one per account."""
-    view = KeyPool(client, settings.keys).status()
+    return print_view(KeyPool(client, settings.keys).status(), out, as_json=as_json)
+
+
+def stack_view(web_url: str, token: str | None, timeout_s: float = 5.0) -> dict[str, Any]:
+    """The key pool's status view as a running stack's web server reports it (``GET /api/keys``): its own
+    key configuration, which this terminal may not have. Raises ``ConfigError`` when it cannot be had."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = requests.get(f"{web_url}/api/keys", headers=headers, timeout=timeout_s)
+    except requests.RequestException as exc:
+        raise ConfigError(f"the stack's web server at {web_url} did not answer ({type(exc).__name__})") from None
+    if response.status_code == 401:
+        raise ConfigError(f"the stack's web server at {web_url} wants its token: set TRAFFIC_AUTH_TOKEN")
+    if not response.ok:
+        raise ConfigError(f"the stack's web server at {web_url} answered {response.status_code} for /api/keys")
+    body = response.json()
+    view = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(view, dict) or not isinstance(view.get("keys"), list):
+        raise ConfigError(f"the stack's web server at {web_url} sent no key pool view")
+    return view
+
+
+def print_view(view: dict[str, Any], out: TextIO, *, as_json: bool = False) -> int:
+    """Print a status view: one row per key, then one per account."""
     if as_json:
         print(json.dumps(view, indent=2, ensure_ascii=False), file=out)
         return 0
@@ -50,6 +75,10 @@ def print_status(client: redis.Redis, settings: Settings, out: TextIO, *, as_jso
          k["lastMinute"], k["calls"], _percent(k["successRate"]), k["avgLatencyMs"], k["lastError"])
         for k in view["keys"]
     ]  # fmt: skip
+    if not view["keys"]:
+        print("no API keys configured: the offline rules assessor judges every group", file=out)
+        print("(give the stack DASHSCOPE_API_KEY, or keys in config/api_keys.yaml: see config/README.md)", file=out)
+        return 0
     print(f"strategy {view['strategy']}, {view['usableKeys']} usable key(s)", file=out)
     headers = ("key", "secret", "account", "prio", "state", "cool_s", "in_flight", "last_min", "calls", "ok", "avg_ms")
     print(table((*headers, "last_error"), keys), file=out)

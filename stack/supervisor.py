@@ -22,6 +22,7 @@ from stack.demo import demo_clip, write_demo_geometry
 from stack.demo_rate import DemoRateTuner
 from stack.processes import ProcessGroup, ProcessSpec, celery_beat, celery_worker, python_module
 from stack.redis_server import LocalRedis, resolve_redis
+from stack.run_file import remove_run_file, running_stack, write_run_file
 from traffic.cameras import MAX_DETECT_FPS, mask_url
 from traffic.detector_backends import choose_backend
 from traffic.errors import BackendUnavailable
@@ -140,6 +141,13 @@ def wait_for_web(url: str, timeout: float = 60.0) -> bool:
 def run_stack(settings: Settings, var_dir: Path, out: TextIO, *, stop: threading.Event | None = None) -> int:
     """Start everything, print where to look, supervise until Ctrl-C/SIGTERM, then stop everything."""
     stop = stop or threading.Event()
+    running = running_stack(var_dir)
+    if running is not None:
+        out.write(
+            f"a stack is already running from {var_dir}/ (process {running.pid}, dashboard {running.web_url}/); "
+            f"stop it first, or give this one another --var-dir\n"
+        )
+        return 1
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     # The embedded Redis gets a fresh password each run: a loopback port is open to every local user.
@@ -158,7 +166,11 @@ def run_stack(settings: Settings, var_dir: Path, out: TextIO, *, stop: threading
         web_url = f"http://{settings.server.host}:{settings.server.port}"
         ready = wait_for_web(web_url)
         floor = 1.0 / settings.capture.frame_interval_s
-        _banner(out, web_url, url, local, str(clip), var_dir, ready, rate, floor)
+        media_dir = env.get("TRAFFIC_MEDIA_DIR", settings.capture.media_dir)
+        files = env.get("TRAFFIC_ALLOW_FILE_SOURCES") == "true" or settings.capture.allow_file_sources
+        write_run_file(var_dir, redis_url=url, web_url=web_url, media_dir=media_dir, allow_file_sources=files)
+        example = str(Path(media_dir).resolve() / "clip.mp4") if files and media_dir else "rtsp://camera.local/stream"
+        _banner(out, web_url, url, local, str(clip), var_dir, ready, rate, floor, example)
         client = redis.Redis.from_url(url)
         ceiling = max(DEMO_CPU_MAX_FPS, rate[0])
         tuner = DemoRateTuner(client, DEMO_CAMERA_ID, rate[0], DEMO_DETECTOR_SHARE, ceiling, floor)
@@ -169,6 +181,7 @@ def run_stack(settings: Settings, var_dir: Path, out: TextIO, *, stop: threading
     finally:
         out.write("stopping…\n")
         out.flush()
+        remove_run_file(var_dir)
         group.stop_all()
         if local is not None:
             local.stop()
@@ -204,6 +217,7 @@ def _banner(
     ready: bool,
     rate: tuple[float, str],
     default_fps: float,
+    example_source: str,
 ) -> None:
     """Tell the person what runs and where to look."""
     fps, why = rate
@@ -217,6 +231,10 @@ def _banner(
         f"  detection:   demo camera {fps:g} frames/s ({why}; measured once the detector has run);",
         f"               other cameras {default_fps:.2g} frames/s (TRAFFIC_FRAME_INTERVAL) unless given detectFps",
         f"  logs:        {var / 'logs'}/",
+        f"  next, in another terminal (they find this stack through {var / 'run.json'}):",
+        f"               .venv/bin/traffic cameras add street {example_source}",
+        "               .venv/bin/traffic cameras list",
+        "               .venv/bin/traffic keys status",
         "Press Ctrl-C to stop everything.",
         "",
     ]
