@@ -16,6 +16,7 @@ from tests import offline_dns
 from traffic.config import load_settings
 from web import create_app
 from web.__main__ import NoDelayRequestHandler
+from web.realtime.protocol import MAX_MESSAGE_BYTES, UNREAD_MESSAGE_BYTES
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +94,52 @@ def test_a_configured_token_is_required(redis_url: str) -> None:
         ws.close()
     finally:
         server.shutdown()
+
+
+def _ping_of(size: int, pad: str) -> str:
+    """A ``ping`` message of exactly ``size`` bytes in UTF-8, padded with ``pad`` (then "x")."""
+    empty = json.dumps({"type": "ping", "data": {"pad": ""}}, ensure_ascii=False)
+    count, rest = divmod(size - len(empty), len(pad.encode()))
+    return json.dumps({"type": "ping", "data": {"pad": pad * count + "x" * rest}}, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("size", [MAX_MESSAGE_BYTES + 1, 300 * 1024, UNREAD_MESSAGE_BYTES - 100])
+def test_a_message_over_the_limit_gets_an_error_then_close_1009(server_url: str, size: int) -> None:
+    ws = websocket.create_connection(server_url, timeout=5)
+    receive(ws)
+    ws.send(_ping_of(size, "x"))
+    reply = receive(ws)
+    assert reply == {
+        "type": "error",
+        "data": {
+            "code": "message_too_large",
+            "message": f"messages may be at most {MAX_MESSAGE_BYTES} bytes; closing the connection",
+            "limit": MAX_MESSAGE_BYTES,
+        },
+    }
+    opcode, frame = ws.recv_data_frame(control_frame=True)
+    assert opcode == websocket.ABNF.OPCODE_CLOSE
+    assert int.from_bytes(frame.data[:2], "big") == 1009
+    ws.close()
+
+
+def test_a_message_at_the_limit_is_served(server_url: str) -> None:
+    ws = websocket.create_connection(server_url, timeout=5)
+    receive(ws)
+    message = _ping_of(MAX_MESSAGE_BYTES, "é")  # two bytes each in UTF-8: the limit counts bytes
+    assert len(message.encode()) == MAX_MESSAGE_BYTES
+    ws.send(message)
+    reply = receive(ws)
+    assert reply["type"] == "pong", reply
+    ws.close()
+
+
+def test_a_message_too_large_to_read_closes_with_1009_at_once(server_url: str) -> None:
+    ws = websocket.create_connection(server_url, timeout=5)
+    receive(ws)
+    try:
+        ws.send("x" * (UNREAD_MESSAGE_BYTES + 1024))
+    except (BrokenPipeError, ConnectionResetError, websocket.WebSocketConnectionClosedException):
+        return  # closed while we were still sending: also right
+    opcode, frame = ws.recv_data_frame(control_frame=True)
+    assert opcode == websocket.ABNF.OPCODE_CLOSE and int.from_bytes(frame.data[:2], "big") == 1009

@@ -34,6 +34,11 @@ MAX_NAME_LENGTH = 128
 CHECK_TIMEOUT_S = 5.0
 MAX_MESSAGE_BYTES = 64 * 1024
 """The largest client message either transport accepts (Socket.IO's ``max_http_buffer_size``, ``/ws`` frames)."""
+UNREAD_MESSAGE_BYTES = 16 * MAX_MESSAGE_BYTES
+"""``/ws``: a message larger than this is not read to its end (memory stays bounded): the socket closes with
+1009 at once. Between ``MAX_MESSAGE_BYTES`` and this, the client first gets ``error`` ``message_too_large``."""
+CLOSE_MESSAGE_TOO_BIG = 1009
+"""The WebSocket close code for a message over the limit (RFC 6455)."""
 
 CLIENT_EVENTS = ("ping", "start_stream", "stop_stream", "check_camera", "subscribe", "unsubscribe")
 
@@ -81,6 +86,14 @@ def error_payload(code: str, message: str, event: str | None = None) -> dict[str
     if event:
         payload["event"] = event[:64]
     return payload
+
+
+def too_large_payload() -> dict[str, Any]:
+    """The ``error`` a client gets for a message over ``MAX_MESSAGE_BYTES``, before its connection closes."""
+    payload = error_payload(
+        "message_too_large", f"messages may be at most {MAX_MESSAGE_BYTES} bytes; closing the connection"
+    )
+    return {**payload, "limit": MAX_MESSAGE_BYTES}
 
 
 def _object(data: Any, event: str) -> dict[str, Any]:

@@ -21,7 +21,16 @@ from simple_websocket import ConnectionClosed, Server
 from infra.socketio_packets import read_emit
 from traffic import redis_keys
 from web.auth import authorised, origin_allowed
-from web.realtime.protocol import MAX_MESSAGE_BYTES, Context, EventError, error_payload, handle
+from web.realtime.protocol import (
+    CLOSE_MESSAGE_TOO_BIG,
+    MAX_MESSAGE_BYTES,
+    UNREAD_MESSAGE_BYTES,
+    Context,
+    EventError,
+    error_payload,
+    handle,
+    too_large_payload,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +168,7 @@ def gateway() -> Response:
         return Response("origin not allowed", status=403)
     if not authorised(request, ctx.settings.server.auth_token):
         return Response("missing or wrong token", status=401)
-    ws = Server(request.environ, max_message_size=MAX_MESSAGE_BYTES)
+    ws = Server(request.environ, max_message_size=UNREAD_MESSAGE_BYTES)
     conn, relay = Connection(ws), _relay()
     conn.send("connection_ack", {"message": "WS connected (pipeline ready)", "serverTime": time.time()})
     try:
@@ -167,12 +176,22 @@ def gateway() -> Response:
             raw = ws.receive()
             if raw is None:
                 continue
+            if _size(raw) > MAX_MESSAGE_BYTES:
+                log.info("/ws client %s sent a message over %d bytes; closing", ctx.client, MAX_MESSAGE_BYTES)
+                conn.send("error", too_large_payload())
+                ws.close(reason=CLOSE_MESSAGE_TOO_BIG, message="message too large")
+                break
             _serve(ctx, conn, relay, raw)
     except ConnectionClosed:
         pass
     finally:
         relay.leave(conn)
     return Response()
+
+
+def _size(raw: str | bytes) -> int:
+    """A message's size in bytes (text as UTF-8)."""
+    return len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
 
 
 def _serve(ctx: Context, conn: Connection, relay: RoomRelay, raw: str | bytes) -> None:
