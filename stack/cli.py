@@ -30,7 +30,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from stack.supervisor import run_stack
 
     settings = bootstrap()
-    return run_stack(settings, Path(args.var_dir), sys.stdout)
+    return run_stack(settings, Path(args.var_dir), sys.stdout, simulated_model=args.simulated_model)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -190,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the stack on the embedded defaults (local Redis, demo input)")
     run.add_argument("--var-dir", default=str(DEFAULT_VAR_DIR), help="where local state lives (default: var/)")
+    run.add_argument(
+        "--simulated-model",
+        action="store_true",
+        help="use the local provider simulator as the vision model (made-up verdicts, labelled simulated)",
+    )
     run.set_defaults(func=_cmd_run)
     demo = sub.add_parser("demo", help="detect, group and assess the demo images once and print the findings")
     demo.add_argument("--var-dir", default=str(DEFAULT_VAR_DIR), help="where local state lives (default: var/)")

@@ -23,6 +23,9 @@ from stack.demo_rate import DemoRateTuner
 from stack.processes import ProcessGroup, ProcessSpec, celery_beat, celery_worker, python_module
 from stack.redis_server import LocalRedis, resolve_redis
 from stack.run_file import remove_run_file, running_stack, write_run_file
+from stack.simulated_model import ACCOUNT_RPM as SIMULATED_ACCOUNTS
+from stack.simulated_model import KEYS as SIMULATED_KEYS
+from stack.simulated_model import SIMULATED_MODEL, start_simulated_model
 from traffic.cameras import MAX_DETECT_FPS, mask_url
 from traffic.detector_backends import choose_backend
 from traffic.errors import BackendUnavailable
@@ -138,8 +141,19 @@ def wait_for_web(url: str, timeout: float = 60.0) -> bool:
     return False
 
 
-def run_stack(settings: Settings, var_dir: Path, out: TextIO, *, stop: threading.Event | None = None) -> int:
-    """Start everything, print where to look, supervise until Ctrl-C/SIGTERM, then stop everything."""
+def run_stack(
+    settings: Settings,
+    var_dir: Path,
+    out: TextIO,
+    *,
+    stop: threading.Event | None = None,
+    simulated_model: bool = False,
+) -> int:
+    """Start everything, print where to look, supervise until Ctrl-C/SIGTERM, then stop everything.
+
+    ``simulated_model``: the provider simulator on loopback is the vision model (its verdicts are labelled
+    ``simulated-…`` on the wire and on the dashboard).
+    """
     stop = stop or threading.Event()
     running = running_stack(var_dir)
     if running is not None:
@@ -157,6 +171,9 @@ def run_stack(settings: Settings, var_dir: Path, out: TextIO, *, stop: threading
     if street and not settings.geometry and not _names_geometry(os.environ):
         # The street video comes with a counting line and a zone, so the demo shows counts and trails.
         env["TRAFFIC_GEOMETRY_FILE"] = str(write_demo_geometry(var_dir / "demo" / "geometry.yaml", DEMO_CAMERA_ID))
+    simulated = start_simulated_model(var_dir / "simulator") if simulated_model else None
+    if simulated is not None:
+        env |= simulated.env
     group = ProcessGroup(var_dir / "logs", env)
     try:
         rate = demo_detect_fps(settings)
@@ -171,6 +188,13 @@ def run_stack(settings: Settings, var_dir: Path, out: TextIO, *, stop: threading
         write_run_file(var_dir, redis_url=url, web_url=web_url, media_dir=media_dir, allow_file_sources=files)
         example = str(Path(media_dir).resolve() / "clip.mp4") if files and media_dir else "rtsp://camera.local/stream"
         _banner(out, web_url, url, local, str(clip), var_dir, ready, rate, floor, example)
+        if simulated is not None:
+            out.write(
+                f"  model:       SIMULATED: the provider simulator at {simulated.simulator.base_url} with "
+                f"{len(SIMULATED_KEYS)} keys in {len(SIMULATED_ACCOUNTS)} accounts; its verdicts are made up "
+                f"and labelled {SIMULATED_MODEL!r}\n"
+            )
+            out.flush()
         client = redis.Redis.from_url(url)
         ceiling = max(DEMO_CPU_MAX_FPS, rate[0])
         tuner = DemoRateTuner(client, DEMO_CAMERA_ID, rate[0], DEMO_DETECTOR_SHARE, ceiling, floor)
@@ -183,6 +207,8 @@ def run_stack(settings: Settings, var_dir: Path, out: TextIO, *, stop: threading
         out.flush()
         remove_run_file(var_dir)
         group.stop_all()
+        if simulated is not None:
+            simulated.close()
         if local is not None:
             local.stop()
         out.write("stopped.\n")

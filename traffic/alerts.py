@@ -80,6 +80,9 @@ class Alert:
     source: str = "model"
     """``model`` (a verdict of the assessor) or ``rule-based`` (a near miss or wrong-way movement measured
     from tracks, raised with or without a model)."""
+    model: str = ""
+    """``llmModel`` of the latest verdict behind it (``rules`` for the offline assessor); empty when
+    rule-based."""
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,7 @@ def _apply(
             bbox=sighting.group.bbox,
             count=1,
             tracks=sighting.group.tracks,
+            model=verdict.model,
         )
         return alert, AlertEvent(AlertKind.NEW, alert)
     if current.frame_id == frame_id:
@@ -227,6 +231,7 @@ def _apply(
         bbox=sighting.group.bbox,
         count=current.count + 1,
         tracks=sighting.group.tracks,
+        model=verdict.model,
     )
     return alert, AlertEvent(AlertKind.UPDATE, alert) if changed else None
 
@@ -290,6 +295,7 @@ def alert_to_json(event: AlertEvent) -> JSON:
         "count": alert.count,
         "trackIds": list(alert.tracks),
         "source": alert.source,
+        "llmModel": alert.model,
     }
 
 
@@ -312,6 +318,7 @@ def alert_from_json(data: object, where: str = "alert") -> AlertEvent:
         count=count,
         tracks=r.integers("trackIds") if r.has("trackIds") else (),
         source=r.text("source") if r.has("source") else "model",
+        model=r.text("llmModel") if r.has("llmModel") else "",
     )
     return AlertEvent(r.choice("kind", AlertKind), alert)
 

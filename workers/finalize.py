@@ -65,7 +65,10 @@ def publish(ctx: WorkerContext, store: FrameStore, record: FrameRecord, verdict:
     ctx.emitter.detection_result(record.camera_id, payload, captured_at=record.captured_at)
     store.count(record.camera_id, f"final_{verdict.assessment.value}")
     record_metric("final", by, verdict.assessment.value)
-    if newest:
+    # A frame the model judged brings news even when frames detected after it were final sooner (the
+    # detector runs faster than the model answers): its verdicts raise and update alerts all the same.
+    # A frame without fresh verdicts (skipped, reusing) only speaks for the camera when it is the newest.
+    if newest or record.assess:
         update_camera_alerts(ctx, record, verdict)
     log.info(
         "frame %s final (%s by %s): max=%s groups=%d",

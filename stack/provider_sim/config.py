@@ -82,6 +82,8 @@ class SimConfig:
     """Echo the full key in auth error messages, like a careless provider, to test client scrubbing."""
     model: str = "qwen-vl-plus"
     """Model reported when the request names none."""
+    reply_model: str | None = None
+    """Model reported whatever the request names (the demo's ``simulated`` label); None: as requested."""
     retry_after_style: str = "seconds"
     """``Retry-After`` of a 429: ``seconds``, ``http-date`` or ``none`` (header left out)."""
     seed: int = 0

@@ -337,6 +337,7 @@ class SimulatorCore:
             variant,
             body=body,
             default_model=cfg.model,
+            reply_model=cfg.reply_model,
             content_parts=cfg.content_parts,
             prompt_tokens=prompt_tokens,
             completion_tokens=cfg.completion_tokens,

@@ -106,6 +106,7 @@ def completion_reply(
     *,
     body: Any,
     default_model: str,
+    reply_model: str | None = None,
     content_parts: bool,
     prompt_tokens: int,
     completion_tokens: int,
@@ -138,7 +139,7 @@ def completion_reply(
         "id": f"chatcmpl-{request_id}",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": model if isinstance(model, str) and model else default_model,
+        "model": reply_model or (model if isinstance(model, str) and model else default_model),
         "choices": [] if variant == "no_choices" else choices,
         "usage": {
             "prompt_tokens": prompt_tokens,

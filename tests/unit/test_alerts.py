@@ -84,8 +84,9 @@ def test_first_sighting_raises_new() -> None:
     alert = active["cam-1:pedestrian_conflict:0x0"]
     assert alert == Alert(
         "cam-1:pedestrian_conflict:0x0", CAM, RiskLevel.MEDIUM, ("pedestrian_conflict",), "d",
-        first_seen=100.0, last_seen=100.0, frame_id="f1", bbox=LEFT, count=1,
+        first_seen=100.0, last_seen=100.0, frame_id="f1", bbox=LEFT, count=1, model="m",
     )  # fmt: skip
+    assert alert_to_json(AlertEvent(AlertKind.NEW, alert))["llmModel"] == "m"  # the model that raised it
 
 
 def test_unchanged_sighting_refreshes_without_an_event_even_when_group_index_changes() -> None:
@@ -228,7 +229,7 @@ def test_alert_seen_after_it_ended_starts_a_new_alert() -> None:
 def test_wire_payload_has_the_contract_fields() -> None:
     alert = Alert(
         "cam-1:speeding:2x1", CAM, RiskLevel.HIGH, ("speeding",), "超速", first_seen=1700000000.5,
-        last_seen=1700000002.25, frame_id="f7", bbox=(10.0, 20.0, 30.4, 40.6), count=3,
+        last_seen=1700000002.25, frame_id="f7", bbox=(10.0, 20.0, 30.4, 40.6), count=3, model="qwen-vl-plus",
     )  # fmt: skip
     payload = alert_to_json(AlertEvent(AlertKind.UPDATE, alert))
     assert payload == {
@@ -245,6 +246,7 @@ def test_wire_payload_has_the_contract_fields() -> None:
         "count": 3,
         "trackIds": [],
         "source": "model",
+        "llmModel": "qwen-vl-plus",
     }
     json.dumps(payload)
 

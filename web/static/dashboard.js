@@ -63,6 +63,7 @@
     wallSummary: document.getElementById("wall-summary"),
     tileTemplate: document.getElementById("tile-template"),
     alertTemplate: document.getElementById("alert-template"),
+    simulatedBanner: document.getElementById("simulated-banner"),
     alertFeed: document.getElementById("alert-feed"),
     alertEmpty: document.getElementById("alert-empty"),
     alertCount: document.getElementById("alert-count"),
@@ -315,6 +316,7 @@
       risk: node.querySelector(".tile-risk"),
       counts: node.querySelector(".tile-counts"),
       model: node.querySelector(".tile-model"),
+      simulated: node.querySelector(".tile-simulated"),
       latency: node.querySelector(".tile-latency"),
       time: node.querySelector(".tile-time"),
     };
@@ -550,6 +552,10 @@
   function renderMeta(tile, result) {
     const shown = tile.lastFinal && tile.lastFinal.frameId === result.frameId ? tile.lastFinal : result;
     tile.parts.model.textContent = shown.llmModel || (shown.assessment === "pending" ? "" : "no LLM call");
+    const simulated = isSimulated(shown.llmModel);
+    tile.parts.simulated.hidden = !simulated;
+    tile.el.dataset.simulated = String(simulated);
+    if (simulated) el.simulatedBanner.hidden = false;
     const parts = [];
     if (shown.llmLatency) parts.push(`LLM ${formatSeconds(shown.llmLatency)}`);
     if (shown.processTime) parts.push(`detect ${formatSeconds(shown.processTime)}`);
@@ -885,8 +891,17 @@
     if (tile) renderRisk(tile);
   }
 
+  /** Whether a verdict's `llmModel` names the demo's provider simulator (`traffic run --simulated-model`). */
+  function isSimulated(model) {
+    return typeof model === "string" && model.split(",").some((name) => name.trim().startsWith("simulated"));
+  }
+
   function renderAlert(node, alert) {
     const level = levelOf(alert.level);
+    const simulated = isSimulated(alert.llmModel);
+    node.dataset.simulated = String(simulated);
+    node.querySelector(".alert-simulated").hidden = !simulated;
+    if (simulated) el.simulatedBanner.hidden = false;
     node.dataset.level = level;
     node.dataset.kind = alert.kind || "new";
     node.dataset.cameraId = String(alert.cameraId);

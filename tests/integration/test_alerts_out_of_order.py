@@ -1,0 +1,79 @@
+"""Alerts from frames the model judged, on a real Redis: the detector runs faster than the model answers,
+so frames detected after a judged frame are often final before it; its verdicts still raise the alert."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from infra.frame_store import FrameStore
+from traffic import redis_keys
+from traffic.analysis import analyse_detections
+from traffic.config import load_settings
+from traffic.frame_record import FrameRecord
+from traffic.models import Detection, GroupVerdict, RiskLevel, VerdictStatus
+from traffic.settings import GroupingSettings
+from workers.context import WorkerContext
+from workers.finalize import finalise
+
+pytestmark = pytest.mark.integration
+
+CAMERA = "cam-ooo"
+PAIR = [Detection("person", 0.8, (100, 400, 190, 600)), Detection("person", 0.8, (160, 420, 250, 620))]
+
+
+@pytest.fixture
+def ctx(redis_url: str) -> Iterator[WorkerContext]:
+    context = WorkerContext(load_settings({"REDIS_URL": redis_url}))
+    yield context
+    context.redis.close()
+
+
+def _frame(
+    ctx: WorkerContext, frame_id: str, captured_at: float, *, judged: bool, reused: tuple[GroupVerdict, ...] = ()
+) -> FrameRecord:
+    """Store a one-group frame as the detector does: sent to the model (``judged``) or skipped by the gate."""
+    analysis = analyse_detections(PAIR, (1280, 720), GroupingSettings())
+    (group,) = analysis.groups
+    record = FrameRecord(
+        frame_id, CAMERA, CAMERA, captured_at, time.time() + 60, analysis, "t", ("person",), 0.05,
+        assess=(group.index,) if judged else (), expected=() if judged else (group.index,),
+        skipped=None if judged else "cooldown",
+    )  # fmt: skip
+    FrameStore(ctx.redis).save(record, {}, reused, pending=judged)
+    return record
+
+
+def test_a_judged_frame_final_after_newer_skipped_frames_still_raises_its_alert(ctx: WorkerContext) -> None:
+    now = time.time()
+    judged = _frame(ctx, "f-judged", now, judged=True)
+    for k in range(1, 4):  # detected 0.2 s apart while the model thinks: skipped (cooldown), final at once
+        _frame(ctx, f"f-skip-{k}", now + 0.2 * k, judged=False)
+        assert finalise(ctx, f"f-skip-{k}", by="detector") is not None
+    high = GroupVerdict(judged.assess[0], VerdictStatus.OK, RiskLevel.HIGH, 0.9, ("jaywalking",), "d", model="m")
+    FrameStore(ctx.redis).save_verdict("f-judged", high, judged.deadline)
+    verdict = finalise(ctx, "f-judged", by="chord")
+    assert verdict is not None and verdict.max_risk_level is RiskLevel.HIGH
+    # Not the camera's latest result (a newer frame's is), but its alert is raised and logged.
+    latest = json.loads(ctx.redis.get(redis_keys.camera_latest(CAMERA)) or "{}")
+    assert latest["frameId"] == "f-skip-3"
+    (alert,) = [json.loads(v) for v in ctx.redis.hgetall(redis_keys.camera_alerts(CAMERA)).values()]
+    assert alert["level"] == "high" and alert["frameId"] == "f-judged" and alert["llmModel"] == "m"
+    (logged,) = [json.loads(v) for v in ctx.redis.lrange(redis_keys.ALERT_LOG, 0, -1)]
+    assert logged["kind"] == "new" and logged["alertId"] == alert["alertId"]
+
+
+def test_an_older_frame_without_fresh_verdicts_does_not_speak_for_the_camera(ctx: WorkerContext) -> None:
+    now = time.time()
+    reused = GroupVerdict(1, VerdictStatus.OK, RiskLevel.HIGH, 0.9, ("jaywalking",), "d", model="m")
+    _frame(ctx, "f-new", now + 1, judged=False, reused=(reused,))
+    _frame(ctx, "f-old", now, judged=False, reused=(reused,))
+    finalise(ctx, "f-new", by="detector")
+    finalise(ctx, "f-old", by="detector")  # final after a newer frame, with a remembered verdict only
+    latest = json.loads(ctx.redis.get(redis_keys.camera_latest(CAMERA)) or "{}")
+    assert latest["frameId"] == "f-new"
+    (alert,) = [json.loads(v) for v in ctx.redis.hgetall(redis_keys.camera_alerts(CAMERA)).values()]
+    assert alert["frameId"] == "f-new" and alert["count"] == 1
