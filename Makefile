@@ -3,10 +3,14 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit integration bench-quick bootstrap bootstrap-dev clean
+.PHONY: run run-simulated test lint typecheck unit integration bench-quick docs-picture bootstrap bootstrap-dev clean
 
 run: bootstrap
 	$(BIN)/traffic run
+
+# The demo with a simulated vision model (made-up verdicts, labelled simulated): alerts, key pool, dead letters.
+run-simulated: bootstrap
+	$(BIN)/traffic run --simulated-model
 
 test: bootstrap-dev lint typecheck
 	$(BIN)/python -m pytest
@@ -23,6 +27,10 @@ unit: bootstrap-dev
 
 integration: bootstrap-dev
 	$(BIN)/python -m pytest tests/integration
+
+# The README's picture of the dashboard, taken by the browser test of the simulated-model demo.
+docs-picture: bootstrap-dev
+	UPDATE_DOCS_PICTURE=1 $(BIN)/python -m pytest tests/browser -k simulated_model
 
 bootstrap:
 	@scripts/bootstrap.sh

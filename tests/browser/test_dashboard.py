@@ -7,6 +7,7 @@ is never needed. A missing browser or Playwright is a test failure, not a skip: 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from infra.emitter import Emitter
 from stack.demo import make_demo_clip
 from stack.harness import API_KEY, Stack, running_stack
 from stack.provider_sim import ProviderSimulator, SimConfig, SimKey
+from stack.traffic_run import traffic_run
 from tests.conftest import ServeApp
 from traffic import redis_keys
 from traffic.cameras import Camera
@@ -427,3 +429,35 @@ def test_a_no_risk_verdict_reads_no_risk_and_a_group_without_one_not_rated(page:
     labels = page.locator(f"{group} text").all_text_contents()
     assert labels == ["group 0 · medium", "group 1 · not rated"], labels
     assert not page.script_errors, page.script_errors
+
+
+# --------------------------------------------------------------------------- the simulated-model demo
+
+DOCS_PICTURE = Path(__file__).resolve().parents[2] / "docs" / "images" / "dashboard.png"
+
+
+def test_the_simulated_model_demo_shows_verdicts_and_alerts_labelled_simulated(
+    page: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``traffic run --simulated-model`` as a newcomer starts it: the demo camera's groups get verdicts above
+    ``none`` and an alert, each labelled simulated, with no key and no network."""
+    with traffic_run(tmp_path_factory.mktemp("newcomer"), "--simulated-model") as running:
+        assert "model:       SIMULATED" in running.said()
+        page.goto(running.stack.web_url + "/")
+        page.wait_for_selector('#connection[data-state="connected"]', timeout=15_000)
+        tile = '.tile[data-camera-id="demo"]'
+        page.wait_for_selector(tile, timeout=15_000)
+        page.wait_for_selector(f'{tile}[data-simulated="true"] .tile-simulated:not([hidden])', timeout=90_000)
+        risky = ", ".join(f"{tile}[data-risk='{level}']" for level in ("low", "medium", "high"))
+        page.wait_for_selector(risky, timeout=90_000)
+        page.wait_for_selector('.alert[data-simulated="true"] .alert-simulated:not([hidden])', timeout=90_000)
+        assert page.is_visible("#simulated-banner")
+        assert "made up" in page.inner_text("#simulated-banner")
+        assert page.script_errors == []
+        path = screenshot(page, "dashboard-simulated")
+    if os.environ.get("UPDATE_DOCS_PICTURE"):  # `make docs-picture`: the README's picture, kept current
+        from PIL import Image
+
+        DOCS_PICTURE.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as picture:  # 256 colours: a third of the bytes, the same to the eye
+            picture.convert("RGB").quantize(colors=256).save(DOCS_PICTURE, optimize=True)

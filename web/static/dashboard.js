@@ -26,6 +26,8 @@
   const RISK_LABELS = { none: "no risk", low: "low risk", medium: "medium risk", high: "high risk" };
   /** A group or frame without a verdict (pending, skipped, failed, left out by the budget) is not rated. */
   const UNRATED_LABEL = "not rated";
+  /** How long the camera's latest verdict is shown beside newer frames that were not sent to the model. */
+  const JUDGED_FRESH_S = 30;
 
   const HEALTH_REFRESH_MS = 5000;
   const CAMERA_REFRESH_MS = 15000;
@@ -325,7 +327,7 @@
     parts.img.alt = `Latest frame of camera ${key}`;
     parts.remove.setAttribute("aria-label", `Remove camera ${key}`);
     const tile = {
-      key, wireId, name: "", el: node, parts, current: null, lastFinal: null, shownFrameId: null,
+      key, wireId, name: "", el: node, parts, current: null, lastFinal: null, lastJudged: null, shownFrameId: null,
       /** the latest traffic_stats of the camera (null once stale) and the timer that fades it */
       stats: null, statsTimer: null,
     };
@@ -413,6 +415,11 @@
     if (FINAL_STATES.has(result.assessment) && (!tile.lastFinal || !isNewer(tile.lastFinal, result))) {
       tile.lastFinal = result;
     }
+    // The model answers slower than frames are detected: its verdict often lands after newer frames that
+    // the cooldown or the gate kept from it. Keep the newest judged frame apart, to show beside those.
+    if (FINAL_STATES.has(result.assessment) && result.llmModel && (!tile.lastJudged || !isNewer(tile.lastJudged, result))) {
+      tile.lastJudged = result;
+    }
     renderTile(tile);
   }
 
@@ -481,8 +488,30 @@
    * shows the camera's risk: that verdict or its highest alert still active, whichever is higher, so it
    * does not flicker with every frame of a scene that is still dangerous.
    */
+  /**
+   * The camera's newest judged frame when the newest final frame was not judged (skipped by the cooldown
+   * or the gate, no LLM call) and is at most JUDGED_FRESH_S newer: with its age in seconds; else null.
+   */
+  function recentJudgement(tile) {
+    const final = tile.lastFinal;
+    const judged = tile.lastJudged;
+    if (!final || !judged || final.llmModel || judged === final) return null;
+    const age = (Date.parse(final.timestamp) - Date.parse(judged.timestamp)) / 1000;
+    if (!Number.isFinite(age) || age < 0 || age > JUDGED_FRESH_S) return null;
+    return { result: judged, age: age < 10 ? age.toFixed(1) : Math.round(age).toString() };
+  }
+
   function renderRisk(tile) {
-    const verdict = frameVerdict(tile.lastFinal);
+    let verdict = frameVerdict(tile.lastFinal);
+    const recent = recentJudgement(tile);
+    if (recent && verdict.level === "unrated") {
+      const last = frameVerdict(recent.result);
+      verdict = {
+        level: last.level,
+        label: `${last.label} · ${recent.age} s ago`,
+        hint: `The camera's latest verdict, on a frame ${recent.age} s older; the newest frame was not sent to the model (${tile.lastFinal.assessment})`,
+      };
+    }
     const frameLevel = verdict.level;
     tile.parts.risk.dataset.level = frameLevel;
     tile.parts.risk.textContent = verdict.label;
@@ -551,8 +580,12 @@
 
   function renderMeta(tile, result) {
     const shown = tile.lastFinal && tile.lastFinal.frameId === result.frameId ? tile.lastFinal : result;
-    tile.parts.model.textContent = shown.llmModel || (shown.assessment === "pending" ? "" : "no LLM call");
-    const simulated = isSimulated(shown.llmModel);
+    const recent = shown === tile.lastFinal ? recentJudgement(tile) : null;
+    const model = shown.llmModel || (recent ? recent.result.llmModel : "");
+    tile.parts.model.textContent = recent && !shown.llmModel
+      ? `${model} · ${recent.age} s ago`
+      : shown.llmModel || (shown.assessment === "pending" ? "" : "no LLM call");
+    const simulated = isSimulated(model);
     tile.parts.simulated.hidden = !simulated;
     tile.el.dataset.simulated = String(simulated);
     if (simulated) el.simulatedBanner.hidden = false;
@@ -578,7 +611,8 @@
     const rect = tile.parts.media.getBoundingClientRect();
     // Screen pixels per image pixel, as `meet` scales the viewBox (and object-fit: contain the picture).
     const scale = Math.min(rect.width / width, rect.height / height) || 1;
-    const groups = (result.trafficGroups || []).map((group) => groupBox(group, result, scale, height));
+    const earlier = earlierVerdicts(tile, result);
+    const groups = (result.trafficGroups || []).map((group) => groupBox(group, result, scale, height, earlier));
     const detections = (result.detectedObjects || []).map((object) => detectionBox(object, scale, height));
     svg.replaceChildren(...groups, ...detections);
     svg.dataset.detections = String(detections.length);
@@ -586,10 +620,30 @@
     svg.dataset.boxCount = String(detections.length + groups.length);
   }
 
-  function groupBox(group, result, scale, height) {
-    const level = levelOf(group.riskLevel);
+  /**
+   * Verdicts of the camera's latest judged frame by group key (tracked groups only), when ``result`` was
+   * not judged and is at most JUDGED_FRESH_S newer: shown, with their age, on groups with no verdict.
+   */
+  function earlierVerdicts(tile, result) {
+    const judged = tile.lastJudged;
+    const byKey = new Map();
+    if (!judged || judged === result || result.llmModel) return byKey;
+    const age = (Date.parse(result.timestamp) - Date.parse(judged.timestamp)) / 1000;
+    if (!Number.isFinite(age) || age < 0 || age > JUDGED_FRESH_S) return byKey;
+    for (const group of judged.trafficGroups || []) {
+      if (group.groupKey && groupRated(group, judged)) {
+        byKey.set(group.groupKey, { level: levelOf(group.riskLevel), age: age < 10 ? age.toFixed(1) : Math.round(age) });
+      }
+    }
+    return byKey;
+  }
+
+  function groupBox(group, result, scale, height, earlier = new Map()) {
     const rated = groupRated(group, result);
-    const verdict = !rated ? UNRATED_LABEL : level === "none" ? RISK_LABELS.none : level;
+    const before = !rated && group.groupKey ? earlier.get(group.groupKey) : undefined;
+    const level = before ? before.level : levelOf(group.riskLevel);
+    const named = level === "none" ? RISK_LABELS.none : level;
+    const verdict = rated ? named : before ? `${named} · ${before.age} s ago` : UNRATED_LABEL;
     const label = `group ${group.groupIndex ?? ""} · ${verdict}`;
     const className = `box group level-${level}${rated ? "" : " unrated"}`;
     // Group labels sit under the box: the top edge is where its members' own labels are.
