@@ -58,7 +58,7 @@ def simulator_config(secrets_by_id: dict[str, str], *, seed: int = 0) -> SimConf
         accounts={account: SimAccount(rpm_limit=rpm) for account, rpm in ACCOUNT_RPM.items()},
         throttle_rate=0.05,
         fail_rate_5xx=0.04,
-        malformed_rate=0.08,
+        malformed_rate=0.04,
         malformed_variants=("not_json", "prose_wrapped", "missing_fields", "truncated"),
         latency_ms=700.0,
         jitter_ms=900.0,
