@@ -168,20 +168,24 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
     settings = bootstrap(configure_log=False)
     url, stack = _target(args, settings)
-    if args.action == "status" and stack is not None and not settings.keys.keys:
-        # The keys are in the stack's environment, not this terminal's: ask its web server for its view.
-        view = stack_view(stack.web_url, settings.server.auth_token)
+    # With the stack's keys in its environment, not this terminal's, its web server tells what it has.
+    view = stack_view(stack.web_url, settings.server.auth_token) if stack and not settings.keys.keys else None
+    if args.action == "status" and view is not None:
         return print_view(view, sys.stdout, as_json=args.json)
     client = redis.Redis.from_url(url)
     if args.action == "status":
         return print_status(client, settings, sys.stdout, as_json=args.json)
     if args.action == "verify":
+        if view is not None:
+            print("keys verify calls the provider with each key: configure the same keys here", file=sys.stderr)
+            return 2
         return verify_keys(client, settings, sys.stdout, only=args.key_ids, as_json=args.json)
     if len(args.key_ids) != 1:
         print(f"keys {args.action} needs exactly one key id", file=sys.stderr)
         return 2
     change = disable_key if args.action == "disable" else enable_key
-    return change(client, settings, args.key_ids[0], sys.stdout)
+    known = {str(k["keyId"]) for k in view["keys"]} if view is not None else None
+    return change(client, settings, args.key_ids[0], sys.stdout, known=known)
 
 
 def build_parser() -> argparse.ArgumentParser:

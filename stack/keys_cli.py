@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, TextIO
 
 import redis
@@ -157,9 +157,12 @@ def _verify_one(pool: KeyPool, vision: VisionClient, spec: KeySpec) -> dict[str,
     return row | {"ok": check.ok, "status": check.status, "latencyMs": round(check.latency_s * 1000, 1), "error": note}
 
 
-def disable_key(client: redis.Redis, settings: Settings, key_id: str, out: TextIO) -> int:
-    """Disable a key on every worker at once, until ``traffic keys enable``."""
-    if key_id not in {k.key_id for k in settings.keys.keys}:
+def disable_key(
+    client: redis.Redis, settings: Settings, key_id: str, out: TextIO, *, known: Collection[str] | None = None
+) -> int:
+    """Disable a key on every worker at once, until ``traffic keys enable``. ``known``: the stack's key ids
+    (default: this configuration's)."""
+    if key_id not in (known if known is not None else {k.key_id for k in settings.keys.keys}):
         print(f"unknown key id {key_id!r} (not in this configuration)", file=out)
         return 1
     KeyPool(client, settings.keys).disable(key_id)
@@ -167,9 +170,12 @@ def disable_key(client: redis.Redis, settings: Settings, key_id: str, out: TextI
     return 0
 
 
-def enable_key(client: redis.Redis, settings: Settings, key_id: str, out: TextIO) -> int:
-    """Enable a key again (also one the provider rejected), cooldown and 429 count cleared."""
-    if key_id not in {k.key_id for k in settings.keys.keys}:
+def enable_key(
+    client: redis.Redis, settings: Settings, key_id: str, out: TextIO, *, known: Collection[str] | None = None
+) -> int:
+    """Enable a key again (also one the provider rejected), cooldown and 429 count cleared. ``known``: the
+    stack's key ids (default: this configuration's)."""
+    if key_id not in (known if known is not None else {k.key_id for k in settings.keys.keys}):
         print(f"unknown key id {key_id!r} (not in this configuration)", file=out)
         return 1
     KeyPool(client, settings.keys).enable(key_id)

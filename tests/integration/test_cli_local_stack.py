@@ -84,3 +84,21 @@ def test_after_the_stack_stops_its_run_file_is_gone(tmp_path: Path) -> None:
     assert not (stack.var / RUN_FILE).exists() and not (stack.var / SECRET_FILE).exists()
     result = traffic(tmp_path, "cameras", "list")
     assert result.returncode == 2 and "no local stack is running" in result.stderr
+
+
+def test_the_key_commands_act_on_the_keys_of_a_stack_with_the_simulated_model(tmp_path: Path) -> None:
+    with traffic_run(tmp_path, "--simulated-model") as running:
+        status = traffic(tmp_path, "keys", "status")
+        assert status.returncode == 0, status.stderr
+        assert "3 usable key(s)" in status.stdout and "sim-account-a" in status.stdout
+        secrets = (running.var / "simulator" / "simulated_api_keys.yaml").read_text()
+        assert "sk-sim-" in secrets and "sk-sim-" not in status.stdout
+        disabled = traffic(tmp_path, "keys", "disable", "sim-a1")
+        assert disabled.returncode == 0 and "key sim-a1 disabled on every worker" in disabled.stdout
+        assert "2 usable key(s)" in traffic(tmp_path, "keys", "status").stdout
+        assert traffic(tmp_path, "keys", "enable", "sim-a1").returncode == 0
+        assert "3 usable key(s)" in traffic(tmp_path, "keys", "status").stdout
+        unknown = traffic(tmp_path, "keys", "disable", "nope")
+        assert unknown.returncode == 1 and "unknown key id 'nope'" in unknown.stdout
+        verify = traffic(tmp_path, "keys", "verify")
+        assert verify.returncode == 2 and "configure the same keys here" in verify.stderr
