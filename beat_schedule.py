@@ -13,4 +13,6 @@ SCHEDULE: dict[str, dict[str, Any]] = {
     "camera-watchdog": {"task": celery_names.CAMERA_WATCHDOG, "schedule": 5.0, "options": {"expires": 10}},
     # Queue depths, key-pool state and in-flight counts for the dashboard and Prometheus.
     "queue-gauges": {"task": celery_names.RECORD_GAUGES, "schedule": 5.0, "options": {"expires": 10}},
+    # Alert events into the incident database (waiting in Redis while it is down).
+    "flush-incidents": {"task": celery_names.FLUSH_INCIDENTS, "schedule": 2.0, "options": {"expires": 5}},
 }

@@ -45,3 +45,8 @@ class Emitter:
         """Send an ``alert`` event to the camera's room and to the all-alerts room."""
         self.to_camera(camera_id, "alert", data)
         self.emit("alert", data, room=redis_keys.ALERTS_ROOM)
+
+    def incident(self, camera_id: str, event: str, data: dict[str, Any]) -> None:
+        """Send ``incident`` (new) or ``incident_updated`` to the camera's room and the all-alerts room."""
+        self.to_camera(camera_id, event, data)
+        self.emit(event, data, room=redis_keys.ALERTS_ROOM)

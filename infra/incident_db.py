@@ -163,9 +163,12 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    except SQLAlchemyError as exc:
+        raise IncidentDbError(f"incident database failed ({type(exc).__name__})") from exc
 
 
 class IncidentStore:
@@ -186,8 +189,11 @@ class IncidentStore:
         except SQLAlchemyError as exc:
             raise IncidentDbError(f"incident database failed ({type(exc).__name__})") from exc
 
-    def record(self, sighting: IncidentSighting, *, key_id: str | None = None, now: float | None = None) -> int:
-        """Create or update the sighting's incident (idempotent on its natural key); its id."""
+    def record(
+        self, sighting: IncidentSighting, *, key_id: str | None = None, now: float | None = None
+    ) -> tuple[Incident, bool]:
+        """Create or update the sighting's incident (idempotent on its natural key); the incident after it
+        and whether this call created it."""
         now = time.time() if now is None else now
         for attempt in (1, 2):
             try:
@@ -195,13 +201,14 @@ class IncidentStore:
                     row = session.scalars(
                         select(IncidentRow).where(IncidentRow.natural_key == sighting.natural_key).with_for_update()
                     ).one_or_none()
+                    created = row is None
                     if row is None:
                         row = _new_row(sighting, key_id, now)
                         session.add(row)
                         session.flush()
                     else:
                         _update_row(row, sighting, key_id, now)
-                    return row.id
+                    return _incident(row), created
             except IncidentDbError as exc:
                 # Two writers inserted the same incident at once: the loser updates the winner's row.
                 if attempt == 1 and isinstance(exc.__cause__, IntegrityError):

@@ -446,6 +446,13 @@ _ROWS: tuple[_Row, ...] = (
     _row("metrics.port", _integer(0, 65535), "METRICS_PORT", "metrics.port"),
     _row("metrics.host", _nonempty, "METRICS_HOST", "metrics.host"),
     _row("metrics.dir", _nonempty, "METRICS_DIR", "metrics.dir", bare=("PROMETHEUS_MULTIPROC_DIR",)),
+    _row(
+        "incidents.database_url",
+        _url("sqlite", "postgresql", "postgresql+psycopg"),
+        "DATABASE_URL",
+        "incidents.database_url",
+        secret=True,
+    ),
 )
 
 _KEY_FIELDS: dict[str, Parser] = {

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from traffic.alerts import RULE_BASED, AlertEvent, AlertKind
 from traffic.errors import TrafficError
 from traffic.models import RiskLevel
+from traffic.wire import iso_timestamp
 
 MAX_NOTE_CHARS = 2000
 MAX_WHO_CHARS = 128
@@ -201,3 +202,41 @@ def kept_frame_ids(frame_ids: tuple[str, ...], new: str) -> tuple[str, ...]:
         return added
     head = MAX_FRAME_IDS // 2
     return (*added[:head], *added[len(added) - (MAX_FRAME_IDS - head) :])
+
+
+def incident_to_json(incident: Incident, actions: tuple[OperatorAction, ...] | None = None) -> dict[str, object]:
+    """An incident as the REST API and the ``incident`` events send it; times ISO-8601 UTC; with its audit
+    log when ``actions`` is given."""
+    data: dict[str, object] = {
+        "incidentId": incident.incident_id,
+        "alertId": incident.alert_id,
+        "cameraId": incident.camera_id,
+        "kind": incident.kind.value,
+        "level": incident.level.value,
+        "riskTypes": list(incident.risk_types),
+        "description": incident.description,
+        "firstSeen": iso_timestamp(incident.first_seen),
+        "lastSeen": iso_timestamp(incident.last_seen),
+        "endedAt": iso_timestamp(incident.ended_at) if incident.ended_at is not None else None,
+        "trackIds": list(incident.track_ids),
+        "llmModel": incident.model,
+        "keyId": incident.key_id,
+        "frameIds": list(incident.frame_ids),
+        "status": incident.status.value,
+        "updatedAt": iso_timestamp(incident.updated_at),
+    }
+    if actions is not None:
+        data["actions"] = [action_to_json(a) for a in actions]
+    return data
+
+
+def action_to_json(action: OperatorAction) -> dict[str, object]:
+    """One audit entry as sent."""
+    return {
+        "action": action.action.value,
+        "who": action.who,
+        "at": iso_timestamp(action.at),
+        "note": action.note,
+        "statusBefore": action.status_before.value,
+        "statusAfter": action.status_after.value,
+    }

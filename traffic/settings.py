@@ -274,6 +274,15 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class IncidentSettings:
+    """The durable incident history (``infra.incident_db``)."""
+
+    database_url: str | None = field(default=None, repr=False)
+    """SQLAlchemy URL, ``sqlite:////path/incidents.db`` or ``postgresql+psycopg://user:pw@host/db``; None keeps
+    no history (``traffic run`` gives its children a SQLite file in the run directory)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything configurable, grouped by subsystem."""
 
@@ -291,6 +300,7 @@ class Settings:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    incidents: IncidentSettings = field(default_factory=IncidentSettings)
     geometry: tuple[CameraGeometry, ...] = ()
     """Per-camera counting lines, zones and calibration (``TRAFFIC_GEOMETRY_FILE``); a camera not listed has none."""
 

@@ -23,6 +23,8 @@ from workers.metrics import record as record_metric
 log = logging.getLogger(__name__)
 
 ALERT_LOG_LENGTH = 1000
+INCIDENTS_PENDING_MAX = 200_000
+"""Alert events kept for the incident database while it is down (about three days of 50 busy cameras)."""
 
 
 def finalise(ctx: WorkerContext, frame_id: str, *, by: str, extra: Iterable[GroupVerdict] = ()) -> FrameVerdict | None:
@@ -112,7 +114,12 @@ def emit_alert_events(ctx: WorkerContext, camera_id: str, events: list[AlertEven
         if event.kind is AlertKind.NEW:
             record_metric("alert", event.alert.level.value, list(event.alert.risk_types))
         pipe.lpush(redis_keys.ALERT_LOG, json.dumps(data))
+        if ctx.settings.incidents.database_url:
+            # Written to the incident database by the flush job: a database that is down delays it only.
+            pipe.rpush(redis_keys.INCIDENTS_PENDING, json.dumps(data))
     pipe.ltrim(redis_keys.ALERT_LOG, 0, ALERT_LOG_LENGTH - 1)
+    if ctx.settings.incidents.database_url:
+        pipe.ltrim(redis_keys.INCIDENTS_PENDING, -INCIDENTS_PENDING_MAX, -1)
     pipe.execute()
 
 

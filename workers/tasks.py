@@ -20,7 +20,7 @@ from traffic import redis_keys
 from traffic.codec import verdict_to_json
 from traffic.models import GroupVerdict
 from traffic.risk import error_verdict
-from workers import app
+from workers import app, incidents
 from workers.assessment import Transient, assess_with_pool
 from workers.batching import DetectorBatches, task_events
 from workers.capture.leases import is_claimed
@@ -197,6 +197,12 @@ def record_gauges() -> dict[str, int]:
     depths = {name: int(ctx.redis.llen(name)) for name in celery_names.QUEUES}
     ctx.redis.hset(redis_keys.PREFIX + "gauges:queues", mapping={k: str(v) for k, v in depths.items()})
     return depths
+
+
+@app.task(name=celery_names.FLUSH_INCIDENTS, ignore_result=True)
+def flush_incidents() -> int:
+    """Write the alert events waiting in Redis to the incident database."""
+    return incidents.flush_incidents(worker_context())
 
 
 @app.task(name=celery_names.REPLAY_DEAD_LETTER, acks_late=True)

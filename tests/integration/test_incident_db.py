@@ -54,10 +54,11 @@ def test_the_migrated_schema_is_the_models_schema_and_migrating_again_changes_no
 
 
 def test_an_alert_life_is_one_incident_whatever_is_written_twice(store: IncidentStore) -> None:
-    first = store.record(sighting_of(_event()), key_id="k1", now=T0)
-    assert store.record(sighting_of(_event()), now=T0 + 1) == first  # a redelivered task
+    first = store.record(sighting_of(_event()), key_id="k1", now=T0)[0].incident_id
+    repeated, created = store.record(sighting_of(_event()), now=T0 + 1)  # a redelivered task
+    assert repeated.incident_id == first and not created
     worse = _event(AlertKind.UPDATE, level=RiskLevel.HIGH, last_seen=T0 + 5, frame_id="f2", description="closer")
-    assert store.record(sighting_of(worse), now=T0 + 5) == first
+    assert store.record(sighting_of(worse), now=T0 + 5)[0].incident_id == first
     milder = _event(AlertKind.UPDATE, level=RiskLevel.MEDIUM, last_seen=T0 + 8, frame_id="f3")
     store.record(sighting_of(milder), now=T0 + 8)
     store.record(sighting_of(_event(AlertKind.END, last_seen=T0 + 8, frame_id="f3")), now=T0 + 20)
@@ -71,12 +72,13 @@ def test_an_alert_life_is_one_incident_whatever_is_written_twice(store: Incident
     assert incident.status is IncidentStatus.OPEN and actions == ()
     assert store.count() == 1
     # Raised again after it ended: a new incident.
-    assert store.record(sighting_of(_event(first_seen=T0 + 60, last_seen=T0 + 60))) != first
+    again, created = store.record(sighting_of(_event(first_seen=T0 + 60, last_seen=T0 + 60)))
+    assert created and again.incident_id != first
     assert store.count() == 2
 
 
 def test_operator_actions_are_an_append_only_audit_log(store: IncidentStore) -> None:
-    incident_id = store.record(sighting_of(_event()))
+    incident_id = store.record(sighting_of(_event()))[0].incident_id
     store.act(incident_id, IncidentAction.ACKNOWLEDGE, "ann", "on it", now=T0 + 10)
     with pytest.raises(IncidentError, match="cannot acknowledge an incident that is acknowledged"):
         store.act(incident_id, IncidentAction.ACKNOWLEDGE, "bob", now=T0 + 11)
@@ -124,7 +126,8 @@ def test_writers_racing_on_one_alert_make_one_incident(store: IncidentStore) -> 
 
     def write(k: int) -> None:
         start.wait()
-        ids.append(store.record(sighting_of(_event(AlertKind.UPDATE, last_seen=T0 + k, frame_id=f"f{k}"))))
+        sighting = sighting_of(_event(AlertKind.UPDATE, last_seen=T0 + k, frame_id=f"f{k}"))
+        ids.append(store.record(sighting)[0].incident_id)
 
     threads = [threading.Thread(target=write, args=(k,)) for k in range(4)]
     for thread in threads:
