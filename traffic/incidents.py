@@ -27,9 +27,10 @@ MAX_FRAME_IDS = 50
 class IncidentError(TrafficError):
     """An incident action that cannot be done; ``code`` is a stable machine-readable reason."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.field = field
 
 
 class IncidentKind(enum.StrEnum):
@@ -98,14 +99,14 @@ def checked_action(action: object, who: object, note: object) -> tuple[IncidentA
     """An operator's action, name and note from client input; ``IncidentError`` (``invalid_action``)."""
     if not isinstance(action, str) or action not in {a.value for a in IncidentAction}:
         choices = ", ".join(a.value for a in IncidentAction)
-        raise IncidentError("invalid_action", f"action must be one of {choices}")
+        raise IncidentError("invalid_action", f"action must be one of {choices}", "action")
     chosen = IncidentAction(str(action))
     if not isinstance(who, str) or not who.strip() or len(who) > MAX_WHO_CHARS:
-        raise IncidentError("invalid_action", f"who must be a name of 1-{MAX_WHO_CHARS} characters")
+        raise IncidentError("invalid_action", f"who must be a name of 1-{MAX_WHO_CHARS} characters", "who")
     if note is None:
         note = ""
     if not isinstance(note, str) or len(note) > MAX_NOTE_CHARS:
-        raise IncidentError("invalid_action", f"note must be text of at most {MAX_NOTE_CHARS} characters")
+        raise IncidentError("invalid_action", f"note must be text of at most {MAX_NOTE_CHARS} characters", "note")
     return chosen, who.strip(), note
 
 

@@ -65,11 +65,12 @@ def create_app(
         client_manager=manager,
         max_http_buffer_size=MAX_MESSAGE_BYTES,  # as /ws: client events are small
     )
-    from web import api, auth, dashboard, metrics
+    from web import api, auth, dashboard, incidents_api, metrics
     from web.realtime import socketio_binding, websocket_binding
 
     auth.install(app)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(incidents_api.blueprint)
     app.register_blueprint(dashboard.blueprint)
     app.register_blueprint(websocket_binding.blueprint)
     app.register_blueprint(metrics.blueprint)

@@ -26,6 +26,9 @@ JSON = dict[str, Any]
 
 MAX_URL_LENGTH = 2048
 LEVELS = ["none", "low", "medium", "high"]
+INCIDENT_KINDS = ["model", "near_miss", "wrong_way"]
+INCIDENT_STATUSES = ["open", "acknowledged", "resolved", "false_positive"]
+INCIDENT_ACTIONS = ["acknowledge", "resolve", "false_positive", "reopen"]
 KEY_STATES = ["ready", "busy", "cooling", "disabled", "rejected", "off", "unknown"]
 """The live pool's key states, and ``unknown`` (enabled, state not known: the settings source)."""
 
@@ -72,6 +75,7 @@ def errors(*codes: int) -> JSON:
         400: "BadRequest",
         401: "Unauthorized",
         404: "NotFound",
+        409: "Conflict",
         413: "PayloadTooLarge",
         415: "UnsupportedMediaType",
         503: "Unavailable",
@@ -478,6 +482,79 @@ SCHEMAS: JSON = {
         description="One lifecycle step of an alert, as the alert Socket.IO event carries it.",
     ),
     "ActiveAlert": obj(ALERT_PROPERTIES, description="An alert that has not ended."),
+    "Incident": obj(
+        {
+            "incidentId": {"type": "integer", "minimum": 1},
+            "alertId": {"type": "string", "description": "The alert whose life this incident records."},
+            "cameraId": {"type": "string"},
+            "kind": {
+                "type": "string",
+                "enum": INCIDENT_KINDS,
+                "description": "model: judged by the model; near_miss, wrong_way: measured from tracks (rule-based).",
+            },
+            "level": {"type": "string", "enum": LEVELS[1:], "description": "The worst level the alert reached."},
+            "riskTypes": array({"type": "string"}),
+            "description": {"type": "string"},
+            "firstSeen": TIMESTAMP,
+            "lastSeen": TIMESTAMP,
+            "endedAt": nullable(TIMESTAMP),
+            "trackIds": array({"type": "integer"}),
+            "llmModel": {"type": "string", "description": "The latest verdict's model; empty if rule-based."},
+            "keyId": nullable({"type": "string", "description": "The API key id of the call, never the key."}),
+            "frameIds": array({"type": "string"}, maxItems=50, description="The first and the latest frames."),
+            "status": {"type": "string", "enum": INCIDENT_STATUSES},
+            "updatedAt": TIMESTAMP,
+            "actions": array(ref("IncidentActionEntry"), description="The audit log, oldest first (one incident)."),
+            "action": ref("IncidentActionEntry"),
+        },
+        [
+            "incidentId",
+            "alertId",
+            "cameraId",
+            "kind",
+            "level",
+            "riskTypes",
+            "description",
+            "firstSeen",
+            "lastSeen",
+            "endedAt",
+            "trackIds",
+            "llmModel",
+            "keyId",
+            "frameIds",
+            "status",
+            "updatedAt",
+        ],
+        description="One alert life, kept: what was seen, where and when, and where the operators' workflow stands.",
+    ),
+    "IncidentActionEntry": obj(
+        {
+            "action": {"type": "string", "enum": INCIDENT_ACTIONS},
+            "who": {"type": "string"},
+            "at": TIMESTAMP,
+            "note": {"type": "string"},
+            "statusBefore": {"type": "string", "enum": INCIDENT_STATUSES},
+            "statusAfter": {"type": "string", "enum": INCIDENT_STATUSES},
+        },
+        ["action", "who", "at", "note", "statusBefore", "statusAfter"],
+        description="One operator action: the append-only audit log.",
+    ),
+    "IncidentPage": obj(
+        {
+            "incidents": array(ref("Incident")),
+            "nextOffset": nullable({"type": "integer", "description": "offset of the next page; null on the last."}),
+        },
+        ["incidents", "nextOffset"],
+    ),
+    "IncidentActionRequest": obj(
+        {
+            "action": {"type": "string", "enum": INCIDENT_ACTIONS},
+            "who": {"type": "string", "minLength": 1, "maxLength": 128, "description": "Who acts (kept in the log)."},
+            "note": {"type": "string", "maxLength": 2000},
+        },
+        ["action", "who"],
+        description="acknowledge (open), resolve or false_positive (open, acknowledged), reopen (any other).",
+    ),
     "KeyStatus": obj(
         {
             "keyId": {"type": "string"},
@@ -586,6 +663,12 @@ PARAMETERS: JSON = {
         "description": "At most this many events.",
         "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
     },
+    "IncidentIdPath": {
+        "name": "incidentId",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+    },
 }
 
 RESPONSES: JSON = {
@@ -611,6 +694,11 @@ RESPONSES: JSON = {
         },
     },
     "NotFound": error_response("No such camera, result or frame (or no such path).", [404]),
+    "Conflict": error_response(
+        "The request does not fit the current state: an incident's status does not allow "
+        "the action (invalid_transition), or the camera limit is reached.",
+        [409],
+    ),
     "PayloadTooLarge": error_response(f"The body is larger than {MAX_BODY_BYTES} bytes.", [413]),
     "UnsupportedMediaType": error_response("The body is not sent as application/json.", [415]),
     "Unavailable": {
@@ -807,6 +895,86 @@ PATHS: JSON = {
             "responses": {"200": ok("The active alerts.", array(ref("ActiveAlert"))), **errors(400, 401, 503)},
         },
     },
+    "/api/incidents": {
+        "get": {
+            "operationId": "listIncidents",
+            "tags": ["incidents"],
+            "summary": "Incidents by first sighting (newest first unless order=oldest), filtered, one page at a time. "
+            "404 incidents_not_kept when the server keeps no history (no TRAFFIC_DATABASE_URL).",
+            "parameters": [
+                ref("CameraIdQuery", "parameters"),
+                {
+                    "name": "kind",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": INCIDENT_KINDS},
+                },
+                ref("Level", "parameters"),
+                {
+                    "name": "status",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": INCIDENT_STATUSES},
+                },
+                {
+                    "name": "since",
+                    "in": "query",
+                    "required": False,
+                    "description": "firstSeen at or after.",
+                    "schema": {"type": "string", "maxLength": MAX_QUERY_LENGTH, "pattern": SINCE_PATTERN},
+                },
+                {
+                    "name": "until",
+                    "in": "query",
+                    "required": False,
+                    "description": "firstSeen before.",
+                    "schema": {"type": "string", "maxLength": MAX_QUERY_LENGTH, "pattern": SINCE_PATTERN},
+                },
+                {
+                    "name": "order",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["newest", "oldest"], "default": "newest"},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                },
+                {
+                    "name": "offset",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 10_000_000, "default": 0},
+                },
+            ],
+            "responses": {"200": ok("One page.", ref("IncidentPage")), **errors(400, 401, 404, 503)},
+        },
+    },
+    "/api/incidents/{incidentId}": {
+        "get": {
+            "operationId": "getIncident",
+            "tags": ["incidents"],
+            "summary": "One incident with its audit log.",
+            "parameters": [ref("IncidentIdPath", "parameters")],
+            "responses": {"200": ok("The incident.", ref("Incident")), **errors(401, 404, 503)},
+        },
+    },
+    "/api/incidents/{incidentId}/actions": {
+        "post": {
+            "operationId": "actOnIncident",
+            "tags": ["incidents"],
+            "summary": "Acknowledge, resolve, mark a false positive or reopen, with who and a note (kept in the audit "
+            "log; every dashboard gets incident_updated). 409 invalid_transition when the status does not allow it.",
+            "parameters": [ref("IncidentIdPath", "parameters")],
+            "requestBody": body("IncidentActionRequest", "The action."),
+            "responses": {
+                "200": ok("The incident after the action, with the audit entry as action.", ref("Incident")),
+                **errors(400, 401, 404, 409, 413, 415, 503),
+            },
+        },
+    },
     "/api/keys": {
         "get": {
             "operationId": "getKeyPool",
@@ -858,6 +1026,7 @@ def document() -> JSON:
                 {"name": "meta", "description": "This description."},
                 {"name": "cameras", "description": "The desired camera set, latest results and frames."},
                 {"name": "alerts", "description": "Alert history and active alerts."},
+                {"name": "incidents", "description": "The durable incident history and the operators' actions."},
                 {"name": "pipeline", "description": "Key pool and queues."},
             ],
             "security": [{"bearerAuth": []}, {"tokenHeader": []}, {"tokenQuery": []}, {}],

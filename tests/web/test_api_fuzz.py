@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 
+from infra.incident_db import IncidentStore, database_engine, migrate
 from tests.web.conftest import MakeApp, MakeSettings
+from traffic.alerts import Alert, AlertEvent, AlertKind
+from traffic.incidents import sighting_of
+from traffic.models import RiskLevel
 from web import openapi
 
 pytestmark = pytest.mark.slow
@@ -43,9 +48,16 @@ CAMERAS = [
 
 
 @pytest.fixture
-def fuzz_app(make_settings: MakeSettings, make_app: MakeApp) -> Flask:
-    """The app with two cameras registered, so paths and PATCH bodies can hit real ones."""
-    app = make_app(make_settings())
+def fuzz_app(make_settings: MakeSettings, make_app: MakeApp, tmp_path: Path) -> Flask:
+    """The app with two cameras registered, so paths and PATCH bodies can hit real ones, and an incident
+    database with incident 1 in it."""
+    database = f"sqlite:///{tmp_path / 'incidents.db'}"
+    engine = database_engine(database)
+    migrate(engine)
+    alert = Alert("cam-1:x:1x1", "cam-1", RiskLevel.HIGH, ("x",), "d", 1.7e9, 1.7e9, "f1", (1.0, 2.0, 3.0, 4.0), 1)
+    IncidentStore(engine).record(sighting_of(AlertEvent(AlertKind.NEW, alert)))
+    engine.dispose()
+    app = make_app(make_settings({"TRAFFIC_DATABASE_URL": database}))
     client = app.test_client()
     for camera in CAMERAS:
         assert client.post("/api/cameras", json=camera).status_code == 201
@@ -128,7 +140,7 @@ def test_schemathesis_negative_input_is_refused_cleanly(api_schema: Any, fuzz_ap
     before = snapshot(client)
     tally: Counter[str] = Counter()
     fuzzed = [op for op in operations(api_schema) if takes_input(op)]
-    assert len(fuzzed) == 11
+    assert len(fuzzed) == 14
     for operation in fuzzed:
         run_cases(operation.as_strategy(generation_mode=GenerationMode.NEGATIVE), NEGATIVE_EXAMPLES, tally)
         if operation.method.upper() == "PATCH":  # malformed bodies against a camera that exists
