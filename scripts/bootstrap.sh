@@ -24,6 +24,15 @@ if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
     echo "warning: chromium is missing; browser tests will fail (apt-get install chromium)" >&2
   fi
 fi
+if [ "$dev" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  # The incident database's PostgreSQL tests run a private cluster of Debian's server (stack/postgres_server.py).
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "Installing postgresql for the incident-database tests…"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  else
+    echo "warning: postgresql is missing; the incident-database tests will fail (apt-get install postgresql)" >&2
+  fi
+fi
 if [ "$dev" = 1 ] && ! command -v docker-compose >/dev/null 2>&1; then
   # tests/integration/test_compose.py validates the compose files with `docker-compose config`
   # (Debian's v1 package; no Docker engine needed, so its recommended docker.io is not installed).

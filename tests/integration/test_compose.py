@@ -25,12 +25,18 @@ BASE = ("docker-compose.yml",)
 CPU = ("docker-compose.yml", "docker-compose.cpu.yml")
 APP_SERVICES = {"web", "capture", "worker-gpu", "worker-llm", "worker-default", "beat", "flower"}
 WORKERS = {"worker-gpu", "worker-llm", "worker-default"}
-BASE_SERVICES = APP_SERVICES | {"redis", "prometheus"}
+BASE_SERVICES = APP_SERVICES | {"redis", "postgres", "prometheus"}
+NOT_APPS = {"redis", "postgres", "prometheus"}
 SECRET_NAME = re.compile(r"KEY|TOKEN|PASSWORD|SECRET")
 
 
-TOKEN_ENV = {"TRAFFIC_AUTH_TOKEN": "compose-test-token", "REDIS_PASSWORD": "compose-test-redis-pass"}
-"""The secrets compose requires (the web server is published; Redis has a password): given for ``config``."""
+TOKEN_ENV = {
+    "TRAFFIC_AUTH_TOKEN": "compose-test-token",
+    "REDIS_PASSWORD": "compose-test-redis-pass",
+    "POSTGRES_PASSWORD": "compose-test-pg-pass",
+}
+"""The secrets compose requires (the web server is published; Redis and PostgreSQL have passwords): given
+for ``config``."""
 
 
 def _run_config(files: tuple[str, ...], tmp: Path, extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -139,6 +145,15 @@ def test_service_set(base: dict[str, Any], cpu: dict[str, Any]) -> None:
         assert cpu["worker-gpu"]["profiles"] == ["gpu"]
 
 
+def test_postgres_keeps_the_incident_history_in_a_volume(base: dict[str, Any]) -> None:
+    postgres = base["postgres"]
+    assert "/var/lib/postgresql/data" in [target for _, target in _mounts(postgres)]
+    env = _env(postgres)
+    assert env["POSTGRES_PASSWORD"] == TOKEN_ENV["POSTGRES_PASSWORD"] and env["POSTGRES_DB"] == "traffic"
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert not postgres.get("ports"), "the database is for the compose network only"
+
+
 def test_redis_is_durable_and_never_evicts(base: dict[str, Any]) -> None:
     command = _command(base["redis"])
     assert command[:2] == ["sh", "-c"]
@@ -158,16 +173,14 @@ def test_redis_has_a_password_that_every_client_uses(which: str, request: pytest
     line = " ".join(_command(redis_svc))
     assert "requirepass" in line and password not in line, "the password is not on the command line"
     assert "REDISCLI_AUTH" in " ".join(redis_svc["healthcheck"]["test"])
-    clients = {
-        name: _env(svc).get("REDIS_URL") for name, svc in services.items() if name not in {"redis", "prometheus"}
-    }
+    clients = {name: _env(svc).get("REDIS_URL") for name, svc in services.items() if name not in NOT_APPS}
     assert clients and all(url == f"redis://:{password}@redis:6379/0" for url in clients.values()), clients
 
 
 @pytest.mark.parametrize("which", ["base", "cpu"])
 def test_app_services_share_one_image(which: str, request: pytest.FixtureRequest) -> None:
     services = _active(request.getfixturevalue(which))
-    apps = {name: svc for name, svc in services.items() if name not in {"redis", "prometheus"}}
+    apps = {name: svc for name, svc in services.items() if name not in NOT_APPS}
     assert set(apps) == (APP_SERVICES if which == "base" else APP_SERVICES - {"worker-gpu"} | {"worker-cpu"})
     images = {(svc.get("image"), str((svc.get("build") or {}).get("context"))) for svc in apps.values()}
     gpu = {("traffic:gpu", str(ROOT))} if which == "base" else set()
@@ -178,7 +191,10 @@ def test_app_services_share_one_image(which: str, request: pytest.FixtureRequest
     for name, svc in apps.items():
         assert svc.get("restart") == "unless-stopped", name
         assert svc["depends_on"]["redis"]["condition"] == "service_healthy", name
+        assert svc["depends_on"]["postgres"]["condition"] == "service_healthy", name
         assert _env(svc)["REDIS_URL"] == f"redis://:{TOKEN_ENV['REDIS_PASSWORD']}@redis:6379/0", name
+        database = f"postgresql+psycopg://traffic:{TOKEN_ENV['POSTGRES_PASSWORD']}@postgres:5432/traffic"
+        assert _env(svc)["TRAFFIC_DATABASE_URL"] == database, name
 
 
 @pytest.mark.parametrize("which", ["base", "cpu"])
@@ -186,7 +202,7 @@ def test_health_checks(which: str, request: pytest.FixtureRequest) -> None:
     services = _active(request.getfixturevalue(which))
     workers = {name for name in services if name.startswith("worker-")}
     assert len(workers) == 3
-    for name in {"redis", "web", "flower"} | workers:
+    for name in {"redis", "postgres", "web", "flower"} | workers:
         test = services[name].get("healthcheck", {}).get("test")
         assert test and test[0] in {"CMD", "CMD-SHELL"}, f"{name} has no health check"
     for name in workers:
