@@ -281,22 +281,23 @@ class IncidentStore:
 
 
 def _new_row(sighting: IncidentSighting, key_id: str | None, now: float) -> IncidentRow:
+    alert = sighting.alert
     return IncidentRow(
         natural_key=sighting.natural_key,
-        alert_id=sighting.alert_id,
-        camera_id=sighting.camera_id,
+        alert_id=alert.alert_id,
+        camera_id=alert.camera_id,
         kind=sighting.kind.value,
-        level=sighting.level.value,
-        level_rank=sighting.level.rank,
-        risk_types=list(sighting.risk_types),
-        description=sighting.description,
-        first_seen=sighting.first_seen,
-        last_seen=sighting.last_seen,
-        ended_at=sighting.last_seen if sighting.ended else None,
-        track_ids=list(sighting.track_ids),
-        model=sighting.model,
+        level=alert.level.value,
+        level_rank=alert.level.rank,
+        risk_types=list(alert.risk_types),
+        description=alert.description,
+        first_seen=alert.first_seen,
+        last_seen=alert.last_seen,
+        ended_at=alert.last_seen if sighting.ended else None,
+        track_ids=list(alert.tracks),
+        model=alert.model,
         key_id=key_id,
-        frame_ids=[sighting.frame_id],
+        frame_ids=[alert.frame_id],
         status=IncidentStatus.OPEN.value,
         updated_at=now,
     )
@@ -304,17 +305,18 @@ def _new_row(sighting: IncidentSighting, key_id: str | None, now: float) -> Inci
 
 def _update_row(row: IncidentRow, sighting: IncidentSighting, key_id: str | None, now: float) -> None:
     """Fold a later (or repeated) sighting into the row: the worst level, the latest words and frames."""
-    level = worse(RiskLevel(row.level), sighting.level)
-    if sighting.last_seen >= row.last_seen:
-        row.risk_types, row.description = list(sighting.risk_types), sighting.description
-        row.track_ids = list(sighting.track_ids) or row.track_ids
-        row.model = sighting.model or row.model
+    alert = sighting.alert
+    level = worse(RiskLevel(row.level), alert.level)
+    if alert.last_seen >= row.last_seen:
+        row.risk_types, row.description = list(alert.risk_types), alert.description
+        row.track_ids = list(alert.tracks) or row.track_ids
+        row.model = alert.model or row.model
         row.key_id = key_id or row.key_id
     row.level, row.level_rank = level.value, level.rank
-    row.last_seen = max(row.last_seen, sighting.last_seen)
+    row.last_seen = max(row.last_seen, alert.last_seen)
     if sighting.ended:
-        row.ended_at = max(row.ended_at or 0.0, sighting.last_seen)
-    row.frame_ids = list(kept_frame_ids(tuple(row.frame_ids), sighting.frame_id))
+        row.ended_at = max(row.ended_at or 0.0, alert.last_seen)
+    row.frame_ids = list(kept_frame_ids(tuple(row.frame_ids), alert.frame_id))
     row.updated_at = now
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from traffic.alerts import RULE_BASED, AlertEvent, AlertKind
+from traffic.alerts import RULE_BASED, Alert, AlertEvent, AlertKind
 from traffic.errors import TrafficError
 from traffic.models import RiskLevel
 from traffic.wire import iso_timestamp
@@ -115,19 +115,10 @@ class IncidentSighting:
     """What one alert event says about its incident: written with ``natural_key`` as the identity."""
 
     natural_key: str
-    alert_id: str
-    camera_id: str
     kind: IncidentKind
-    level: RiskLevel
-    """The worst level seen so far is kept; this is this event's."""
-    risk_types: tuple[str, ...]
-    description: str
-    first_seen: float
-    last_seen: float
     ended: bool
-    frame_id: str
-    track_ids: tuple[int, ...]
-    model: str
+    alert: Alert
+    """The alert as this event left it (its level is this event's; the incident keeps the worst)."""
 
 
 @dataclass(frozen=True)
@@ -173,19 +164,7 @@ def sighting_of(event: AlertEvent) -> IncidentSighting:
     """The incident sighting an alert event (new, update or end) carries."""
     alert = event.alert
     return IncidentSighting(
-        natural_key=natural_key(alert.alert_id, alert.first_seen),
-        alert_id=alert.alert_id,
-        camera_id=alert.camera_id,
-        kind=kind_of(event),
-        level=alert.level,
-        risk_types=alert.risk_types,
-        description=alert.description,
-        first_seen=alert.first_seen,
-        last_seen=alert.last_seen,
-        ended=event.kind is AlertKind.END,
-        frame_id=alert.frame_id,
-        track_ids=alert.tracks,
-        model=alert.model,
+        natural_key(alert.alert_id, alert.first_seen), kind_of(event), event.kind is AlertKind.END, alert
     )
 
 

@@ -1,5 +1,6 @@
-"""The incident database on a real SQLite file, schema by Alembic: idempotent writes of alert events,
-the operators' audit log, filtered pages, and a clear error when the database is not there."""
+"""The incident database on a real SQLite file and a real PostgreSQL server (Debian's, a private
+cluster), schema by Alembic: idempotent writes of alert events, the operators' audit log, filtered
+pages, writers racing on one incident, and a clear error when the database is not there."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
 from infra.incident_db import Base, IncidentDbError, IncidentQuery, IncidentStore, database_engine, migrate
+from stack.postgres_server import LocalPostgres
 from traffic.alerts import RULE_BASED, Alert, AlertEvent, AlertKind
 from traffic.incidents import IncidentAction, IncidentError, IncidentKind, IncidentStatus, sighting_of
 from traffic.models import RiskLevel
@@ -22,10 +24,22 @@ pytestmark = pytest.mark.integration
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = database_engine(f"sqlite:///{tmp_path / 'incidents.db'}")
-    migrate(engine)
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[LocalPostgres]:
+    with LocalPostgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        engine = database_engine(f"sqlite:///{tmp_path / 'incidents.db'}")
+        migrate(engine)
+    else:
+        engine = database_engine(request.getfixturevalue("postgres").url)
+        migrate(engine)
+        with engine.begin() as connection:  # one server for the module: each test starts empty
+            connection.exec_driver_sql("TRUNCATE incident_actions, incidents RESTART IDENTITY")
     yield engine
     engine.dispose()
 
@@ -130,6 +144,8 @@ def test_writers_racing_on_one_alert_make_one_incident(store: IncidentStore) -> 
         ids.append(store.record(sighting)[0].incident_id)
 
     threads = [threading.Thread(target=write, args=(k,)) for k in range(4)]
+    # (four writers at once: on SQLite they take turns on the write lock, on PostgreSQL the loser of the
+    # insert race updates the winner's row)
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -33,7 +33,7 @@ def test_one_alert_life_is_one_incident() -> None:
     new = sighting_of(AlertEvent(AlertKind.NEW, _alert()))
     update = sighting_of(AlertEvent(AlertKind.UPDATE, _alert(level=RiskLevel.HIGH, last_seen=1700000009.0)))
     assert new.natural_key == update.natural_key == "cam-1:jaywalking:2x3@1700000000123"
-    assert not new.ended and new.kind is IncidentKind.MODEL and new.model == "qwen-vl-plus"
+    assert not new.ended and new.kind is IncidentKind.MODEL and new.alert.model == "qwen-vl-plus"
     assert sighting_of(AlertEvent(AlertKind.END, _alert())).ended
     # The same alert id raised again after it ended: another life, another incident.
     again = sighting_of(AlertEvent(AlertKind.NEW, _alert(first_seen=1700000100.0)))
