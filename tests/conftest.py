@@ -1,4 +1,5 @@
-"""Shared fixtures: one real redis-server per test session, flushed around each test that uses it."""
+"""Shared fixtures: one real redis-server per test session, flushed around each test that uses it; one
+real PostgreSQL server per session for the tests that need it, its incident tables emptied for each."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from typing import Any
 import pytest
 import redis
 from flask import Flask
+from sqlalchemy import Engine
 
+from infra.incident_db import database_engine, migrate
+from stack.postgres_server import LocalPostgres
 from stack.redis_server import LocalRedis
 
 
@@ -20,6 +24,24 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedi
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[LocalPostgres]:
+    """A private PostgreSQL cluster (Debian's server) on a free loopback port, started on first use."""
+    with LocalPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_engine(postgres_server: LocalPostgres) -> Iterator[Engine]:
+    """An engine on the session's PostgreSQL, its schema migrated and its incident tables empty."""
+    engine = database_engine(postgres_server.url)
+    migrate(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("TRUNCATE incident_actions, incidents RESTART IDENTITY")
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
 from infra.incident_db import Base, IncidentDbError, IncidentQuery, IncidentStore, database_engine, migrate
-from stack.postgres_server import LocalPostgres
 from traffic.alerts import RULE_BASED, Alert, AlertEvent, AlertKind
 from traffic.incidents import IncidentAction, IncidentError, IncidentKind, IncidentStatus, sighting_of
 from traffic.models import RiskLevel
@@ -24,22 +23,13 @@ pytestmark = pytest.mark.integration
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[LocalPostgres]:
-    with LocalPostgres() as server:
-        yield server
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = database_engine(f"sqlite:///{tmp_path / 'incidents.db'}")
-        migrate(engine)
-    else:
-        engine = database_engine(request.getfixturevalue("postgres").url)
-        migrate(engine)
-        with engine.begin() as connection:  # one server for the module: each test starts empty
-            connection.exec_driver_sql("TRUNCATE incident_actions, incidents RESTART IDENTITY")
+    if request.param == "postgres":
+        yield request.getfixturevalue("postgres_engine")
+        return
+    engine = database_engine(f"sqlite:///{tmp_path / 'incidents.db'}")
+    migrate(engine)
     yield engine
     engine.dispose()
 

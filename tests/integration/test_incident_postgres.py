@@ -4,12 +4,10 @@ Redis and are all written, once, when it is back. (The store's own tests run on 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import Engine
 
-from infra.incident_db import IncidentDbError, IncidentQuery, IncidentStore, database_engine, migrate
+from infra.incident_db import IncidentDbError, IncidentQuery, IncidentStore
 from stack.postgres_server import LocalPostgres
 from traffic import redis_keys
 from traffic.alerts import Alert, AlertEvent, AlertKind
@@ -24,22 +22,6 @@ pytestmark = pytest.mark.integration
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[LocalPostgres]:
-    with LocalPostgres() as server:
-        yield server
-
-
-@pytest.fixture
-def engine(postgres: LocalPostgres) -> Iterator[Engine]:
-    engine = database_engine(postgres.url)
-    migrate(engine)
-    with engine.begin() as connection:
-        connection.exec_driver_sql("TRUNCATE incident_actions, incidents RESTART IDENTITY")
-    yield engine
-    engine.dispose()
-
-
 def _event(kind: AlertKind, alert_id: str, last_seen: float, frame: str = "f1") -> AlertEvent:
     alert = Alert(
         alert_id, "cam-p", RiskLevel.MEDIUM, ("jaywalking",), "d", first_seen=T0, last_seen=last_seen,
@@ -49,8 +31,9 @@ def _event(kind: AlertKind, alert_id: str, last_seen: float, frame: str = "f1") 
 
 
 def test_a_database_stopped_mid_run_loses_and_doubles_nothing(
-    postgres: LocalPostgres, engine: Engine, redis_url: str
+    postgres_server: LocalPostgres, postgres_engine: Engine, redis_url: str
 ) -> None:
+    postgres, engine = postgres_server, postgres_engine
     ctx = WorkerContext(load_settings({"REDIS_URL": redis_url, "TRAFFIC_DATABASE_URL": postgres.url}))
     emit_alert_events(ctx, "cam-p", [_event(AlertKind.NEW, f"b{k}", T0) for k in range(5)])
     assert flush_incidents(ctx) == 5
