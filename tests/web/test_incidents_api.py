@@ -160,3 +160,14 @@ def test_the_incident_paths_are_in_the_openapi_document() -> None:
     paths = openapi.document()["paths"]
     assert {"/api/incidents", "/api/incidents/{incidentId}", "/api/incidents/{incidentId}/actions"} <= set(paths)
     json.dumps(paths)
+
+
+def test_a_database_that_is_not_there_is_a_503_to_retry(
+    make_settings: MakeSettings, make_app: MakeApp, tmp_path: Path
+) -> None:
+    missing = f"sqlite:///{tmp_path / 'gone' / 'incidents.db'}"
+    client = make_app(make_settings({"TRAFFIC_DATABASE_URL": missing})).test_client()
+    response = client.get("/api/incidents")
+    refused(response, 503, "unavailable")
+    assert response.headers["Retry-After"] == "5"
+    assert "incident database" in response.get_json()["msg"]
