@@ -461,3 +461,75 @@ def test_the_simulated_model_demo_shows_verdicts_and_alerts_labelled_simulated(
         DOCS_PICTURE.parent.mkdir(parents=True, exist_ok=True)
         with Image.open(path) as picture:  # 256 colours: a third of the bytes, the same to the eye
             picture.convert("RGB").quantize(colors=256).save(DOCS_PICTURE, optimize=True)
+
+
+# --------------------------------------------------------------------------- incidents
+
+
+def test_operators_see_incidents_act_on_them_and_see_new_ones_arrive(
+    page: Any, redis_url: str, serve_app: ServeApp, tmp_path: Path
+) -> None:
+    from infra.incident_db import IncidentQuery, IncidentStore, database_engine, migrate
+    from traffic.alerts import Alert, AlertEvent, AlertKind
+    from traffic.config import load_settings
+    from traffic.incidents import IncidentStatus, sighting_of
+    from traffic.models import RiskLevel
+    from web import create_app
+    from workers.context import WorkerContext
+    from workers.finalize import emit_alert_events
+    from workers.incidents import flush_incidents
+
+    database = f"sqlite:///{tmp_path / 'incidents.db'}"
+    engine = database_engine(database)
+    migrate(engine)
+    store = IncidentStore(engine)
+    now = time.time()
+
+    def event(alert_id: str, level: RiskLevel, at: float) -> AlertEvent:
+        alert = Alert(
+            alert_id, "cam-i", level, ("jaywalking",), "a pedestrian steps out", first_seen=at, last_seen=at,
+            frame_id="f1", bbox=(1.0, 2.0, 3.0, 4.0), count=1, model="qwen-vl-plus",
+        )  # fmt: skip
+        return AlertEvent(AlertKind.NEW, alert)
+
+    store.record(sighting_of(event("cam-i:a", RiskLevel.HIGH, now - 60)))
+    store.record(sighting_of(event("cam-i:b", RiskLevel.MEDIUM, now - 30)))
+    settings = load_settings({"REDIS_URL": redis_url, "TRAFFIC_DATABASE_URL": database})
+    client = redis.Redis.from_url(redis_url)
+    CameraRegistry(client).add(Camera("cam-i", "rtsp://10.0.0.5/stream", "Crossing"))  # on the wall: its room
+    url = "http://" + serve_app(create_app(settings))
+    page.goto(url + "/")
+    page.wait_for_selector('#connection[data-state="connected"]', timeout=15_000)
+    page.wait_for_selector("#incidents-panel:not([hidden]) .incident", timeout=15_000)
+    assert page.locator(".incident").count() == 2
+    first = '.incident[data-status="open"][data-level="medium"]'
+    assert page.is_visible(f'{first} button[data-action="acknowledge"]')
+    assert not page.is_visible(f'{first} button[data-action="reopen"]')
+
+    # No name: the action is refused in the page, before any request.
+    page.click(f'{first} button[data-action="acknowledge"]')
+    page.wait_for_selector("#incident-error:not([hidden])", timeout=5_000)
+    assert "your name" in page.inner_text("#incident-error")
+    page.fill("#incident-who", "ann")
+    page.fill(f"{first} .incident-note", "crew on the way")
+    page.click(f'{first} button[data-action="acknowledge"]')
+    page.wait_for_function("() => document.querySelectorAll('.incident').length === 1", timeout=10_000)  # open only
+    page.select_option("#incident-status", "acknowledged")
+    page.wait_for_selector('.incident[data-status="acknowledged"] button[data-action="reopen"]', timeout=10_000)
+    acknowledged = store.query(IncidentQuery(status=IncidentStatus.ACKNOWLEDGED)).incidents
+    assert [i.alert_id for i in acknowledged] == ["cam-i:b"]
+    found = store.get(acknowledged[0].incident_id)
+    assert found is not None and [(a.who, a.note) for a in found[1]] == [("ann", "crew on the way")]
+
+    # A new alert reaches the database through the flush job, and the open list shows it at once.
+    page.select_option("#incident-status", "open")
+    page.wait_for_function("() => document.querySelectorAll('.incident').length === 1", timeout=10_000)
+    ctx = WorkerContext(settings)
+    emit_alert_events(ctx, "cam-i", [event("cam-i:c", RiskLevel.HIGH, time.time())])
+    assert flush_incidents(ctx) == 1
+    page.wait_for_function("() => document.querySelectorAll('.incident').length === 2", timeout=10_000)
+    assert page.script_errors == []
+    screenshot(page, "dashboard-incidents")
+    client.close()
+    ctx.redis.close()
+    engine.dispose()

@@ -66,6 +66,15 @@
     tileTemplate: document.getElementById("tile-template"),
     alertTemplate: document.getElementById("alert-template"),
     simulatedBanner: document.getElementById("simulated-banner"),
+    incidentsPanel: document.getElementById("incidents-panel"),
+    incidentList: document.getElementById("incident-list"),
+    incidentTemplate: document.getElementById("incident-template"),
+    incidentEmpty: document.getElementById("incident-empty"),
+    incidentCount: document.getElementById("incident-count"),
+    incidentStatus: document.getElementById("incident-status"),
+    incidentLevel: document.getElementById("incident-level"),
+    incidentWho: document.getElementById("incident-who"),
+    incidentError: document.getElementById("incident-error"),
     alertFeed: document.getElementById("alert-feed"),
     alertEmpty: document.getElementById("alert-empty"),
     alertCount: document.getElementById("alert-count"),
@@ -178,6 +187,8 @@
     socket.on("camera_status", onCameraStatus);
     socket.on("stream_stopped", onStreamStopped);
     socket.on("alert", onAlert);
+    socket.on("incident", scheduleIncidents);
+    socket.on("incident_updated", scheduleIncidents);
     socket.on("error", onServerError);
     window.setInterval(measurePing, PING_INTERVAL_MS);
   }
@@ -191,6 +202,7 @@
     setConnection("connected", "Connected");
     loadCameras();
     loadAlerts();
+    scheduleIncidents(); // events missed while away: the list as the server has it now
     measurePing();
   }
 
@@ -945,6 +957,141 @@
     if (tile) renderRisk(tile);
   }
 
+  // ---------------------------------------------------------------- incidents
+
+  /** Actions an operator may take on an incident in each status (the server enforces the same). */
+  const INCIDENT_ACTIONS = {
+    open: ["acknowledge", "resolve", "false_positive"],
+    acknowledged: ["resolve", "false_positive", "reopen"],
+    resolved: ["reopen"],
+    false_positive: ["reopen"],
+  };
+  const INCIDENT_PAGE = 20;
+  let incidentTimer = null;
+
+  /** Load the incident list again soon (events come in bursts: one reload for a burst). */
+  function scheduleIncidents() {
+    if (incidentTimer !== null) return;
+    incidentTimer = setTimeout(() => {
+      incidentTimer = null;
+      loadIncidents();
+    }, 300);
+  }
+
+  /** The newest incidents that match the filters; the panel stays hidden on a server that keeps none. */
+  async function loadIncidents() {
+    const params = new URLSearchParams({ limit: String(INCIDENT_PAGE) });
+    if (el.incidentStatus.value) params.set("status", el.incidentStatus.value);
+    if (el.incidentLevel.value) params.set("level", el.incidentLevel.value);
+    let response;
+    let body = null;
+    try {
+      response = await fetch(`/api/incidents?${params}`, { headers: { Accept: "application/json" }, cache: "no-store" });
+      body = await response.json();
+    } catch {
+      return; // the server is away: the connection state says so; the next event or change reloads
+    }
+    if (response.status === 404 && body && body.data && body.data.error === "incidents_not_kept") {
+      el.incidentsPanel.hidden = true;
+      return;
+    }
+    el.incidentsPanel.hidden = false;
+    if (!response.ok || !body || !body.data) {
+      showIncidentError((body && body.msg) || `Incidents unavailable (HTTP ${response.status})`);
+      return;
+    }
+    showIncidentError("");
+    renderIncidents(body.data.incidents || []);
+  }
+
+  function showIncidentError(message) {
+    el.incidentError.textContent = message;
+    el.incidentError.hidden = !message;
+  }
+
+  function renderIncidents(incidents) {
+    // A reload must not wipe a note being typed: carry notes (and the focus) over to the new entries.
+    const notes = new Map();
+    let focused = null;
+    for (const node of el.incidentList.querySelectorAll(".incident")) {
+      const input = node.querySelector(".incident-note");
+      if (input.value) notes.set(node.dataset.incidentId, input.value);
+      if (document.activeElement === input) focused = node.dataset.incidentId;
+    }
+    el.incidentList.replaceChildren(...incidents.map(incidentItem));
+    for (const node of el.incidentList.querySelectorAll(".incident")) {
+      const input = node.querySelector(".incident-note");
+      input.value = notes.get(node.dataset.incidentId) || "";
+      if (focused === node.dataset.incidentId) input.focus();
+    }
+    el.incidentEmpty.hidden = incidents.length > 0;
+    el.incidentCount.textContent = String(incidents.length);
+  }
+
+  function incidentItem(incident) {
+    const node = el.incidentTemplate.content.firstElementChild.cloneNode(true);
+    const level = levelOf(incident.level);
+    node.dataset.incidentId = String(incident.incidentId);
+    node.dataset.level = level;
+    node.dataset.status = incident.status;
+    node.querySelector(".incident-level").textContent = level;
+    node.querySelector(".incident-status").textContent = humanise(incident.status);
+    node.querySelector(".incident-camera").textContent = cameraLabel(String(incident.cameraId));
+    const time = node.querySelector(".incident-time");
+    time.dateTime = incident.firstSeen || "";
+    time.textContent = formatTime(incident.firstSeen);
+    const kind = incident.kind === "model" ? "" : ` · ${humanise(incident.kind)} (rule-based)`;
+    const simulated = isSimulated(incident.llmModel) ? " · simulated" : "";
+    node.querySelector(".incident-types").textContent = (incident.riskTypes || []).map(humanise).join(", ") + kind + simulated;
+    node.querySelector(".incident-desc").textContent = incident.description || "";
+    node.querySelector(".incident-log").textContent = incident.endedAt ? `ended ${formatTime(incident.endedAt)}` : "ongoing";
+    const allowed = INCIDENT_ACTIONS[incident.status] || [];
+    for (const button of node.querySelectorAll(".incident-actions button")) {
+      button.hidden = !allowed.includes(button.dataset.action);
+      button.addEventListener("click", () => actOnIncident(node, incident, button.dataset.action));
+    }
+    return node;
+  }
+
+  /** Send an operator's action with their name and note; the list reloads on the server's answer. */
+  async function actOnIncident(node, incident, action) {
+    const who = el.incidentWho.value.trim();
+    if (!who) {
+      showIncidentError("Enter your name first: every action is logged with who took it.");
+      el.incidentWho.focus();
+      return;
+    }
+    window.localStorage.setItem("traffic.incidentWho", who);
+    const note = node.querySelector(".incident-note").value;
+    let response;
+    let body = null;
+    try {
+      response = await fetch(`/api/incidents/${incident.incidentId}/actions`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ action, who, note }),
+        cache: "no-store",
+      });
+      body = await response.json();
+    } catch {
+      showIncidentError("The server did not answer; try again.");
+      return;
+    }
+    if (!response.ok) {
+      showIncidentError((body && body.msg) || `HTTP ${response.status}`);
+      return;
+    }
+    showIncidentError("");
+    loadIncidents();
+  }
+
+  function setUpIncidents() {
+    el.incidentWho.value = window.localStorage.getItem("traffic.incidentWho") || "";
+    el.incidentStatus.addEventListener("change", loadIncidents);
+    el.incidentLevel.addEventListener("change", loadIncidents);
+    loadIncidents();
+  }
+
   /** Whether a verdict's `llmModel` names the demo's provider simulator (`traffic run --simulated-model`). */
   function isSimulated(model) {
     return typeof model === "string" && model.split(",").some((name) => name.trim().startsWith("simulated"));
@@ -1222,6 +1369,7 @@
   startSession().finally(() => {
     connect();
     refreshHealth();
+    setUpIncidents();
   });
   window.setInterval(refreshHealth, HEALTH_REFRESH_MS);
   window.setInterval(refreshCameras, CAMERA_REFRESH_MS);
