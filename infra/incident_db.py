@@ -296,7 +296,7 @@ def _new_row(sighting: IncidentSighting, key_id: str | None, now: float) -> Inci
         ended_at=alert.last_seen if sighting.ended else None,
         track_ids=list(alert.tracks),
         model=alert.model,
-        key_id=key_id,
+        key_id=key_id or alert.key_id,
         frame_ids=[alert.frame_id],
         status=IncidentStatus.OPEN.value,
         updated_at=now,
@@ -311,7 +311,7 @@ def _update_row(row: IncidentRow, sighting: IncidentSighting, key_id: str | None
         row.risk_types, row.description = list(alert.risk_types), alert.description
         row.track_ids = list(alert.tracks) or row.track_ids
         row.model = alert.model or row.model
-        row.key_id = key_id or row.key_id
+        row.key_id = key_id or alert.key_id or row.key_id
     row.level, row.level_rank = level.value, level.rank
     row.last_seen = max(row.last_seen, alert.last_seen)
     if sighting.ended:

@@ -83,6 +83,8 @@ class Alert:
     model: str = ""
     """``llmModel`` of the latest verdict behind it (``rules`` for the offline assessor); empty when
     rule-based."""
+    key_id: str | None = None
+    """The API key id of the latest verdict's call (never the key), when a key made it."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,7 @@ def _apply(
             count=1,
             tracks=sighting.group.tracks,
             model=verdict.model,
+            key_id=verdict.key_id,
         )
         return alert, AlertEvent(AlertKind.NEW, alert)
     if current.frame_id == frame_id:
@@ -232,6 +235,7 @@ def _apply(
         count=current.count + 1,
         tracks=sighting.group.tracks,
         model=verdict.model,
+        key_id=verdict.key_id,
     )
     return alert, AlertEvent(AlertKind.UPDATE, alert) if changed else None
 
@@ -296,6 +300,7 @@ def alert_to_json(event: AlertEvent) -> JSON:
         "trackIds": list(alert.tracks),
         "source": alert.source,
         "llmModel": alert.model,
+        "keyId": alert.key_id,
     }
 
 
@@ -319,6 +324,7 @@ def alert_from_json(data: object, where: str = "alert") -> AlertEvent:
         tracks=r.integers("trackIds") if r.has("trackIds") else (),
         source=r.text("source") if r.has("source") else "model",
         model=r.text("llmModel") if r.has("llmModel") else "",
+        key_id=r.optional_text("keyId") if r.has("keyId") else None,
     )
     return AlertEvent(r.choice("kind", AlertKind), alert)
 

@@ -156,6 +156,13 @@ ALERT_PROPERTIES: JSON = {
     "bbox": BOX,
     "count": {"type": "integer", "minimum": 1, "description": "Frames that saw it."},
     "trackIds": array({"type": "integer"}, description="Track ids of the group in that frame (tracking on)."),
+    "source": {
+        "type": "string",
+        "enum": ["model", "rule-based"],
+        "description": "model: a verdict of the assessor; rule-based: a near miss or wrong-way movement from tracks.",
+    },
+    "llmModel": {"type": "string", "description": "The latest verdict's model (rules: the offline assessor)."},
+    "keyId": nullable({"type": "string", "description": "The API key id of the latest verdict's call, never the key."}),
 }
 
 POINT = array({"type": "number"}, minItems=2, maxItems=2, description="[x, y] in pixels of imageSize.")

@@ -149,3 +149,10 @@ def test_a_database_that_is_not_there_is_a_clear_error(tmp_path: Path) -> None:
     engine = database_engine(f"sqlite:///{tmp_path / 'missing' / 'dir' / 'incidents.db'}")
     with pytest.raises(IncidentDbError, match="incident database failed"):
         IncidentStore(engine).record(sighting_of(_event()))
+
+
+def test_the_key_id_comes_with_the_alert(store: IncidentStore) -> None:
+    incident, _ = store.record(sighting_of(_event(key_id="k7")))
+    assert incident.key_id == "k7"
+    later, _ = store.record(sighting_of(_event(AlertKind.UPDATE, last_seen=T0 + 3, key_id="k8")))
+    assert later.key_id == "k8"  # the latest call's key

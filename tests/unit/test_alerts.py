@@ -247,6 +247,7 @@ def test_wire_payload_has_the_contract_fields() -> None:
         "trackIds": [],
         "source": "model",
         "llmModel": "qwen-vl-plus",
+        "keyId": None,
     }
     json.dumps(payload)
 
@@ -321,3 +322,15 @@ def test_an_alert_keeps_its_tracks_through_the_wire_format() -> None:
     payload = alert_to_json(events[0])
     assert payload["trackIds"] == [3, 5] and payload["alertId"] == f"{CAM}:e1t3"
     assert alert_from_json(json.loads(json.dumps(payload))) == events[0]
+
+
+def test_an_alert_names_the_key_of_the_call_behind_it_never_the_key() -> None:
+    verdict = GroupVerdict(1, VerdictStatus.OK, RiskLevel.HIGH, 0.9, ("speeding",), "d", model="m", key_id="k2")
+    active, events = _apply({}, "f1", 100.0, [(verdict, LEFT)])
+    (alert,) = active.values()
+    assert alert.key_id == "k2"
+    payload = alert_to_json(events[0])
+    assert payload["keyId"] == "k2"
+    assert alert_from_json(payload).alert == alert
+    old = {k: v for k, v in payload.items() if k not in ("keyId", "llmModel")}  # stored before these fields
+    assert alert_from_json(old).alert.key_id is None
