@@ -376,8 +376,9 @@ class CameraState:
     recent: dict[str, RecentVerdict] = field(default_factory=dict)
     unserved: dict[str, float] = field(default_factory=dict)
     """Scene key of a tracked group that needed a call and got none → when (as workers/detection.py keeps)."""
-    landing: list[tuple[float, str, GroupVerdict]] = field(default_factory=list)
-    """Verdicts called but not yet final: (reusable from, signature, verdict), in call order."""
+    landing: list[tuple[float, float, str, GroupVerdict]] = field(default_factory=list)
+    """Verdicts called but not yet final: (reusable from, time of the frame judged, signature, verdict), in
+    call order."""
     cooldown_until: float = -math.inf
     naive_cooldown_until: float = -math.inf
     """The cooldown-only baseline's own cooldown."""
@@ -444,8 +445,9 @@ def _simulate_tick(
 def _land_verdicts(state: CameraState, now: float) -> None:
     """Make the verdicts that are final by ``now`` reusable."""
     while state.landing and state.landing[0][0] <= now:
-        at, signature, verdict = state.landing.pop(0)
-        state.recent[signature] = RecentVerdict(verdict, at)
+        _, judged_at, signature, verdict = state.landing.pop(0)
+        # Its age counts from the frame the model saw, as workers/finalize.py remembers it.
+        state.recent[signature] = RecentVerdict(verdict, judged_at)
 
 
 def _visible_groups(
@@ -553,7 +555,7 @@ def _call_model(
         context.group.index, VerdictStatus.OK, truth, 0.8, model="fake", latency_s=policy.llm_latency_s
     )
     if policy.dedupe_window_s > 0:
-        state.landing.append((now + policy.llm_latency_s, group_signature(context), verdict))
+        state.landing.append((now + policy.llm_latency_s, now, group_signature(context), verdict))
 
 
 def _count_frame(

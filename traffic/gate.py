@@ -197,11 +197,10 @@ def _parse(signature: str) -> tuple[str, tuple[float, ...]] | None:
         return None
 
 
-OWED_KEYS = "intersect"
 CLOSING_SHARE = 0.4
 """A pair that closed in by this share of its distance moved, even by less than the tolerance (members
 already close: a pedestrian half a body from a car stepping next to it)."""
-CLOSING_FLOOR = 0.05
+CLOSING_FLOOR = 0.04
 """...but never for less than this many box heights (box jitter of members that touch)."""
 
 

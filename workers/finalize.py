@@ -153,7 +153,8 @@ def end_stale_alerts(ctx: WorkerContext, camera_id: str) -> int:
 
 
 def remember_assessed(ctx: WorkerContext, record: FrameRecord, verdict: FrameVerdict) -> None:
-    """Keep fresh model verdicts by group signature, so an unchanged scene reuses them."""
+    """Keep fresh model verdicts by group signature, so an unchanged scene reuses them. A verdict is as old
+    as the frame the model saw, not as its answer: reuse ends ``dedupe_window_s`` after that frame."""
     window = ctx.settings.pipeline.dedupe_window_s
     fresh = [
         v for v in verdict.verdicts if v.ok and v.group_index in record.assess and v.group_index in record.signatures
@@ -161,9 +162,10 @@ def remember_assessed(ctx: WorkerContext, record: FrameRecord, verdict: FrameVer
     if not fresh or window <= 0:
         return
     name = redis_keys.camera_recent_verdicts(record.camera_id)
-    now = time.time()
+    judged_at = min(record.captured_at, time.time())
     pipe = ctx.redis.pipeline(transaction=False)
     for v in fresh:
-        pipe.hset(name, record.signatures[v.group_index], json.dumps(recent_verdict_to_json(RecentVerdict(v, now))))
+        remembered = recent_verdict_to_json(RecentVerdict(v, judged_at))
+        pipe.hset(name, record.signatures[v.group_index], json.dumps(remembered))
     pipe.expire(name, int(window * 2) + 1)
     pipe.execute()

@@ -1,5 +1,6 @@
-"""Alerts from frames the model judged, on a real Redis: the detector runs faster than the model answers,
-so frames detected after a judged frame are often final before it; its verdicts still raise the alert."""
+"""Frames the model judged, finalised on a real Redis: the detector runs faster than the model answers, so
+frames detected after a judged frame are often final before it; its verdicts still raise the alert, and
+are remembered as old as the frame the model saw."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from traffic import redis_keys
 from traffic.analysis import analyse_detections
 from traffic.config import load_settings
 from traffic.frame_record import FrameRecord
+from traffic.gate import group_signature
 from traffic.models import Detection, GroupVerdict, RiskLevel, VerdictStatus
 from traffic.settings import GroupingSettings
 from workers.context import WorkerContext
@@ -41,7 +43,7 @@ def _frame(
     record = FrameRecord(
         frame_id, CAMERA, CAMERA, captured_at, time.time() + 60, analysis, "t", ("person",), 0.05,
         assess=(group.index,) if judged else (), expected=() if judged else (group.index,),
-        skipped=None if judged else "cooldown",
+        skipped=None if judged else "cooldown", signatures={group.index: group_signature(analysis.context(group))},
     )  # fmt: skip
     FrameStore(ctx.redis).save(record, {}, reused, pending=judged)
     return record
@@ -77,3 +79,13 @@ def test_an_older_frame_without_fresh_verdicts_does_not_speak_for_the_camera(ctx
     assert latest["frameId"] == "f-new"
     (alert,) = [json.loads(v) for v in ctx.redis.hgetall(redis_keys.camera_alerts(CAMERA)).values()]
     assert alert["frameId"] == "f-new" and alert["count"] == 1
+
+
+def test_a_judged_verdict_is_as_old_as_the_frame_the_model_saw(ctx: WorkerContext) -> None:
+    captured = time.time() - 4.0  # the model took 4 s to answer
+    judged = _frame(ctx, "f-aged", captured, judged=True)
+    verdict = GroupVerdict(judged.assess[0], VerdictStatus.OK, RiskLevel.LOW, 0.9, ("x",), "d", model="m")
+    FrameStore(ctx.redis).save_verdict("f-aged", verdict, judged.deadline)
+    finalise(ctx, "f-aged", by="chord")
+    (remembered,) = [json.loads(v) for v in ctx.redis.hgetall(redis_keys.camera_recent_verdicts(CAMERA)).values()]
+    assert remembered["assessedAt"] == captured  # reuse ends dedupe_window_s after the frame, not the answer
