@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     create_engine,
+    delete,
     event,
     func,
     select,
@@ -273,6 +274,22 @@ class IncidentStore:
             rows: Sequence[IncidentRow] = session.scalars(statement).all()
         more = len(rows) > limit
         return IncidentPage(tuple(_incident(r) for r in rows[:limit]), max(0, query.offset) + limit if more else None)
+
+    def expire(self, cutoffs: Mapping[tuple[IncidentKind, RiskLevel], float]) -> int:
+        """Delete the incidents (and their audit logs) of each kind and level first seen before its cutoff;
+        how many."""
+        deleted = 0
+        with self._session() as session:
+            for (kind, level), cutoff in cutoffs.items():
+                result = session.execute(
+                    delete(IncidentRow).where(
+                        IncidentRow.kind == kind.value,
+                        IncidentRow.level == level.value,
+                        IncidentRow.first_seen < cutoff,
+                    )
+                )
+                deleted += int(getattr(result, "rowcount", 0) or 0)
+        return deleted
 
     def count(self) -> int:
         """How many incidents are stored."""

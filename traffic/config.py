@@ -229,6 +229,26 @@ def _renames(raw: object) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _days_by(names: tuple[str, ...]) -> Parser:
+    """Days per name from a YAML mapping or ``"name=days,other=days"`` (names from ``names``)."""
+
+    def parse(raw: object) -> tuple[tuple[str, float], ...]:
+        items = list(raw.items()) if isinstance(raw, Mapping) else [_rename_pair(i) for i in _items(raw)]
+        pairs: list[tuple[str, float]] = []
+        for name, days in items:
+            key = _nonempty(name)
+            if key not in names:
+                raise _Invalid(f"{key!r} is not one of {', '.join(names)}")
+            value = _to_float(days)
+            _check_bounds(value, 0.0, None, False)
+            pairs.append((key, value))
+        if len({k for k, _ in pairs}) != len(pairs):
+            raise _Invalid("names a level or kind twice")
+        return tuple(pairs)
+
+    return parse
+
+
 def _rename_pair(item: str) -> tuple[str, str]:
     """``"Old=new"`` as ``("Old", "new")``."""
     old, sep, new = item.partition("=")
@@ -452,6 +472,19 @@ _ROWS: tuple[_Row, ...] = (
         "DATABASE_URL",
         "incidents.database_url",
         secret=True,
+    ),
+    _row("incidents.retention_days", _NON_NEGATIVE, "INCIDENT_RETENTION_DAYS", "incidents.retention_days"),
+    _row(
+        "incidents.retention_by_level",
+        _days_by(("low", "medium", "high")),
+        "INCIDENT_RETENTION_BY_LEVEL",
+        "incidents.retention_by_level",
+    ),
+    _row(
+        "incidents.retention_by_kind",
+        _days_by(("model", "near_miss", "wrong_way")),
+        "INCIDENT_RETENTION_BY_KIND",
+        "incidents.retention_by_kind",
     ),
 )
 

@@ -168,6 +168,38 @@ def sighting_of(event: AlertEvent) -> IncidentSighting:
     )
 
 
+def retention_days(
+    kind: IncidentKind,
+    level: RiskLevel,
+    *,
+    default: float,
+    by_level: tuple[tuple[str, float], ...] = (),
+    by_kind: tuple[tuple[str, float], ...] = (),
+) -> float | None:
+    """Days incidents of this kind and level are kept, None for ever (0 days anywhere that applies): the
+    level's or the kind's days (the longer where both apply), else ``default``."""
+    applicable = [d for d in (dict(by_level).get(level.value), dict(by_kind).get(kind.value)) if d is not None]
+    days = applicable or [default]
+    return None if 0 in days else max(days)
+
+
+def retention_cutoffs(
+    now: float,
+    *,
+    default: float,
+    by_level: tuple[tuple[str, float], ...] = (),
+    by_kind: tuple[tuple[str, float], ...] = (),
+) -> dict[tuple[IncidentKind, RiskLevel], float]:
+    """For every kind and level kept for a limited time: incidents first seen before this are expired."""
+    cutoffs = {}
+    for kind in IncidentKind:
+        for level in (RiskLevel.LOW, RiskLevel.MEDIUM, RiskLevel.HIGH):
+            days = retention_days(kind, level, default=default, by_level=by_level, by_kind=by_kind)
+            if days is not None:
+                cutoffs[(kind, level)] = now - days * 86_400.0
+    return cutoffs
+
+
 def worse(a: RiskLevel, b: RiskLevel) -> RiskLevel:
     """The higher of two levels."""
     return a if a.rank >= b.rank else b

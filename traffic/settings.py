@@ -280,6 +280,12 @@ class IncidentSettings:
     database_url: str | None = field(default=None, repr=False)
     """SQLAlchemy URL, ``sqlite:////path/incidents.db`` or ``postgresql+psycopg://user:pw@host/db``; None keeps
     no history (``traffic run`` gives its children a SQLite file in the run directory)."""
+    retention_days: float = 90.0
+    """Incidents (and their audit logs) first seen longer ago than this are deleted; 0 keeps them forever."""
+    retention_by_level: tuple[tuple[str, float], ...] = ()
+    """Days per level (``low``, ``medium``, ``high``) instead of ``retention_days``."""
+    retention_by_kind: tuple[tuple[str, float], ...] = ()
+    """Days per kind (``model``, ``near_miss``, ``wrong_way``); where a level's days apply too, the longer."""
 
 
 @dataclass(frozen=True)

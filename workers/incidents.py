@@ -13,7 +13,7 @@ from infra.incident_db import IncidentDbError, IncidentStore, database_engine, m
 from traffic import redis_keys
 from traffic.alerts import alert_from_json
 from traffic.codec import CodecError
-from traffic.incidents import incident_to_json, sighting_of
+from traffic.incidents import incident_to_json, retention_cutoffs, sighting_of
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -116,3 +116,24 @@ def _write(ctx: WorkerContext, store: IncidentStore, raw: bytes | str) -> None:
 
 def _waiting(ctx: WorkerContext) -> int:
     return int(ctx.redis.llen(redis_keys.INCIDENTS_PENDING))
+
+
+def expire_incidents(ctx: WorkerContext, now: float) -> int:
+    """Delete incidents past their retention (``incidents.retention_*``); how many (0 while the database is
+    down: the next run catches up)."""
+    config = ctx.settings.incidents
+    if not config.database_url:
+        return 0
+    cutoffs = retention_cutoffs(
+        now, default=config.retention_days, by_level=config.retention_by_level, by_kind=config.retention_by_kind
+    )
+    if not cutoffs:
+        return 0
+    try:
+        deleted = writer_for(config.database_url).store.expire(cutoffs)
+    except IncidentDbError as exc:
+        log.warning("incident retention skipped: %s", exc)
+        return 0
+    if deleted:
+        log.info("incident retention: %d incident(s) deleted", deleted)
+    return deleted

@@ -205,6 +205,12 @@ def flush_incidents() -> int:
     return incidents.flush_incidents(worker_context())
 
 
+@app.task(name=celery_names.EXPIRE_INCIDENTS, ignore_result=True)
+def expire_incidents() -> int:
+    """Delete incidents past their retention."""
+    return incidents.expire_incidents(worker_context(), time.time())
+
+
 @app.task(name=celery_names.REPLAY_DEAD_LETTER, acks_late=True)
 def replay_dead_letter(entry: dict[str, Any]) -> dict[str, Any]:
     """Re-run a dead-lettered assessment from its saved inputs; a failure goes back on the list."""

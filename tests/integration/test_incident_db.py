@@ -15,7 +15,14 @@ from sqlalchemy import Engine, inspect
 
 from infra.incident_db import Base, IncidentDbError, IncidentQuery, IncidentStore, database_engine, migrate
 from traffic.alerts import RULE_BASED, Alert, AlertEvent, AlertKind
-from traffic.incidents import IncidentAction, IncidentError, IncidentKind, IncidentStatus, sighting_of
+from traffic.incidents import (
+    IncidentAction,
+    IncidentError,
+    IncidentKind,
+    IncidentStatus,
+    retention_cutoffs,
+    sighting_of,
+)
 from traffic.models import RiskLevel
 
 pytestmark = pytest.mark.integration
@@ -156,3 +163,17 @@ def test_the_key_id_comes_with_the_alert(store: IncidentStore) -> None:
     assert incident.key_id == "k7"
     later, _ = store.record(sighting_of(_event(AlertKind.UPDATE, last_seen=T0 + 3, key_id="k8")))
     assert later.key_id == "k8"  # the latest call's key
+
+
+def test_expired_incidents_go_with_their_audit_logs(store: IncidentStore, engine: Engine) -> None:
+    old = store.record(sighting_of(_event(alert_id="old", first_seen=T0 - 100 * 86_400)))[0]
+    store.act(old.incident_id, IncidentAction.RESOLVE, "ann")
+    kept = store.record(sighting_of(_event(alert_id="kept", level=RiskLevel.HIGH, first_seen=T0 - 100 * 86_400)))[0]
+    store.record(sighting_of(_event(alert_id="new", first_seen=T0)))
+    cutoffs = retention_cutoffs(T0, default=90.0, by_level=(("high", 365.0),))
+    assert store.expire(cutoffs) == 1
+    assert store.get(old.incident_id) is None and store.get(kept.incident_id) is not None
+    assert store.count() == 2
+    with engine.connect() as connection:  # the audit log went with it
+        assert connection.exec_driver_sql("SELECT count(*) FROM incident_actions").scalar() == 0
+    assert store.expire(cutoffs) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from traffic.incidents import IncidentStatus
 from traffic.models import RiskLevel
 from workers.context import WorkerContext
 from workers.finalize import emit_alert_events
-from workers.incidents import flush_incidents
+from workers.incidents import expire_incidents, flush_incidents
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +118,19 @@ def test_without_a_database_nothing_is_queued(redis_url: str) -> None:
     ctx = WorkerContext(load_settings({"REDIS_URL": redis_url}))
     emit_alert_events(ctx, "cam-9", [_event(AlertKind.NEW, "a1", T0)])
     assert ctx.redis.llen(redis_keys.INCIDENTS_PENDING) == 0 and flush_incidents(ctx) == 0
+
+
+def test_the_retention_job_deletes_what_is_past_its_days(redis_url: str, tmp_path: Path) -> None:
+    database = tmp_path / "incidents.db"
+    env = {"REDIS_URL": redis_url, "TRAFFIC_DATABASE_URL": f"sqlite:///{database}"}
+    ctx = WorkerContext(load_settings({**env, "TRAFFIC_INCIDENT_RETENTION_DAYS": "30"}))
+    later = _event(AlertKind.NEW, "a2", T0 + 86_400)
+    later = AlertEvent(later.kind, replace(later.alert, first_seen=T0 + 86_400))
+    emit_alert_events(ctx, "cam-9", [_event(AlertKind.NEW, "a1", T0), later])
+    assert flush_incidents(ctx) == 2
+    assert expire_incidents(ctx, now=T0 + 30.5 * 86_400) == 1  # a1 is 30.5 days old, a2 29.5
+    assert expire_incidents(ctx, now=T0 + 30.5 * 86_400) == 0
+    keep = WorkerContext(load_settings({**env, "TRAFFIC_INCIDENT_RETENTION_DAYS": "0"}))
+    assert expire_incidents(keep, now=T0 + 1000 * 86_400) == 0  # 0 keeps them for ever
+    assert IncidentStore(database_engine(f"sqlite:///{database}")).count() == 1
+    assert expire_incidents(WorkerContext(load_settings({"REDIS_URL": redis_url})), now=T0) == 0  # no database

@@ -15,6 +15,8 @@ from traffic.incidents import (
     kept_frame_ids,
     natural_key,
     next_status,
+    retention_cutoffs,
+    retention_days,
     sighting_of,
 )
 from traffic.models import RiskLevel
@@ -97,3 +99,16 @@ def test_kept_frames_are_the_first_and_the_latest() -> None:
     assert len(frames) == MAX_FRAME_IDS
     assert frames[: MAX_FRAME_IDS // 2] == tuple(f"f{k}" for k in range(MAX_FRAME_IDS // 2))
     assert frames[-1] == "f199" and kept_frame_ids(frames, "f199") == frames
+
+
+def test_retention_by_level_and_kind_the_longer_wins_and_zero_keeps() -> None:
+    days = {"default": 90.0, "by_level": (("low", 30.0), ("high", 365.0)), "by_kind": (("near_miss", 180.0),)}
+    assert retention_days(IncidentKind.MODEL, RiskLevel.MEDIUM, **days) == 90.0  # type: ignore[arg-type]
+    assert retention_days(IncidentKind.MODEL, RiskLevel.LOW, **days) == 30.0  # type: ignore[arg-type]
+    assert retention_days(IncidentKind.NEAR_MISS, RiskLevel.LOW, **days) == 180.0  # type: ignore[arg-type]
+    assert retention_days(IncidentKind.NEAR_MISS, RiskLevel.HIGH, **days) == 365.0  # type: ignore[arg-type]
+    assert retention_days(IncidentKind.WRONG_WAY, RiskLevel.LOW, default=90.0, by_kind=(("wrong_way", 0.0),)) is None
+    assert retention_days(IncidentKind.MODEL, RiskLevel.HIGH, default=0.0) is None
+    cutoffs = retention_cutoffs(1000.0 * 86_400, default=90.0, by_level=(("high", 0.0),))
+    assert (IncidentKind.MODEL, RiskLevel.HIGH) not in cutoffs  # kept for ever
+    assert cutoffs[(IncidentKind.NEAR_MISS, RiskLevel.LOW)] == 910.0 * 86_400 and len(cutoffs) == 6
