@@ -75,6 +75,11 @@ class PipelineCollector(Collector):
             "traffic_frames_pending", "Frames in assessment, not yet final", r.zcard(redis_keys.FRAMES_PENDING)
         )
         yield _gauge("traffic_dead_letters", "Group assessments in the dead-letter list", r.llen(redis_keys.DLQ))
+        yield _gauge(
+            "traffic_incidents_pending",
+            "Alert events waiting in Redis to be written to the incident database (grows while it is down)",
+            r.llen(redis_keys.INCIDENTS_PENDING),
+        )
         cameras = [c.decode() if isinstance(c, bytes) else str(c) for c in r.hkeys(redis_keys.CAMERAS)]
         yield _gauge("traffic_cameras", "Cameras in the desired camera set", len(cameras))
         yield from self._camera_families(cameras)

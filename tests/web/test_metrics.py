@@ -22,6 +22,7 @@ def client_for(redis_url: str, tmp_path: Path, **env: str) -> Any:
 def test_metrics_expose_queues_cameras_and_keys(redis_url: str, redis_client: Any, tmp_path: Path) -> None:
     redis_client.rpush("gpu", "a", "b")
     redis_client.zadd(redis_keys.FRAMES_PENDING, {"f1": 1.0})
+    redis_client.rpush(redis_keys.INCIDENTS_PENDING, "{}", "{}", "{}")
     redis_client.hset(redis_keys.CAMERAS, "cam-1", "{}")
     redis_client.hset(
         redis_keys.camera_stats("cam-1"),
@@ -36,6 +37,7 @@ def test_metrics_expose_queues_cameras_and_keys(redis_url: str, redis_client: An
     assert "traffic_redis_up 1.0" in text
     assert 'task_queue_size{queue="gpu"} 2.0' in text
     assert "traffic_frames_pending 1.0" in text
+    assert "traffic_incidents_pending 3.0" in text
     assert 'traffic_camera_captured_total{camera="cam-1"} 7.0' in text
     assert 'traffic_camera_dropped_inflight_total{camera="cam-1"} 3.0' in text
     assert 'traffic_camera_frames_final_total{assessment="partial",camera="cam-1"} 1.0' in text
