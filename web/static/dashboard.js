@@ -968,6 +968,7 @@
   };
   const INCIDENT_PAGE = 20;
   let incidentTimer = null;
+  let incidentLoadFailed = false;
 
   /** Load the incident list again soon (events come in bursts: one reload for a burst). */
   function scheduleIncidents() {
@@ -997,10 +998,12 @@
     }
     el.incidentsPanel.hidden = false;
     if (!response.ok || !body || !body.data) {
+      incidentLoadFailed = true;
       showIncidentError((body && body.msg) || `Incidents unavailable (HTTP ${response.status})`);
       return;
     }
-    showIncidentError("");
+    if (incidentLoadFailed) showIncidentError(""); // only a loading error: a message about an action stays
+    incidentLoadFailed = false;
     renderIncidents(body.data.incidents || []);
   }
 
