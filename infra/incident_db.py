@@ -172,6 +172,13 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         raise IncidentDbError(f"incident database failed ({type(exc).__name__})") from exc
 
 
+def open_store(url: str) -> IncidentStore:
+    """A store on ``url`` with its schema migrated (``IncidentDbError`` when the database is not there)."""
+    engine = database_engine(url)
+    migrate(engine)
+    return IncidentStore(engine)
+
+
 class IncidentStore:
     """Writes sightings and operator actions, reads incidents; every call is one transaction."""
 

@@ -157,12 +157,17 @@ def _verify_one(pool: KeyPool, vision: VisionClient, spec: KeySpec) -> dict[str,
     return row | {"ok": check.ok, "status": check.status, "latencyMs": round(check.latency_s * 1000, 1), "error": note}
 
 
+def _known_ids(settings: Settings, known: Collection[str] | None) -> Collection[str]:
+    """The key ids an operator may name: the stack's (``known``) or this configuration's."""
+    return known if known is not None else {k.key_id for k in settings.keys.keys}
+
+
 def disable_key(
     client: redis.Redis, settings: Settings, key_id: str, out: TextIO, *, known: Collection[str] | None = None
 ) -> int:
     """Disable a key on every worker at once, until ``traffic keys enable``. ``known``: the stack's key ids
     (default: this configuration's)."""
-    if key_id not in (known if known is not None else {k.key_id for k in settings.keys.keys}):
+    if key_id not in _known_ids(settings, known):
         print(f"unknown key id {key_id!r} (not in this configuration)", file=out)
         return 1
     KeyPool(client, settings.keys).disable(key_id)
@@ -175,7 +180,7 @@ def enable_key(
 ) -> int:
     """Enable a key again (also one the provider rejected), cooldown and 429 count cleared. ``known``: the
     stack's key ids (default: this configuration's)."""
-    if key_id not in (known if known is not None else {k.key_id for k in settings.keys.keys}):
+    if key_id not in _known_ids(settings, known):
         print(f"unknown key id {key_id!r} (not in this configuration)", file=out)
         return 1
     KeyPool(client, settings.keys).enable(key_id)

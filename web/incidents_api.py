@@ -10,7 +10,7 @@ import redis
 from flask import Blueprint, current_app, request
 
 from infra.emitter import Emitter
-from infra.incident_db import IncidentDbError, IncidentQuery, IncidentStore, database_engine, migrate
+from infra.incident_db import IncidentDbError, IncidentQuery, IncidentStore, open_store
 from traffic.incidents import (
     IncidentError,
     IncidentKind,
@@ -48,9 +48,7 @@ def incident_store() -> IncidentStore:
     url = settings().incidents.database_url
     if not url:
         raise ApiError(404, "incidents_not_kept", "this server keeps no incident history (set TRAFFIC_DATABASE_URL)")
-    engine = database_engine(url)
-    migrate(engine)
-    store = IncidentStore(engine)
+    store = open_store(url)
     current_app.extensions["traffic_incidents"] = store
     return store
 

@@ -3,13 +3,12 @@ idempotently (a write repeated after a crash changes nothing), so a database tha
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import uuid
-from dataclasses import dataclass
-from functools import cached_property
 
-from infra.incident_db import IncidentDbError, IncidentStore, database_engine, migrate
+from infra.incident_db import IncidentDbError, IncidentStore, open_store
 from traffic import redis_keys
 from traffic.alerts import alert_from_json
 from traffic.codec import CodecError
@@ -38,27 +37,10 @@ return 0
 """
 
 
-@dataclass
-class IncidentWriter:
-    """The process's way into the incident database (the schema migrated on first use)."""
-
-    url: str
-
-    @cached_property
-    def store(self) -> IncidentStore:
-        engine = database_engine(self.url)
-        migrate(engine)
-        return IncidentStore(engine)
-
-
-_writers: dict[str, IncidentWriter] = {}
-
-
-def writer_for(url: str) -> IncidentWriter:
-    """One writer (engine, pool) per database URL and process."""
-    if url not in _writers:
-        _writers[url] = IncidentWriter(url)
-    return _writers[url]
+@functools.lru_cache(maxsize=4)
+def store_for(url: str) -> IncidentStore:
+    """The process's store on ``url`` (one engine and pool per URL; a failed open is not remembered)."""
+    return open_store(url)
 
 
 def flush_incidents(ctx: WorkerContext, limit: int = 20 * BATCH) -> int:
@@ -79,7 +61,7 @@ def flush_incidents(ctx: WorkerContext, limit: int = 20 * BATCH) -> int:
             done = 0
             try:
                 for raw in raw_events:
-                    _write(ctx, writer_for(url).store, raw)
+                    _write(ctx, store_for(url), raw)
                     done += 1
             except IncidentDbError as exc:
                 log.warning("incident database unavailable (%s); %d event(s) wait in Redis", exc, _waiting(ctx))
@@ -130,7 +112,7 @@ def expire_incidents(ctx: WorkerContext, now: float) -> int:
     if not cutoffs:
         return 0
     try:
-        deleted = writer_for(config.database_url).store.expire(cutoffs)
+        deleted = store_for(config.database_url).expire(cutoffs)
     except IncidentDbError as exc:
         log.warning("incident retention skipped: %s", exc)
         return 0
