@@ -9,6 +9,8 @@ from infra import celery_names
 SCHEDULE: dict[str, dict[str, Any]] = {
     # Finalise every frame whose deadline passed without a verdict (partial/unavailable).
     "sweep-deadlines": {"task": celery_names.SWEEP_DEADLINES, "schedule": 1.0, "options": {"expires": 5}},
+    # The last traffic_stats of a burst (a camera's frames within a second of its last event) goes out.
+    "send-owed-stats": {"task": celery_names.SEND_OWED_STATS, "schedule": 1.0, "options": {"expires": 5}},
     # Cameras without a live capture lease are reported offline; stale alerts end.
     "camera-watchdog": {"task": celery_names.CAMERA_WATCHDOG, "schedule": 5.0, "options": {"expires": 10}},
     # Queue depths, key-pool state and in-flight counts for the dashboard and Prometheus.

@@ -32,6 +32,25 @@ STALE_S = 10.0
 EMIT_EVERY_MS = 1000
 """The least time between two ``traffic_stats`` events of one camera."""
 
+_DUE = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  return 1
+end
+redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[2])
+return 0
+"""
+"""KEYS: tick, owed set; ARGV: emit-every ms, camera id, time. 1: an event is due now; 0: one is owed."""
+
+_TAKE_OWED = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then
+  return 0
+end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
+return 1
+"""
+"""KEYS: tick, owed set; ARGV: camera id, emit-every ms. 1: the owed event is this caller's to send now."""
+
 
 class TrafficStats:
     """Records each frame's analytics and reads them back; one Redis round trip per frame."""
@@ -39,9 +58,15 @@ class TrafficStats:
     def __init__(self, client: Any, *, retention_s: float = 86400.0) -> None:
         self._r = client
         self._retention_s = retention_s
+        self._due = client.register_script(_DUE)
+        self._take_owed = client.register_script(_TAKE_OWED)
 
     def record(self, camera_id: str, snapshot: dict[str, Any], events: Sequence[MotionEvent], at: float) -> bool:
-        """Store the frame's snapshot and events (crossings counted); True when a ``traffic_stats`` event is due."""
+        """Store the frame's snapshot and events (crossings counted); True when a ``traffic_stats`` event is due.
+
+        When one went out less than ``EMIT_EVERY_MS`` ago the camera is marked as owed one instead, which
+        ``take_owed`` hands over once the interval is up: the last frames of a burst are always sent.
+        """
         keep = max(60, int(self._retention_s))
         minute = int(at // 60)
         pipe = self._r.pipeline(transaction=False)
@@ -66,8 +91,18 @@ class TrafficStats:
             pipe.expire(name, keep)
         stored = {**snapshot, "_at": at}
         pipe.set(redis_keys.camera_motion(camera_id), json.dumps(stored), ex=keep)
-        pipe.set(redis_keys.camera_stats_tick(camera_id), "1", nx=True, px=EMIT_EVERY_MS)
+        keys = [redis_keys.camera_stats_tick(camera_id), redis_keys.MOTION_STATS_OWED]
+        self._due(keys=keys, args=[EMIT_EVERY_MS, camera_id, repr(at)], client=pipe)
         return bool(pipe.execute()[-1])
+
+    def owed(self) -> list[str]:
+        """The cameras owed a ``traffic_stats`` event (their last frames came within a second of the last one)."""
+        return [as_text(c) for c in self._r.zrange(redis_keys.MOTION_STATS_OWED, 0, -1)]
+
+    def take_owed(self, camera_id: str) -> bool:
+        """True (once) when the camera's owed event is due now: its interval is up and no other caller took it."""
+        keys = [redis_keys.camera_stats_tick(camera_id), redis_keys.MOTION_STATS_OWED]
+        return bool(self._take_owed(keys=keys, args=[camera_id, EMIT_EVERY_MS]))
 
     def live(self, camera_id: str) -> dict[str, Any] | None:
         """The ``traffic_stats`` event: the latest snapshot, running totals and the newest events."""
@@ -116,13 +151,14 @@ class TrafficStats:
         return stats_payload(snapshot, counts, start, _events(events[-EVENTS_KEPT:]))
 
     def forget(self, camera_id: str) -> None:
-        """Drop the camera's snapshot, totals and events (per-minute buckets expire on their own)."""
+        """Drop the camera's snapshot, totals, events and owed event (per-minute buckets expire on their own)."""
         self._r.delete(
             redis_keys.camera_motion(camera_id),
             redis_keys.camera_count_totals(camera_id),
             redis_keys.camera_motion_events(camera_id),
             redis_keys.camera_count_minutes(camera_id),
         )
+        self._r.zrem(redis_keys.MOTION_STATS_OWED, camera_id)
 
     @staticmethod
     def _snapshot(camera_id: str, raw: Any) -> dict[str, Any] | None:

@@ -1,4 +1,5 @@
-"""After a frame is tracked: store its analytics, raise rule-based alerts, send ``traffic_stats`` (about 1/s)."""
+"""After a frame is tracked: store its analytics, raise rule-based alerts, send ``traffic_stats`` (about 1/s,
+the last of a burst from the beat)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,19 @@ def publish_motion(
                 ctx.emitter.to_camera(camera_id, TRAFFIC_STATS, payload)
     except Exception:  # Redis away: the frame's verdict matters more than its statistics
         log.warning("camera %s: could not record the analytics of frame %s", camera_id, frame_id, exc_info=True)
+
+
+def send_owed_stats(ctx: WorkerContext) -> int:
+    """Send the ``traffic_stats`` event each camera is owed once its interval is up; how many were sent."""
+    sent = 0
+    for camera_id in ctx.traffic_stats.owed():
+        if not ctx.traffic_stats.take_owed(camera_id):
+            continue
+        payload = ctx.traffic_stats.live(camera_id)  # read after taking it: a newer frame is owed again
+        if payload is not None:
+            ctx.emitter.to_camera(camera_id, TRAFFIC_STATS, payload)
+            sent += 1
+    return sent
 
 
 def _alerts(ctx: WorkerContext, camera_id: str, frame_id: str, analysis: FrameAnalysis, motion: MotionUpdate) -> None:

@@ -20,7 +20,7 @@ from traffic import redis_keys
 from traffic.codec import verdict_to_json
 from traffic.models import GroupVerdict
 from traffic.risk import error_verdict
-from workers import app, incidents
+from workers import app, incidents, motion
 from workers.assessment import Transient, assess_with_pool
 from workers.batching import DetectorBatches, task_events
 from workers.capture.leases import is_claimed
@@ -209,6 +209,12 @@ def flush_incidents() -> int:
 def expire_incidents() -> int:
     """Delete incidents past their retention."""
     return incidents.expire_incidents(worker_context(), time.time())
+
+
+@app.task(name=celery_names.SEND_OWED_STATS, ignore_result=True)
+def send_owed_stats() -> int:
+    """Send the ``traffic_stats`` events that cameras' last frames were owed (at most one a second each)."""
+    return motion.send_owed_stats(worker_context())
 
 
 @app.task(name=celery_names.REPLAY_DEAD_LETTER, acks_late=True)

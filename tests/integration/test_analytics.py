@@ -4,7 +4,8 @@ and browsers get ``traffic_stats`` with the line, its count and the tracks' trai
 The packaged person model sees the people of the bus photo; each frame pastes the photo 40 px further
 right on a wider grey canvas, captured 0.2 s after the previous one (5 detected frames/s), so everyone
 walks right at 200 px/s. A vertical counting line stands where the leftmost people start well to its
-left and end well to its right. The camera's geometry comes from a ``TRAFFIC_GEOMETRY_FILE``.
+left and end well to its right. The camera's geometry comes from a ``TRAFFIC_GEOMETRY_FILE``. Frames come
+faster than one ``traffic_stats`` a second, so the last counts reach the browser from the beat.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("analytics")
     geometry = tmp / "geometry.yaml"
     geometry.write_text(GEOMETRY, encoding="utf-8")
-    with running_stack(tmp, None, "web", "gpu", "llm", "default", TRAFFIC_GEOMETRY_FILE=str(geometry)) as running:
+    processes = ("web", "gpu", "llm", "default", "beat")
+    with running_stack(tmp, None, *processes, TRAFFIC_GEOMETRY_FILE=str(geometry)) as running:
         yield running
 
 

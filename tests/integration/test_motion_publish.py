@@ -1,5 +1,6 @@
 """A tracked frame's analytics as the detector worker publishes them, on a real Redis: counts stored,
-``traffic_stats`` sent (at most once a second), near misses and wrong-way movement as rule-based alerts.
+``traffic_stats`` sent (at most once a second, the last of a burst by the beat), near misses and wrong-way
+movement as rule-based alerts.
 
 The packaged detector sees people only, so no near miss (which needs a vehicle) can come out of a real
 frame in a test; the worker's publishing step is driven here with the analytics' own output types.
@@ -20,8 +21,9 @@ from traffic.analysis import FrameAnalysis
 from traffic.analytics import MotionEvent, MotionUpdate
 from traffic.config import load_settings
 from traffic.models import Detection, TrafficGroup
+from traffic.wire import iso_timestamp
 from workers.context import WorkerContext
-from workers.motion import motion_counts, publish_motion, urgent_groups
+from workers.motion import motion_counts, publish_motion, send_owed_stats, urgent_groups
 
 pytestmark = pytest.mark.integration
 
@@ -86,6 +88,20 @@ def test_a_near_miss_is_counted_alerted_and_sent(ctx: WorkerContext) -> None:
     publish_motion(ctx, "cam-n", "cam-n", "f2", 100.2, _analysis(), _update((), (_near(1.2, 100.0),)))
     assert ctx.redis.hlen(redis_keys.camera_alerts("cam-n")) == 1
     assert [name for name, _ in received()] == []
+    assert ctx.traffic_stats.owed() == ["cam-n"]
+
+    # The beat sends the owed event once the second is up (held here by keeping the interval's key), once.
+    tick = redis_keys.camera_stats_tick("cam-n")
+    ctx.redis.pexpire(tick, 60_000)
+    assert send_owed_stats(ctx) == 0 and ctx.traffic_stats.owed() == ["cam-n"]
+    ctx.redis.delete(tick)
+    assert send_owed_stats(ctx) == 1
+    wait_until(lambda: [name for name, _ in received()] == ["traffic_stats"], 10, "the owed stats")
+    assert sent[0][1]["timestamp"] == iso_timestamp(100.2) and ctx.traffic_stats.owed() == []
+    assert send_owed_stats(ctx) == 0
+    # A frame right after the owed event went out owes the next one (the beat set the interval again).
+    publish_motion(ctx, "cam-n", "cam-n", "f3", 100.4, _analysis(), _update((), ()))
+    assert ctx.traffic_stats.owed() == ["cam-n"] and ctx.redis.pttl(tick) > 0
     pubsub.close()
 
 
