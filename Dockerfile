@@ -19,7 +19,7 @@ RUN pip install -r requirements.txt && pip install --no-deps -r requirements-nod
 COPY --from=assets /src/node_modules ./node_modules
 COPY . .
 RUN pip install --no-deps -e . && useradd --create-home --uid 10001 traffic \
- && mkdir -p /app/var/models && chown -R traffic /app/var
+ && mkdir -p /app/var/models /app/var/evidence && chown -R traffic /app/var
 USER traffic
 EXPOSE 5000
 CMD ["gunicorn", "-w", "1", "--threads", "100", "-b", "0.0.0.0:5000", "web.wsgi:app"]

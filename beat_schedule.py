@@ -17,6 +17,10 @@ SCHEDULE: dict[str, dict[str, Any]] = {
     "queue-gauges": {"task": celery_names.RECORD_GAUGES, "schedule": 5.0, "options": {"expires": 10}},
     # Alert events into the incident database (waiting in Redis while it is down).
     "flush-incidents": {"task": celery_names.FLUSH_INCIDENTS, "schedule": 2.0, "options": {"expires": 5}},
+    # Incident events waiting for the MQTT broker are published (they wait in Redis while it is down).
+    "publish-mqtt": {"task": celery_names.PUBLISH_MQTT, "schedule": 1.0, "options": {"expires": 5}},
+    # Incident events fanned out to webhook subscriptions; deliveries whose (re)try is due sent to deliver_webhook.
+    "dispatch-webhooks": {"task": celery_names.DISPATCH_WEBHOOKS, "schedule": 1.0, "options": {"expires": 5}},
     # Incidents past their retention go, with their audit logs.
     "expire-incidents": {"task": celery_names.EXPIRE_INCIDENTS, "schedule": 3600.0, "options": {"expires": 600}},
 }

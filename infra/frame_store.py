@@ -120,6 +120,8 @@ class CapturedFrame:
     height: int
     jpeg: bytes
     preview: bytes
+    """Empty when browsers must not see the raw frame (privacy blur on): the detector worker publishes a
+    blurred preview instead (``publish_private``)."""
 
 
 @dataclass(frozen=True)
@@ -172,12 +174,21 @@ class FrameStore:
         meta |= {"width": frame.width, "height": frame.height}
         pipe = self._r.pipeline(transaction=True)
         pipe.set(redis_keys.frame_image(frame.frame_id), frame.jpeg, px=int(ttl_s * 1000))
-        pipe.set(redis_keys.frame_preview(frame.frame_id), frame.preview, px=int(ttl_s * 1000))
+        if frame.preview:
+            pipe.set(redis_keys.frame_preview(frame.frame_id), frame.preview, px=int(ttl_s * 1000))
+            pipe.set(redis_keys.camera_latest_frame(camera_id), frame.jpeg, ex=LATEST_FRAME_TTL_S)
         pipe.hset(redis_keys.frame_meta(frame.frame_id), mapping=meta)
         pipe.pexpireat(redis_keys.frame_meta(frame.frame_id), int((frame.deadline + META_GRACE_S) * 1000))
-        pipe.set(redis_keys.camera_latest_frame(camera_id), frame.jpeg, ex=LATEST_FRAME_TTL_S)
         pipe.hincrby(redis_keys.camera_stats(camera_id), "captured", 1)
         pipe.hset(redis_keys.camera_stats(camera_id), redis_keys.CAMERA_FPS_FIELD, repr(fps))
+        pipe.execute()
+
+    def publish_private(self, frame_id: str, camera_id: str, preview: bytes, jpeg: bytes, *, ttl_s: float) -> None:
+        """With privacy blur on: the detected frame's blurred preview and full JPEG become what browsers get
+        (``/api/frames/<id>/preview.jpg`` and the camera's latest frame)."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.set(redis_keys.frame_preview(frame_id), preview, px=int(ttl_s * 1000))
+        pipe.set(redis_keys.camera_latest_frame(camera_id), jpeg, ex=LATEST_FRAME_TTL_S)
         pipe.execute()
 
     def offer(self, frame: CapturedFrame, *, max_in_flight: int, task_lost_after_s: float) -> Offer:

@@ -81,6 +81,10 @@ class IncidentRow(Base):
     frame_ids: Mapped[list[str]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16))
     updated_at: Mapped[float] = mapped_column(Float)
+    snapshot_path: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    """The annotated snapshot, relative to the evidence directory."""
+    clip_path: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    """The clip, relative to the evidence directory."""
 
     __table_args__ = (
         Index("ix_incidents_first_seen", "first_seen"),
@@ -282,21 +286,49 @@ class IncidentStore:
         more = len(rows) > limit
         return IncidentPage(tuple(_incident(r) for r in rows[:limit]), max(0, query.offset) + limit if more else None)
 
-    def expire(self, cutoffs: Mapping[tuple[IncidentKind, RiskLevel], float]) -> int:
+    def set_evidence(
+        self, natural_key: str, *, snapshot: str | None = None, clip: str | None = None, now: float | None = None
+    ) -> Incident | None:
+        """Record the incident's evidence files (those given); the incident after it, None when unknown."""
+        now = time.time() if now is None else now
+        with self._session() as session:
+            row = session.scalars(
+                select(IncidentRow).where(IncidentRow.natural_key == natural_key).with_for_update()
+            ).one_or_none()
+            if row is None:
+                return None
+            if snapshot is not None:
+                row.snapshot_path = snapshot
+            if clip is not None:
+                row.clip_path = clip
+            row.updated_at = now
+            return _incident(row)
+
+    def expire(self, cutoffs: Mapping[tuple[IncidentKind, RiskLevel], float]) -> tuple[int, list[str]]:
         """Delete the incidents (and their audit logs) of each kind and level first seen before its cutoff;
-        how many."""
+        how many, and the evidence files they had (for the caller to delete with them)."""
         deleted = 0
+        files: list[str] = []
         with self._session() as session:
             for (kind, level), cutoff in cutoffs.items():
-                result = session.execute(
-                    delete(IncidentRow).where(
-                        IncidentRow.kind == kind.value,
-                        IncidentRow.level == level.value,
-                        IncidentRow.first_seen < cutoff,
-                    )
+                expired = (
+                    IncidentRow.kind == kind.value,
+                    IncidentRow.level == level.value,
+                    IncidentRow.first_seen < cutoff,
                 )
+                for snapshot, clip in session.execute(
+                    select(IncidentRow.snapshot_path, IncidentRow.clip_path).where(*expired)
+                ):
+                    files += [p for p in (snapshot, clip) if p]
+                result = session.execute(delete(IncidentRow).where(*expired))
                 deleted += int(getattr(result, "rowcount", 0) or 0)
-        return deleted
+        return deleted, files
+
+    def evidence_paths(self) -> set[str]:
+        """Every evidence file the incidents name (to find files no incident owns any more)."""
+        with self._session() as session:
+            rows = session.execute(select(IncidentRow.snapshot_path, IncidentRow.clip_path)).all()
+        return {p for row in rows for p in row if p}
 
     def count(self) -> int:
         """How many incidents are stored."""
@@ -363,6 +395,8 @@ def _incident(row: IncidentRow) -> Incident:
         frame_ids=tuple(row.frame_ids),
         status=IncidentStatus(row.status),
         updated_at=row.updated_at,
+        snapshot_path=row.snapshot_path,
+        clip_path=row.clip_path,
     )
 
 

@@ -51,10 +51,15 @@ def secrets_of(settings: Settings) -> list[str]:
         for pair in settings.server.flower_auth.split(","):
             _, _, flower_password = pair.partition(":")
             found.extend(secret for secret in (pair.strip(), flower_password.strip()) if secret)
-    if settings.redis_url:
-        password = urlsplit(settings.redis_url).password
+    for url in (settings.redis_url, settings.incidents.database_url, settings.mqtt.url):
+        password = urlsplit(url).password if url else None
         if password:
             found.append(unquote(password))
+    for hook in settings.webhooks.subscriptions:
+        found.append(hook.secret)
+        # A receiver's path or query often carries a token (urllib3 logs both at DEBUG).
+        parts = urlsplit(hook.url)
+        found.extend(part for part in (parts.path, parts.query) if len(part) >= 8)
     return found
 
 

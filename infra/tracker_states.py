@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from infra.redis_lock import RELEASE
 from traffic import redis_keys
 from traffic.analytics import MotionUpdate
 from traffic.errors import TrackerStateError
@@ -28,11 +29,6 @@ log = logging.getLogger(__name__)
 
 EPOCH_TTL_S = 7 * 24 * 3600
 """The epoch counter outlives any state: a camera idle for a week starts again at epoch 1."""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 @dataclass(frozen=True)
@@ -55,7 +51,7 @@ class TrackerStates:
         self._r = client
         self._keep_ms = max(1000, int(keep_s * 1000))
         self._lock_s = lock_s
-        self._release = client.register_script(_RELEASE)
+        self._release = client.register_script(RELEASE)
         self._local: dict[str, tuple[str, CameraMotion]] = {}
         """camera → (the token this process last wrote with, its tracker): skips reloading its own state."""
 
@@ -132,7 +128,7 @@ class TrackerStates:
             pipe.incr(epoch_name)
         pipe.expire(epoch_name, EPOCH_TTL_S)
         # EVAL, not the registered script: in a pipeline, redis-py asks SCRIPT EXISTS first (a round trip).
-        pipe.eval(_RELEASE, 1, redis_keys.camera_tracker_lock(camera_id), token)
+        pipe.eval(RELEASE, 1, redis_keys.camera_tracker_lock(camera_id), token)
         replies = pipe.execute()
         return int(replies[2]) if renumber else int(epoch)
 

@@ -33,6 +33,16 @@ if [ "$dev" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     echo "warning: postgresql is missing; the incident-database tests will fail (apt-get install postgresql)" >&2
   fi
 fi
+if [ "$dev" = 1 ] && ! { [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1; }; then
+  # The MQTT output's tests run a private broker of Debian's Mosquitto (stack/mosquitto_server.py); its TLS
+  # test makes certificates with openssl.
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "Installing mosquitto for the MQTT tests…"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mosquitto openssl >/dev/null
+  else
+    echo "warning: mosquitto is missing; the MQTT tests will fail (apt-get install mosquitto)" >&2
+  fi
+fi
 if [ "$dev" = 1 ] && ! command -v docker-compose >/dev/null 2>&1; then
   # tests/integration/test_compose.py validates the compose files with `docker-compose config`
   # (Debian's v1 package; no Docker engine needed, so its recommended docker.io is not installed).

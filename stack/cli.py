@@ -71,11 +71,13 @@ def _redis_url(args: argparse.Namespace) -> str:
 
 
 def _cmd_dlq(args: argparse.Namespace) -> int:
-    """List or replay dead-lettered group assessments."""
+    """List or replay dead-lettered group assessments (or, with ``--webhooks``, webhook deliveries)."""
     import redis
 
     from infra.dead_letters import DeadLetters
 
+    if args.webhooks:
+        return _webhook_dlq(args)
     client = redis.Redis.from_url(_redis_url(args))
     letters = DeadLetters(client)
     entries = letters.list()
@@ -96,6 +98,30 @@ def _cmd_dlq(args: argparse.Namespace) -> int:
             continue
         app.send_task(celery_names.REPLAY_DEAD_LETTER, args=[taken.to_json()], queue=celery_names.LLM_QUEUE)
         print(f"replaying {taken.entry_id} (frame {taken.frame_id}, group {taken.group_index})")
+    return 0
+
+
+def _webhook_dlq(args: argparse.Namespace) -> int:
+    """List webhook deliveries that failed for good, or deliver them again (from their first try, same id)."""
+    import redis
+
+    from workers import webhooks
+
+    settings = bootstrap(configure_log=False)
+    client = redis.Redis.from_url(_target(args, settings)[0])
+    entries = webhooks.dead_letters(client)
+    if args.action == "list":
+        for entry in entries:
+            print(json.dumps(entry, ensure_ascii=False))
+        print(f"{len(entries)} webhook dead letter(s)", file=sys.stderr)
+        return 0
+    chosen = [str(e["id"]) for e in entries if args.all or e["id"] in set(args.ids)]
+    if not chosen:
+        print("nothing to replay (give delivery ids or --all)", file=sys.stderr)
+        return 1
+    for delivery_id in chosen:
+        if webhooks.replay(client, settings.webhooks, delivery_id):
+            print(f"replaying webhook delivery {delivery_id}")
     return 0
 
 
@@ -210,10 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=str(DEFAULT_VAR_DIR),
         help="without REDIS_URL: act on the stack `traffic run` started from this directory (default: var/)",
     )
-    dlq = sub.add_parser("dlq", parents=[stack], help="dead-lettered group assessments")
+    dlq = sub.add_parser("dlq", parents=[stack], help="dead-lettered group assessments and webhook deliveries")
     dlq.add_argument("action", choices=["list", "replay"])
-    dlq.add_argument("ids", nargs="*", help="entry ids to replay")
+    dlq.add_argument("ids", nargs="*", help="entry ids (with --webhooks: delivery ids) to replay")
     dlq.add_argument("--all", action="store_true", help="replay every entry")
+    dlq.add_argument(
+        "--webhooks", action="store_true", help="webhook deliveries that failed for good (docs/WEBHOOKS.md)"
+    )
     dlq.set_defaults(func=_cmd_dlq)
     cameras = sub.add_parser("cameras", parents=[stack], help="the stack's cameras")
     cameras.add_argument("action", choices=["list", "add", "remove"])

@@ -221,8 +221,8 @@ def _names_geometry(environ: Mapping[str, str]) -> bool:
 
 def _child_env(settings: Settings, redis_url: str, var_dir: Path) -> dict[str, str]:
     """Children's environment: Redis, file sources below the run directory (the demo is a file there), an
-    emptied metrics directory, the incident database in the run directory. Clients of the web server still
-    may not name files (``client_file_sources``)."""
+    emptied metrics directory, the incident database and its evidence in the run directory. Clients of the
+    web server still may not name files (``client_file_sources``)."""
     metrics_dir = Path(settings.metrics.dir or var_dir / "metrics")
     metrics_dir.mkdir(parents=True, exist_ok=True)
     clear_metric_files(metrics_dir)
@@ -233,6 +233,8 @@ def _child_env(settings: Settings, redis_url: str, var_dir: Path) -> dict[str, s
         env["TRAFFIC_MEDIA_DIR"] = str(var_dir.resolve())
     if not settings.incidents.database_url:
         env["TRAFFIC_DATABASE_URL"] = f"sqlite:///{(var_dir / 'incidents.db').resolve()}"
+    if not settings.evidence.dir:
+        env["TRAFFIC_EVIDENCE_DIR"] = str((var_dir / "evidence").resolve())
     return env
 
 

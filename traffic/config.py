@@ -3,7 +3,8 @@
 Precedence: defaults < YAML files < environment variables (plain ``REDIS_URL`` < ``ALGO_*`` <
 ``TRAFFIC_*``). One table, :data:`_ROWS`, says for every setting its type, its environment
 variable names and its YAML paths; both the environment and the YAML parsers are driven by it.
-The per-camera geometry comes from a file of its own only (``traffic.geometry_config`` parses it).
+The per-camera geometry comes from a file of its own only (``traffic.geometry_config`` parses it), and so
+do the webhook subscriptions (``traffic.webhook_config``).
 This module is pure: it reads only the mapping and the files it is given.
 """
 
@@ -24,8 +25,10 @@ import yaml
 from traffic.detector_backends import CHOICES as BACKEND_CHOICES
 from traffic.errors import ConfigError
 from traffic.geometry_config import finite_number, geometry_from_mapping
-from traffic.settings import AccountSpec, KeyPoolSettings, KeySpec, Settings
+from traffic.settings import AccountSpec, KeyPoolSettings, KeySpec, Settings, WebhookSubscription
 from traffic.url_policy import parse_allowed_hosts
+from traffic.webhook_config import subscriptions_from_mapping
+from traffic.webhooks import TargetDenied, check_literal_target, display_url
 
 _log = logging.getLogger(__name__)
 
@@ -39,7 +42,8 @@ SINGLE_KEY_VAR = "DASHSCOPE_API_KEY"
 _MODEL_FILE_VARS = ("MODEL_CONFIG", "MODEL_CONFIG_PATH")
 _KEYS_FILE_VARS = ("API_KEYS_FILE",)
 _GEOMETRY_FILE_VARS = ("GEOMETRY_FILE",)
-_FILE_VARS = (*_MODEL_FILE_VARS, *_KEYS_FILE_VARS, *_GEOMETRY_FILE_VARS)
+_WEBHOOKS_FILE_VARS = ("WEBHOOKS_FILE",)
+_FILE_VARS = (*_MODEL_FILE_VARS, *_KEYS_FILE_VARS, *_GEOMETRY_FILE_VARS, *_WEBHOOKS_FILE_VARS)
 _OBSOLETE_OLD_VARS = frozenset(
     {
         "ALGO_ENABLE_KAFKA_STREAMING",
@@ -282,6 +286,17 @@ def _url(*schemes: str) -> Parser:
     return parse
 
 
+_TOPIC_LEVEL = re.compile(r"[\w.:@-]{1,64}")
+
+
+def _topic_prefix(raw: object) -> str:
+    """An MQTT topic prefix: levels of letters, digits or ``_ . : @ -`` joined by ``/`` (no wildcards)."""
+    value = _nonempty(raw).strip("/")
+    if not value or not all(_TOPIC_LEVEL.fullmatch(level) for level in value.split("/")):
+        raise _Invalid("must be topic levels of letters, digits or _ . : @ - joined by / (no + or #)")
+    return value
+
+
 _KEY_ID = re.compile(r"[\w.:@-]{1,64}")
 
 
@@ -486,6 +501,28 @@ _ROWS: tuple[_Row, ...] = (
         "INCIDENT_RETENTION_BY_KIND",
         "incidents.retention_by_kind",
     ),
+    _row("evidence.dir", _nonempty, "EVIDENCE_DIR", "evidence.dir"),
+    _row("evidence.clip_before_s", _number(0.0, 30.0), "EVIDENCE_CLIP_BEFORE_S", "evidence.clip_before_s"),
+    _row("evidence.clip_after_s", _number(0.0, 30.0), "EVIDENCE_CLIP_AFTER_S", "evidence.clip_after_s"),
+    _row("evidence.clip_fps", _number(0.0, 30.0, lo_open=True), "EVIDENCE_CLIP_FPS", "evidence.clip_fps"),
+    _row("evidence.ring_max_mb", _number(1.0, 4096.0), "EVIDENCE_RING_MAX_MB", "evidence.ring_max_mb"),
+    _row("privacy.blur", _boolean, "PRIVACY_BLUR", "privacy.blur"),
+    _row("privacy.blur_classes", _names, "PRIVACY_BLUR_CLASSES", "privacy.blur_classes"),
+    _row("mqtt.url", _url("mqtt", "mqtts"), "MQTT_URL", "mqtt.url", secret=True),
+    _row("mqtt.topic_prefix", _topic_prefix, "MQTT_TOPIC_PREFIX", "mqtt.topic_prefix"),
+    _row("mqtt.qos", _integer(0, 2), "MQTT_QOS", "mqtt.qos"),
+    _row("mqtt.stats", _boolean, "MQTT_STATS", "mqtt.stats"),
+    _row("mqtt.client_id", _identifier, "MQTT_CLIENT_ID", "mqtt.client_id"),
+    _row("webhooks.timeout_s", _number(0.0, 60.0, lo_open=True), "WEBHOOK_TIMEOUT_S", "webhooks.timeout_s"),
+    _row("webhooks.max_attempts", _integer(1, 50), "WEBHOOK_MAX_ATTEMPTS", "webhooks.max_attempts"),
+    _row("webhooks.backoff_s", _number(0.0, 86400.0, lo_open=True), "WEBHOOK_BACKOFF_S", "webhooks.backoff_s"),
+    _row(
+        "webhooks.backoff_max_s",
+        _number(0.0, 86400.0, lo_open=True),
+        "WEBHOOK_BACKOFF_MAX_S",
+        "webhooks.backoff_max_s",
+    ),
+    _row("webhooks.allowed_hosts", _allowed_hosts, "WEBHOOK_ALLOWED_HOSTS", "webhooks.allowed_hosts"),
 )
 
 _KEY_FIELDS: dict[str, Parser] = {
@@ -735,6 +772,18 @@ def _geometry_layer(doc: object, source: str, environ: Mapping[str, str]) -> _La
     return layer
 
 
+# --------------------------------------------------------------------------- webhooks
+
+
+def _webhooks_layer(doc: object, source: str, environ: Mapping[str, str]) -> _Layer:
+    """The subscriptions of a webhooks file (``traffic.webhook_config`` checks them; ``${VAR}`` secrets expanded)."""
+    layer = _Layer()
+    subscriptions = subscriptions_from_mapping(_expand(doc, environ, f"{source}:"), source)
+    if subscriptions:
+        layer.put("webhooks.subscriptions", subscriptions, source)
+    return layer
+
+
 # --------------------------------------------------------------------------- API keys
 
 
@@ -909,6 +958,23 @@ def _validate(settings: Settings, merged: Mapping[str, tuple[object, str]]) -> N
             f"below keys.default_cooldown_s ({pool.default_cooldown_s:g} from "
             f"{_origin(merged, 'keys.default_cooldown_s')})"
         )
+    _validate_webhooks(settings, merged)
+
+
+def _validate_webhooks(settings: Settings, merged: Mapping[str, tuple[object, str]]) -> None:
+    """The back-off bounds agree, and no target is a literal address the URL policy denies."""
+    hooks = settings.webhooks
+    if hooks.backoff_max_s < hooks.backoff_s:
+        raise ConfigError(
+            f"webhooks.backoff_max_s ({hooks.backoff_max_s:g} from {_origin(merged, 'webhooks.backoff_max_s')}) is "
+            f"below webhooks.backoff_s ({hooks.backoff_s:g} from {_origin(merged, 'webhooks.backoff_s')})"
+        )
+    for i, subscription in enumerate(hooks.subscriptions):
+        try:
+            check_literal_target(subscription.url, hooks.allowed_hosts)
+        except TargetDenied as exc:
+            where = _origin(merged, "webhooks.subscriptions")
+            raise ConfigError(f"{where}:subscriptions[{i}] ({subscription.name}).url: {exc}") from None
 
 
 _LEVELS = ("low", "medium", "high")
@@ -948,17 +1014,20 @@ def load_settings(
     model_config: str | Path | None = None,
     api_keys: str | Path | None = None,
     geometry: str | Path | None = None,
+    webhooks: str | Path | None = None,
 ) -> Settings:
     """Validated settings: defaults < ``model_config`` < ``api_keys`` file < ``environ``.
 
     A file not passed in is taken from ``TRAFFIC_MODEL_CONFIG`` (``ALGO_MODEL_CONFIG_PATH``),
-    ``TRAFFIC_API_KEYS_FILE`` and ``TRAFFIC_GEOMETRY_FILE``; when those are unset too, no file is read.
-    The geometry file alone sets ``Settings.geometry`` (no environment variable overrides it).
+    ``TRAFFIC_API_KEYS_FILE``, ``TRAFFIC_GEOMETRY_FILE`` and ``TRAFFIC_WEBHOOKS_FILE``; when those are
+    unset too, no file is read. The geometry file alone sets ``Settings.geometry`` and the webhooks file
+    alone ``Settings.webhooks.subscriptions`` (no environment variable overrides them).
     """
     model = _file_layer(model_config, environ, _MODEL_FILE_VARS, _model_layer)
     keys = _file_layer(api_keys, environ, _KEYS_FILE_VARS, _keys_layer)
     cameras = _file_layer(geometry, environ, _GEOMETRY_FILE_VARS, _geometry_layer)
-    return _resolve(environ, (model, keys, cameras))
+    hooks = _file_layer(webhooks, environ, _WEBHOOKS_FILE_VARS, _webhooks_layer)
+    return _resolve(environ, (model, keys, cameras, hooks))
 
 
 def settings_from_mapping(
@@ -1009,6 +1078,8 @@ def _describe_field(owner: object, f: dataclasses.Field[Any]) -> object:
         return _describe(value)
     if isinstance(owner, KeySpec):
         return owner.masked
+    if isinstance(owner, WebhookSubscription) and f.name == "url":
+        return display_url(value)  # its path or query may be the receiver's token
     if isinstance(value, str) and "://" in value:
         return _mask_url(value)  # a URL hidden from repr for its password: show it without
     return "***" if value else None

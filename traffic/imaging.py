@@ -76,3 +76,62 @@ def preview_jpeg(image: Image) -> bytes:
     if width > PREVIEW_WIDTH:
         image = resize(image, PREVIEW_WIDTH, max(1, round(height * PREVIEW_WIDTH / width)))
     return encode_jpeg(image, PREVIEW_QUALITY)
+
+
+def blur_boxes(image: Image, boxes: list[BBox], *, margin: float = 0.1) -> Image:
+    """A copy of ``image`` with each box (grown by ``margin`` of its size) pixelated past recognition."""
+    out = image.copy()
+    width, height = image_size(image)
+    for x1, y1, x2, y2 in boxes:
+        grow_x, grow_y = (x2 - x1) * margin, (y2 - y1) * margin
+        left, top = max(0, int(x1 - grow_x)), max(0, int(y1 - grow_y))
+        right, bottom = min(width, int(round(x2 + grow_x))), min(height, int(round(y2 + grow_y)))
+        if right - left < 2 or bottom - top < 2:
+            continue
+        region = out[top:bottom, left:right]
+        # Down to blocks of about 1/8 of the box's shorter side (at least 6 px), then back up: a face or a
+        # plate becomes a few flat tiles, which no sharpening recovers (a Gaussian blur can be partly undone).
+        block = max(6, min(right - left, bottom - top) // 8)
+        small = cv2.resize(
+            region, (max(1, (right - left) // block), max(1, (bottom - top) // block)), interpolation=cv2.INTER_AREA
+        )
+        out[top:bottom, left:right] = cv2.resize(small, (right - left, bottom - top), interpolation=cv2.INTER_NEAREST)
+    return out
+
+
+Color = tuple[int, int, int]
+"""A BGR colour."""
+
+
+def draw_box(image: Image, bbox: BBox, color: Color, *, thickness: int = 2, label: str = "") -> None:
+    """Draw ``bbox`` (and a filled label above it) on ``image`` in place."""
+    x1, y1, x2, y2 = (int(round(v)) for v in bbox)
+    cv2.rectangle(image, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
+    if not label:
+        return
+    scale = max(0.4, min(image.shape[:2]) / 1200)
+    (text_w, text_h), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    top = max(0, y1 - text_h - base - 4)
+    cv2.rectangle(image, (x1, top), (x1 + text_w + 6, top + text_h + base + 4), color, -1)
+    luminance = 0.114 * color[0] + 0.587 * color[1] + 0.299 * color[2]
+    ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
+    cv2.putText(image, label, (x1 + 3, top + text_h + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, 1, cv2.LINE_AA)
+
+
+CLIP_SUFFIX = ".webm"
+"""Clips are WebM (VP8): every browser plays it, and OpenCV's bundled FFmpeg writes it."""
+
+
+def write_clip(path: str, frames: list[Image], fps: float) -> None:
+    """Encode ``frames`` (all of the first one's size; others are scaled to it) as a WebM clip at ``path``."""
+    if not frames:
+        raise ImageError("a clip needs at least one frame")
+    width, height = image_size(frames[0])
+    writer = cv2.VideoWriter(path, cv2.VideoWriter.fourcc(*"VP80"), fps, (width, height))
+    if not writer.isOpened():
+        raise ImageError(f"cannot write a VP8 clip to {path!r} (OpenCV's FFmpeg lacks the encoder?)")
+    try:
+        for frame in frames:
+            writer.write(frame if image_size(frame) == (width, height) else resize(frame, width, height))
+    finally:
+        writer.release()

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from traffic.alerts import RULE_BASED, Alert, AlertEvent, AlertKind
 from traffic.errors import TrafficError
 from traffic.models import RiskLevel
-from traffic.wire import iso_timestamp
+from traffic.wire import iso_timestamp, wire_millis
 
 MAX_NOTE_CHARS = 2000
 MAX_WHO_CHARS = 128
+EVIDENCE_URL = "/api/incidents"
+"""Evidence files are served under ``/api/incidents/<id>/snapshot.jpg`` and ``…/clip.webm``."""
 MAX_FRAME_IDS = 50
 """Frame ids kept per incident: the first ones and the latest (a long incident sees thousands)."""
 
@@ -145,11 +147,16 @@ class Incident:
     frame_ids: tuple[str, ...]
     status: IncidentStatus
     updated_at: float
+    snapshot_path: str | None = None
+    """The annotated snapshot, relative to the evidence directory (None: none was kept)."""
+    clip_path: str | None = None
+    """The clip, relative to the evidence directory (None: not written yet, or none was kept)."""
 
 
 def natural_key(alert_id: str, first_seen: float) -> str:
-    """The identity of one alert life: its id and when it was first seen (to the millisecond)."""
-    return f"{alert_id}@{round(first_seen * 1000)}"
+    """The identity of one alert life: its id and when it was first seen (to the millisecond, as the wire
+    has it: the same for an alert and for its event read back)."""
+    return f"{alert_id}@{wire_millis(first_seen)}"
 
 
 def kind_of(event: AlertEvent) -> IncidentKind:
@@ -236,6 +243,10 @@ def incident_to_json(incident: Incident, actions: tuple[OperatorAction, ...] | N
         "frameIds": list(incident.frame_ids),
         "status": incident.status.value,
         "updatedAt": iso_timestamp(incident.updated_at),
+        "evidence": {
+            "snapshotUrl": f"{EVIDENCE_URL}/{incident.incident_id}/snapshot.jpg" if incident.snapshot_path else None,
+            "clipUrl": f"{EVIDENCE_URL}/{incident.incident_id}/clip.webm" if incident.clip_path else None,
+        },
     }
     if actions is not None:
         data["actions"] = [action_to_json(a) for a in actions]

@@ -20,12 +20,42 @@ INCIDENTS_PENDING = PREFIX + "incidents:pending"
 """List: alert events (JSON) waiting to be written to the incident database, oldest first."""
 INCIDENTS_FLUSH_LOCK = PREFIX + "incidents:flush-lock"
 """String: held by the one ``flush_incidents`` run at a time (expires if its holder dies)."""
+CLIPS_WRITTEN = PREFIX + "evidence:clips-written"
+"""List: clips the capture processes wrote (JSON), waiting for the incident writer to record them."""
+MQTT_PUBLISH_LOCK = PREFIX + "mqtt:publish-lock"
+"""String: held by the one job publishing the MQTT outbox (expires if its holder dies)."""
+WEBHOOKS_DUE = PREFIX + "webhooks:due"
+"""Sorted set: webhook delivery id → when its next try is due (epoch s); a handed-out one is pushed ahead."""
+WEBHOOKS_DISPATCH_LOCK = PREFIX + "webhooks:dispatch-lock"
+"""String: held by the one dispatch fanning the webhook outbox out (expires if its holder dies)."""
+WEBHOOKS_DLQ = PREFIX + "dlq:webhooks"
+"""List (oldest first, capped): JSON of webhook deliveries that failed for good."""
 MOTION_STATS_OWED = PREFIX + "motion:stats-owed"
 """Sorted set: camera id → when its newest analytics went unsent (a ``traffic_stats`` event is owed)."""
 KEY_STATE = PREFIX + "keypool"
 """Prefix of the key pool's state (ids and counters only, never secrets)."""
 SOCKETIO_CHANNEL = "traffic-socketio"
 """Redis pub/sub channel the Socket.IO message queue uses between workers and web servers."""
+
+
+def camera_clip_requests(camera_id: str) -> str:
+    """List: clips of the camera's incidents waiting to be cut from its ring buffer (JSON requests)."""
+    return f"{PREFIX}camera:{camera_id}:clip-requests"
+
+
+def camera_privacy_boxes(camera_id: str) -> str:
+    """Sorted set: capture time → the boxes to blur in that detected frame (JSON), for clips."""
+    return f"{PREFIX}camera:{camera_id}:privacy-boxes"
+
+
+def webhook_delivery(delivery_id: str) -> str:
+    """Hash: one webhook delivery (subscription, event, body, attempts, created, last status and error)."""
+    return f"{PREFIX}webhooks:delivery:{delivery_id}"
+
+
+def outbox(output: str) -> str:
+    """List: incident events (JSON, oldest first) waiting for an output (``mqtt``, ``webhooks``)."""
+    return f"{PREFIX}outbox:{output}"
 
 
 def camera_lease(camera_id: str) -> str:
@@ -142,6 +172,11 @@ def camera_unserved_changes(camera_id: str) -> str:
 def camera_alerts(camera_id: str) -> str:
     """Hash: alert identity → JSON of the active alert."""
     return f"{PREFIX}camera:{camera_id}:alerts"
+
+
+def camera_alerts_lock(camera_id: str) -> str:
+    """String (expiring): held while one process folds a frame into the camera's alerts."""
+    return f"{PREFIX}camera:{camera_id}:alerts:lock"
 
 
 def frame_image(frame_id: str) -> str:

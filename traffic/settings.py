@@ -289,6 +289,90 @@ class IncidentSettings:
 
 
 @dataclass(frozen=True)
+class EvidenceSettings:
+    """Each incident's annotated snapshot and short clip (``traffic.evidence``)."""
+
+    dir: str | None = None
+    """Where snapshots and clips are written (one folder per camera); None keeps no evidence
+    (``traffic run`` uses ``evidence/`` in its run directory)."""
+    clip_before_s: float = 4.0
+    """Seconds of video before the frame that raised the incident, in its clip."""
+    clip_after_s: float = 4.0
+    """Seconds of video after that frame, in its clip."""
+    clip_fps: float = 5.0
+    """Frames per second kept in each camera's ring buffer, and the clip's rate."""
+    ring_max_mb: float = 24.0
+    """Most memory (JPEG bytes) one camera's ring buffer holds; the oldest frames go first."""
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """What is hidden in stored evidence and in the frames sent to browsers."""
+
+    blur: bool = False
+    """Blur every road user of ``blur_classes`` (by its detected box) in evidence and in browser frames."""
+    blur_classes: tuple[str, ...] = ("person", "license_plate", "license plate", "plate")
+    """Class names blurred when ``blur`` is on: people, and plates where the model finds them."""
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Incidents and traffic stats published to an MQTT broker (``workers.mqtt_output``, ``infra.mqtt_client``)."""
+
+    url: str | None = field(default=None, repr=False)
+    """``mqtt://[user:password@]host[:port]`` (``mqtts://`` for TLS); None publishes nothing."""
+    topic_prefix: str = "traffic"
+    """Topics are ``<prefix>/cameras/<camera id>/incidents`` and ``<prefix>/cameras/<camera id>/stats``."""
+    qos: int = 1
+    """QoS of incident messages (stats go at QoS 0)."""
+    stats: bool = True
+    """Also publish each camera's ``traffic_stats`` (retained, about once a second)."""
+    client_id: str = ""
+    """MQTT client id prefix ("" : ``traffic``); each process adds its host name and pid."""
+
+
+@dataclass(frozen=True)
+class WebhookSubscription:
+    """One webhook target (``TRAFFIC_WEBHOOKS_FILE``): which incident events it gets, where, and its signing key."""
+
+    name: str
+    """The subscription's id (in logs, metrics, dead letters and task lookups; never the URL)."""
+    url: str = field(repr=False)
+    """``https://`` (or ``http://``) target; its path or query may hold a token, so kept out of repr and logs."""
+    secret: str = field(repr=False)
+    """HMAC-SHA256 key of the signature header."""
+    events: tuple[str, ...] = ("incident", "incident_updated")
+    """Which events it gets (``incident``: new; ``incident_updated``: changed)."""
+    min_level: str = "low"
+    """Lowest incident level it gets (``low``, ``medium`` or ``high``), judged on the incident as the event has it."""
+    cameras: tuple[str, ...] = ()
+    """Camera ids; empty: every camera."""
+    kinds: tuple[str, ...] = ()
+    """Incident kinds (``model``, ``near_miss``, ``wrong_way``); empty: every kind."""
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Incident events POSTed to subscribed URLs (``workers.webhooks``; see ``docs/WEBHOOKS.md``)."""
+
+    subscriptions: tuple[WebhookSubscription, ...] = ()
+    timeout_s: float = 5.0
+    """Connect and read timeout of one try."""
+    max_attempts: int = 10
+    """Tries of one delivery (the first included) before it is dead-lettered."""
+    backoff_s: float = 10.0
+    """Wait before the second try; doubles per try, up to ``backoff_max_s`` (defaults: about 72 min in all)."""
+    backoff_max_s: float = 1800.0
+    allowed_hosts: tuple[str, ...] = ()
+    """Target hosts (names, addresses or CIDR networks) allowed although loopback, private, link-local…
+    (the camera URL policy's ranges; cameras have their own list, ``capture.allowed_hosts``)."""
+
+    def subscription(self, name: str) -> WebhookSubscription | None:
+        """The subscription called ``name``, if it is configured."""
+        return next((s for s in self.subscriptions if s.name == name), None)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything configurable, grouped by subsystem."""
 
@@ -307,6 +391,10 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     incidents: IncidentSettings = field(default_factory=IncidentSettings)
+    evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     geometry: tuple[CameraGeometry, ...] = ()
     """Per-camera counting lines, zones and calibration (``TRAFFIC_GEOMETRY_FILE``); a camera not listed has none."""
 

@@ -19,6 +19,13 @@ def iso_timestamp(epoch_s: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def wire_millis(epoch_s: float) -> int:
+    """``epoch_s`` in whole milliseconds as ``iso_timestamp`` writes it (truncated), so a time and its
+    round trip through the wire give the same number."""
+    moment = datetime.fromtimestamp(epoch_s, tz=UTC)
+    return int(moment.replace(microsecond=0).timestamp()) * 1000 + moment.microsecond // 1000
+
+
 def _int_box(bbox: tuple[float, float, float, float]) -> list[int]:
     """A bbox as integer pixels."""
     return [int(round(v)) for v in bbox]

@@ -1,5 +1,6 @@
 """REST for incidents under ``/api/incidents``: a filtered, paginated list, one incident with its audit
-log, and the operators' actions (announced to every dashboard as ``incident_updated``)."""
+log and evidence (snapshot, clip), and the operators' actions (announced to every dashboard as
+``incident_updated``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import logging
 from typing import Any
 
 import redis
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app, request, send_file
 
+from infra import outbox
 from infra.emitter import Emitter
+from infra.evidence_store import EvidenceStore
 from infra.incident_db import IncidentDbError, IncidentQuery, IncidentStore, open_store
 from traffic.incidents import (
     IncidentError,
@@ -104,6 +107,34 @@ def get_incident(incident_id: int) -> Any:
     return envelope(incident_to_json(incident, actions))
 
 
+@blueprint.get("/incidents/<int:incident_id>/snapshot.jpg")
+def incident_snapshot(incident_id: int) -> Any:
+    """The incident's annotated snapshot (JPEG)."""
+    return _evidence_file(incident_id, "snapshot", "image/jpeg")
+
+
+@blueprint.get("/incidents/<int:incident_id>/clip.webm")
+def incident_clip(incident_id: int) -> Any:
+    """The incident's clip (WebM, VP8), with range requests for seeking."""
+    return _evidence_file(incident_id, "clip", "video/webm")
+
+
+def _evidence_file(incident_id: int, which: str, mimetype: str) -> Any:
+    """One evidence file of an incident; 404 (``no_evidence``) when it has none or the file is gone."""
+    found = incident_store().get(incident_id) if incident_id <= MAX_INCIDENT_ID else None
+    if found is None:
+        raise ApiError(404, "incident_not_found", f"no incident {incident_id}", "incidentId")
+    incident, _ = found
+    relative = incident.snapshot_path if which == "snapshot" else incident.clip_path
+    directory = settings().evidence.dir
+    path = EvidenceStore(directory).resolve(relative) if directory and relative else None
+    if path is None:
+        raise ApiError(404, "no_evidence", f"incident {incident_id} has no {which} (yet)", "incidentId")
+    response = send_file(path, mimetype=mimetype, conditional=True, max_age=0)
+    response.headers["Cache-Control"] = "private, no-cache"
+    return response
+
+
 @blueprint.post("/incidents/<int:incident_id>/actions")
 def act_on_incident(incident_id: int) -> Any:
     """Acknowledge, resolve, mark a false positive or reopen, with who and a note; kept in the audit log."""
@@ -122,4 +153,8 @@ def act_on_incident(incident_id: int) -> Any:
     data = incident_to_json(incident)
     log.info("incident %d: %s by %s", incident_id, action.value, who)
     _emitter().incident(incident.camera_id, "incident_updated", data)
+    try:
+        outbox.push(api.store(), outbox.enabled_outputs(settings()), "incident_updated", data)
+    except redis.RedisError as exc:  # the action is stored; only MQTT and webhooks miss this update
+        log.error("incident %d: %s not handed to the outputs (Redis: %s)", incident_id, action.value, exc)
     return envelope({**data, "action": action_to_json(entry)}, 200, action.value)

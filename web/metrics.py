@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from infra.celery_names import QUEUES
+from infra.evidence_store import EvidenceStore
 from traffic import redis_keys
 from traffic.settings import Settings
 
@@ -143,6 +145,27 @@ class WorkerFilesCollector(Collector):
             log.warning("metrics: worker files unreadable: %s", exc)
 
 
+class EvidenceCollector(Collector):
+    """Disk used by incident evidence (snapshots and clips), measured at most once a minute: a scrape must
+    not walk a large directory every few seconds."""
+
+    MEASURE_EVERY_S = 60.0
+
+    def __init__(self, directory: str) -> None:
+        self._store = EvidenceStore(directory)
+        self._measured: tuple[float, int, int] | None = None
+
+    def collect(self) -> Iterator[Any]:
+        """``traffic_evidence_bytes`` and ``traffic_evidence_files``."""
+        now = time.monotonic()
+        if self._measured is None or now - self._measured[0] >= self.MEASURE_EVERY_S:
+            size, files = self._store.usage()
+            self._measured = (now, size, files)
+        _, size, files = self._measured
+        yield _gauge("traffic_evidence_bytes", "Bytes of incident snapshots and clips on disk", size)
+        yield _gauge("traffic_evidence_files", "Incident snapshot and clip files on disk", files)
+
+
 def _text(value: bytes | str) -> str:
     """A Redis reply as text."""
     return value.decode() if isinstance(value, bytes) else value
@@ -164,6 +187,8 @@ def build_registry(client: redis.Redis, settings: Settings) -> CollectorRegistry
     registry.register(KeyPoolCollector(client, settings))
     if settings.metrics.dir:
         registry.register(WorkerFilesCollector(settings.metrics.dir))
+    if settings.evidence.dir:
+        registry.register(EvidenceCollector(settings.evidence.dir))
     return registry
 
 

@@ -511,6 +511,16 @@ SCHEMAS: JSON = {
             "frameIds": array({"type": "string"}, maxItems=50, description="The first and the latest frames."),
             "status": {"type": "string", "enum": INCIDENT_STATUSES},
             "updatedAt": TIMESTAMP,
+            "evidence": obj(
+                {
+                    "snapshotUrl": nullable({"type": "string", "description": "The annotated snapshot (JPEG)."}),
+                    "clipUrl": nullable(
+                        {"type": "string", "description": "The clip (WebM); null until the capture process wrote it."}
+                    ),
+                },
+                ["snapshotUrl", "clipUrl"],
+                description="Where the incident's evidence is served (null: none kept, or not yet).",
+            ),
             "actions": array(ref("IncidentActionEntry"), description="The audit log, oldest first (one incident)."),
             "action": ref("IncidentActionEntry"),
         },
@@ -531,6 +541,7 @@ SCHEMAS: JSON = {
             "frameIds",
             "status",
             "updatedAt",
+            "evidence",
         ],
         description="One alert life, kept: what was seen, where and when, and where the operators' workflow stands.",
     ),
@@ -966,6 +977,33 @@ PATHS: JSON = {
             "summary": "One incident with its audit log.",
             "parameters": [ref("IncidentIdPath", "parameters")],
             "responses": {"200": ok("The incident.", ref("Incident")), **errors(401, 404, 503)},
+        },
+    },
+    "/api/incidents/{incidentId}/snapshot.jpg": {
+        "get": {
+            "operationId": "getIncidentSnapshot",
+            "tags": ["incidents"],
+            "summary": "The incident's annotated snapshot: every detection boxed, the group in its level's colour "
+            "(people and plates blurred when the privacy setting is on). 404 no_evidence when none was kept.",
+            "parameters": [ref("IncidentIdPath", "parameters")],
+            "responses": {
+                "200": {"description": "The JPEG.", "content": {"image/jpeg": {}}},
+                **errors(401, 404, 503),
+            },
+        },
+    },
+    "/api/incidents/{incidentId}/clip.webm": {
+        "get": {
+            "operationId": "getIncidentClip",
+            "tags": ["incidents"],
+            "summary": "The incident's clip (WebM, VP8) from a few seconds before its first sighting to a few after; "
+            "range requests are served (206). 404 no_evidence until it is written, or when none was kept.",
+            "parameters": [ref("IncidentIdPath", "parameters")],
+            "responses": {
+                "200": {"description": "The clip.", "content": {"video/webm": {}}},
+                "206": {"description": "Part of the clip (a Range request).", "content": {"video/webm": {}}},
+                **errors(401, 404, 503),
+            },
         },
     },
     "/api/incidents/{incidentId}/actions": {

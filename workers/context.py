@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from functools import cached_property
 
@@ -12,6 +13,7 @@ import redis
 from infra.detector_loading import load_detector
 from infra.emitter import Emitter
 from infra.key_pool import KeyPool
+from infra.mqtt_client import MqttPublisher, MqttTopics, parse_url
 from infra.runtime import bootstrap
 from infra.tracker_states import TrackerStates
 from infra.traffic_stats import TrafficStats
@@ -37,6 +39,8 @@ class WorkerContext:
             raise RuntimeError("workers need REDIS_URL (traffic run sets it for the processes it starts)")
         self.redis_url = settings.redis_url
         self._lock = threading.Lock()
+        self._mqtt_guard = threading.Lock()
+        self._mqtt: MqttPublisher | None = None
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -92,6 +96,23 @@ class WorkerContext:
     def key_pool(self) -> KeyPool:
         """The cluster-wide API key pool (state in Redis; this process holds the secrets)."""
         return KeyPool(self.redis, self.settings.keys)
+
+    @property
+    def mqtt(self) -> MqttPublisher | None:
+        """The process's MQTT publisher (None when no broker is configured); it connects on first use.
+
+        Built under a lock, not as a cached_property (which does not lock on Python 3.12+): two publishers
+        of one process would share a client id, and a broker drops the older connection of an id.
+        """
+        mqtt = self.settings.mqtt
+        if not mqtt.url:
+            return None
+        with self._mqtt_guard:
+            if self._mqtt is None:
+                client_id = f"{mqtt.client_id or 'traffic'}-{socket.gethostname()}-{os.getpid()}"
+                topics = MqttTopics(mqtt.topic_prefix)
+                self._mqtt = MqttPublisher(parse_url(mqtt.url), client_id=client_id, status_topic=topics.status)
+            return self._mqtt
 
 
 def _record_broadcast(stage: str, age_s: float) -> None:

@@ -29,6 +29,7 @@ from workers.context import WorkerContext
 from workers.finalize import finalise
 from workers.metrics import FrameOutcome
 from workers.motion import motion_counts, publish_motion, urgent_groups
+from workers.privacy import keep_privacy_boxes, publish_private_frame
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,8 @@ def _route(
     decision, wire_id = gate_groups(ctx, camera_id, contexts, frame.received, urgent_groups(analysis, motion))
     if motion is not None and analysis.tracking_epoch is not None:
         publish_motion(ctx, camera_id, wire_id, frame_id, frame.captured_at, analysis, motion)
+    keep_privacy_boxes(ctx, camera_id, analysis, frame.captured_at)
+    publish_private_frame(ctx, store, frame_id, camera_id, image, analysis)
     record = _record(ctx, frame_id, camera_id, wire_id, frame.captured_at, deadline, analysis, process_time, decision)
     # Stored and registered with the deadline sweeper before browsers hear "pending", so a frame
     # announced as pending gets a final result even if Redis fails right after.

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 from infra.frame_store import FrameStore, as_text
+from infra.redis_lock import redis_lock
 from traffic import redis_keys
 from traffic.alerts import Alert, AlertEvent, AlertKind, alert_from_json, alert_to_json, expire_alerts, update_alerts
 from traffic.codec import CodecError, recent_verdict_to_json
@@ -18,11 +20,16 @@ from traffic.models import Assessment, FrameVerdict, GroupVerdict, RiskLevel
 from traffic.risk import aggregate_frame, error_verdict
 from traffic.wire import frame_result
 from workers.context import WorkerContext
+from workers.evidence import record_evidence
 from workers.metrics import record as record_metric
 
 log = logging.getLogger(__name__)
 
 ALERT_LOG_LENGTH = 1000
+ALERTS_LOCK_S = 5.0
+"""A camera's alerts lock lapses this long after its holder died."""
+ALERTS_WAIT_S = 2.0
+"""How long a frame waits for its camera's alerts before it goes on without the lock."""
 INCIDENTS_PENDING_MAX = 200_000
 """Alert events kept for the incident database while it is down (about three days of 50 busy cameras)."""
 
@@ -123,31 +130,47 @@ def emit_alert_events(ctx: WorkerContext, camera_id: str, events: list[AlertEven
     pipe.execute()
 
 
+@contextmanager
+def alerts_locked(ctx: WorkerContext, camera_id: str) -> Iterator[None]:
+    """Hold the camera's alerts while one process reads, changes and writes them back: two frames folded
+    in at once (two aggregations, a detector's rule-based alert beside them) must not lose an update. Past
+    ``ALERTS_WAIT_S`` the frame goes on without it (logged): a verdict is never held back for long."""
+    name = redis_keys.camera_alerts_lock(camera_id)
+    with redis_lock(ctx.redis, name, ttl_s=ALERTS_LOCK_S, wait_s=ALERTS_WAIT_S) as had:
+        if not had:
+            log.warning("camera %s: alerts busy for %.1f s; updating them anyway", camera_id, ALERTS_WAIT_S)
+        yield
+
+
 def update_camera_alerts(ctx: WorkerContext, record: FrameRecord, verdict: FrameVerdict) -> None:
     """Fold the frame into the camera's alerts."""
     pipeline = ctx.settings.pipeline
-    before = load_alerts(ctx, record.camera_id)
-    after, events = update_alerts(
-        before,
-        camera_id=record.camera_id,
-        frame=verdict,
-        groups={g.index: g for g in record.analysis.groups},
-        image_size=record.analysis.image_size,
-        now=time.time(),
-        min_level=RiskLevel(pipeline.alert_level),
-        end_after_s=pipeline.alert_end_after_s,
-    )
-    save_alerts(ctx, record.camera_id, before, after)
+    with alerts_locked(ctx, record.camera_id):
+        before = load_alerts(ctx, record.camera_id)
+        after, events = update_alerts(
+            before,
+            camera_id=record.camera_id,
+            frame=verdict,
+            groups={g.index: g for g in record.analysis.groups},
+            image_size=record.analysis.image_size,
+            now=time.time(),
+            min_level=RiskLevel(pipeline.alert_level),
+            end_after_s=pipeline.alert_end_after_s,
+        )
+        save_alerts(ctx, record.camera_id, before, after)
     if events:
+        record_evidence(ctx, record.camera_id, events, record.analysis, record.captured_at)
         emit_alert_events(ctx, record.camera_id, list(events))
 
 
 def end_stale_alerts(ctx: WorkerContext, camera_id: str) -> int:
     """End the camera's alerts not seen for ``alert_end_after_s``; returns how many ended."""
-    before = load_alerts(ctx, camera_id)
-    after, ended = expire_alerts(before, time.time(), ctx.settings.pipeline.alert_end_after_s)
+    with alerts_locked(ctx, camera_id):
+        before = load_alerts(ctx, camera_id)
+        after, ended = expire_alerts(before, time.time(), ctx.settings.pipeline.alert_end_after_s)
+        if ended:
+            save_alerts(ctx, camera_id, before, after)
     if ended:
-        save_alerts(ctx, camera_id, before, after)
         emit_alert_events(ctx, camera_id, list(ended))
     return len(ended)
 

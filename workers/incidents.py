@@ -6,20 +6,31 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 import uuid
 
+from infra import outbox
+from infra.evidence_store import EvidenceStore
 from infra.incident_db import IncidentDbError, IncidentStore, open_store
+from infra.redis_lock import RELEASE
 from traffic import redis_keys
 from traffic.alerts import alert_from_json
 from traffic.codec import CodecError
-from traffic.incidents import incident_to_json, retention_cutoffs, sighting_of
+from traffic.evidence import ClipWritten
+from traffic.incidents import Incident, incident_to_json, retention_cutoffs, sighting_of
 from workers.context import WorkerContext
+from workers.evidence import evidence_store
 
 log = logging.getLogger(__name__)
 
 BATCH = 500
 """Alert events read per step of one flush."""
 LOCK_S = 30.0
+ORPHAN_AFTER_S = 86_400.0
+"""Evidence files no incident names are deleted once this old."""
+CLIP_WAIT_S = 3600.0
+"""A written clip whose incident is still not in the database this long after its first sighting is
+dropped (logged): the incident's alert event was lost or expired."""
 
 _TRIM_IF_HELD = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -31,10 +42,6 @@ return 0
 """
 """Drop the written events and renew the lock, only while this flush still holds it: a flush that lost
 its lock (it ran too long) leaves the queue to the one that took over, which rewrites them idempotently."""
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
 
 
 @functools.lru_cache(maxsize=4)
@@ -72,8 +79,13 @@ def flush_incidents(ctx: WorkerContext, limit: int = 20 * BATCH) -> int:
             if not held:
                 log.warning("incident flush lost its lock after %d event(s); another flush goes on", written)
                 break
+        if ctx.redis.exists(redis_keys.CLIPS_WRITTEN):
+            try:
+                record_clips(ctx, store_for(url))
+            except IncidentDbError as exc:
+                log.warning("incident database unavailable (%s); written clips wait in Redis", exc)
     finally:
-        ctx.redis.eval(_RELEASE, 1, redis_keys.INCIDENTS_FLUSH_LOCK, token)
+        ctx.redis.eval(RELEASE, 1, redis_keys.INCIDENTS_FLUSH_LOCK, token)
     return written
 
 
@@ -92,8 +104,51 @@ def _write(ctx: WorkerContext, store: IncidentStore, raw: bytes | str) -> None:
         log.error("dropping an unreadable alert event from the incident queue: %s", exc)
         return
     incident, created = store.record(sighting_of(event))
-    name = "incident" if created else "incident_updated"
-    ctx.emitter.incident(incident.camera_id, name, incident_to_json(incident))
+    evidence = evidence_store(ctx)
+    if created and evidence is not None:
+        snapshot = evidence.snapshot_path(incident.camera_id, incident.natural_key)
+        if evidence.resolve(snapshot) is not None:  # written by the worker that raised the alert
+            incident = store.set_evidence(incident.natural_key, snapshot=snapshot) or incident
+    _announce(ctx, "incident" if created else "incident_updated", incident)
+
+
+def _announce(ctx: WorkerContext, name: str, incident: Incident) -> None:
+    """Tell dashboards (``incident`` / ``incident_updated``) and the outputs (MQTT, webhooks)."""
+    data = incident_to_json(incident)
+    ctx.emitter.incident(incident.camera_id, name, data)
+    outbox.push(ctx.redis, outbox.enabled_outputs(ctx.settings), name, data)
+
+
+def record_clips(ctx: WorkerContext, store: IncidentStore, limit: int = BATCH) -> int:
+    """Record the clips the capture processes wrote in their incidents (announced as ``incident_updated``);
+    how many. A clip of an incident not written yet waits (its alert event is ahead of it in the queue)."""
+    recorded = 0
+    for raw in ctx.redis.lrange(redis_keys.CLIPS_WRITTEN, 0, limit - 1):
+        try:
+            written = ClipWritten.from_json(json.loads(raw))
+        except ValueError as exc:
+            log.error("dropping an unreadable clip record: %s", exc)
+            ctx.redis.lpop(redis_keys.CLIPS_WRITTEN)
+            continue
+        if written.clip_path is None:
+            log.info("incident %s has no clip: %s", written.natural_key, written.reason)
+        else:
+            incident = store.set_evidence(written.natural_key, clip=written.clip_path)
+            if incident is None:
+                if not _expired(written):
+                    break  # its incident is still on its way to the database
+                log.warning("no incident %s for its clip %s", written.natural_key, written.clip_path)
+            else:
+                _announce(ctx, "incident_updated", incident)
+        ctx.redis.lpop(redis_keys.CLIPS_WRITTEN)
+        recorded += 1
+    return recorded
+
+
+def _expired(written: ClipWritten) -> bool:
+    """Whether a clip's incident would have been written by now (its alert event is long past)."""
+    first_seen = float(written.natural_key.rpartition("@")[2] or 0) / 1000
+    return time.time() - first_seen > CLIP_WAIT_S
 
 
 def _waiting(ctx: WorkerContext) -> int:
@@ -112,10 +167,32 @@ def expire_incidents(ctx: WorkerContext, now: float) -> int:
     if not cutoffs:
         return 0
     try:
-        deleted = store_for(config.database_url).expire(cutoffs)
+        deleted, files = store_for(config.database_url).expire(cutoffs)
     except IncidentDbError as exc:
         log.warning("incident retention skipped: %s", exc)
         return 0
+    evidence = evidence_store(ctx)
+    removed = evidence.delete(files) if evidence is not None else 0
     if deleted:
-        log.info("incident retention: %d incident(s) deleted", deleted)
+        log.info("incident retention: %d incident(s) deleted, with %d evidence file(s)", deleted, removed)
+    if evidence is not None:
+        _delete_orphans(evidence, store_for(config.database_url), now)
     return deleted
+
+
+def _delete_orphans(evidence: EvidenceStore, store: IncidentStore, now: float) -> None:
+    """Delete evidence files no incident names, a day after they were written (an alert whose incident was
+    never stored, a clip whose incident expired first, a write cut short)."""
+    try:
+        stale = evidence.files_older_than(now - ORPHAN_AFTER_S)
+        if not stale:
+            return
+        owned = store.evidence_paths()
+    except IncidentDbError as exc:
+        log.warning("evidence clean-up skipped: %s", exc)
+        return
+    orphans = [path for path in stale if path not in owned]
+    for path in orphans:
+        (evidence.root / path).unlink(missing_ok=True)
+    if orphans:
+        log.info("evidence clean-up: %d file(s) no incident names were deleted", len(orphans))

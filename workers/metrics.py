@@ -105,6 +105,11 @@ class WorkerMetrics:
         self.finalised = counter(
             "traffic_frames_finalised_total", "Frames finalised, by who finalised them and state", ("by", "assessment")
         )
+        self.webhooks = counter(
+            "traffic_webhook_deliveries_total",
+            "Webhook delivery tries, by subscription and outcome (delivered, retried, dead_lettered)",
+            ("subscription", "outcome"),
+        )
         self.broadcast_age = histogram(
             "traffic_frame_age_at_broadcast_seconds",
             "Capture to Socket.IO broadcast of a detection_result",
@@ -168,6 +173,10 @@ class WorkerMetrics:
         """A new risk alert."""
         for risk_type in risk_types or ("unspecified",):
             self.alerts.labels(level, risk_type).inc()
+
+    def webhook(self, subscription: str, outcome: str) -> None:
+        """One try of a webhook delivery ended: ``delivered``, ``retried`` or ``dead_lettered``."""
+        self.webhooks.labels(subscription, outcome).inc()
 
     def broadcast(self, stage: str, age_s: float) -> None:
         """A ``detection_result`` sent ``age_s`` after its frame was captured."""

@@ -1,5 +1,5 @@
 """After a frame is tracked: store its analytics, raise rule-based alerts, send ``traffic_stats`` (about 1/s,
-the last of a burst from the beat)."""
+the last of a burst from the beat) to dashboards and, when configured, to the MQTT broker."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from traffic.analytics import MotionUpdate
 from traffic.geometry import empty_geometry
 from traffic.motion_wire import motion_snapshot
 from workers.context import WorkerContext
-from workers.finalize import emit_alert_events, load_alerts, save_alerts
+from workers.evidence import record_evidence
+from workers.finalize import alerts_locked, emit_alert_events, load_alerts, save_alerts
+from workers.mqtt_output import publish_stats
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +43,12 @@ def publish_motion(
     try:
         snapshot = motion_snapshot(wire_id, captured_at, analysis.tracking_epoch, geometry, motion)
         due = ctx.traffic_stats.record(camera_id, snapshot, motion.events, captured_at)
-        _alerts(ctx, camera_id, frame_id, analysis, motion)
+        _alerts(ctx, camera_id, frame_id, captured_at, analysis, motion)
         if due:
             payload = ctx.traffic_stats.live(camera_id)
             if payload is not None:
                 ctx.emitter.to_camera(camera_id, TRAFFIC_STATS, payload)
+                publish_stats(ctx, camera_id, payload)
     except Exception:  # Redis away: the frame's verdict matters more than its statistics
         log.warning("camera %s: could not record the analytics of frame %s", camera_id, frame_id, exc_info=True)
 
@@ -59,30 +62,35 @@ def send_owed_stats(ctx: WorkerContext) -> int:
         payload = ctx.traffic_stats.live(camera_id)  # read after taking it: a newer frame is owed again
         if payload is not None:
             ctx.emitter.to_camera(camera_id, TRAFFIC_STATS, payload)
+            publish_stats(ctx, camera_id, payload)
             sent += 1
     return sent
 
 
-def _alerts(ctx: WorkerContext, camera_id: str, frame_id: str, analysis: FrameAnalysis, motion: MotionUpdate) -> None:
+def _alerts(
+    ctx: WorkerContext, camera_id: str, frame_id: str, captured_at: float, analysis: FrameAnalysis, motion: MotionUpdate
+) -> None:
     """Near misses and wrong-way movement as rule-based alerts (with or without a model); they end when not
     raised again for ``alert_end_after_s``, here or by the beat's stale-alert sweep."""
     if not motion.active_near_misses and not any(e.kind in ("near_miss", "wrong_way") for e in motion.events):
         return
-    before = load_alerts(ctx, camera_id)
     boxes = {d.track_id: d.bbox for d in analysis.detections if d.track_id is not None}
-    after, events = motion_alerts(
-        before,
-        camera_id=camera_id,
-        epoch=analysis.tracking_epoch or 0,
-        update=motion,
-        boxes=boxes,
-        frame_id=frame_id,
-        now=time.time(),
-        end_after_s=ctx.settings.pipeline.alert_end_after_s,
-    )
-    if events or after != before:
-        save_alerts(ctx, camera_id, before, after)
+    with alerts_locked(ctx, camera_id):
+        before = load_alerts(ctx, camera_id)
+        after, events = motion_alerts(
+            before,
+            camera_id=camera_id,
+            epoch=analysis.tracking_epoch or 0,
+            update=motion,
+            boxes=boxes,
+            frame_id=frame_id,
+            now=time.time(),
+            end_after_s=ctx.settings.pipeline.alert_end_after_s,
+        )
+        if events or after != before:
+            save_alerts(ctx, camera_id, before, after)
     if events:
+        record_evidence(ctx, camera_id, events, analysis, captured_at)
         emit_alert_events(ctx, camera_id, events)
 
 

@@ -20,7 +20,7 @@ from traffic import redis_keys
 from traffic.codec import verdict_to_json
 from traffic.models import GroupVerdict
 from traffic.risk import error_verdict
-from workers import app, incidents, motion
+from workers import app, incidents, motion, mqtt_output, webhooks
 from workers.assessment import Transient, assess_with_pool
 from workers.batching import DetectorBatches, task_events
 from workers.capture.leases import is_claimed
@@ -215,6 +215,31 @@ def expire_incidents() -> int:
 def send_owed_stats() -> int:
     """Send the ``traffic_stats`` events that cameras' last frames were owed (at most one a second each)."""
     return motion.send_owed_stats(worker_context())
+
+
+@app.task(name=celery_names.PUBLISH_MQTT, ignore_result=True)
+def publish_mqtt() -> int:
+    """Publish the incident events waiting for the MQTT broker, oldest first."""
+    return mqtt_output.publish_waiting(worker_context())
+
+
+@app.task(name=celery_names.DISPATCH_WEBHOOKS, ignore_result=True)
+def dispatch_webhooks() -> int:
+    """Fan waiting incident events out to webhook subscriptions; send every delivery whose try is due."""
+    return webhooks.dispatch(worker_context(), _send_delivery)
+
+
+def _send_delivery(delivery_id: str, expires_s: float) -> None:
+    """One ``deliver_webhook`` task (queue default); a message left queued past ``expires_s`` is dropped unrun."""
+    deliver_webhook.apply_async(
+        args=[delivery_id], queue=celery_names.DEFAULT_QUEUE, expires=expires_s, ignore_result=True
+    )
+
+
+@app.task(name=celery_names.DELIVER_WEBHOOK, acks_late=True, ignore_result=True)
+def deliver_webhook(delivery_id: str) -> str:
+    """One try of a webhook delivery (the secret is looked up by subscription name, never carried here)."""
+    return webhooks.deliver(worker_context(), delivery_id)
 
 
 @app.task(name=celery_names.REPLAY_DEAD_LETTER, acks_late=True)

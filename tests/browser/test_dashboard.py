@@ -453,6 +453,8 @@ def test_the_simulated_model_demo_shows_verdicts_and_alerts_labelled_simulated(
         page.wait_for_selector('.alert[data-simulated="true"] .alert-simulated:not([hidden])', timeout=90_000)
         assert page.is_visible("#simulated-banner")
         assert "made up" in page.inner_text("#simulated-banner")
+        # The alert's incident gets its evidence: the worker's snapshot, then the capture process's clip.
+        page.wait_for_selector('.incident[data-snapshot="true"][data-clip="true"] .incident-thumb', timeout=90_000)
         assert page.script_errors == []
         path = screenshot(page, "dashboard-simulated")
     if os.environ.get("UPDATE_DOCS_PICTURE"):  # `make docs-picture`: the README's picture, kept current
@@ -533,3 +535,78 @@ def test_operators_see_incidents_act_on_them_and_see_new_ones_arrive(
     client.close()
     ctx.redis.close()
     engine.dispose()
+
+
+def test_operators_open_an_incidents_snapshot_and_see_its_clip_arrive(
+    page: Any, redis_url: str, serve_app: ServeApp, tmp_path: Path
+) -> None:
+    """A new alert's evidence end to end: the worker writes the snapshot, the viewer says the clip is on its
+    way, the capture side cuts it, the incident writer records it, and the open viewer plays it."""
+    from infra.frame_store import FrameStore
+    from stack.harness import bus_jpeg
+    from traffic.alerts import Alert, AlertEvent, AlertKind
+    from traffic.analysis import FrameAnalysis
+    from traffic.config import load_settings
+    from traffic.evidence import FrameRing
+    from traffic.models import Detection, RiskLevel
+    from web import create_app
+    from workers.capture.clips import ClipCutter
+    from workers.context import WorkerContext
+    from workers.evidence import record_evidence
+    from workers.finalize import emit_alert_events
+    from workers.incidents import flush_incidents
+
+    settings = load_settings(
+        {
+            "REDIS_URL": redis_url,
+            "TRAFFIC_DATABASE_URL": f"sqlite:///{tmp_path / 'incidents.db'}",
+            "TRAFFIC_EVIDENCE_DIR": str(tmp_path / "evidence"),
+            "TRAFFIC_EVIDENCE_CLIP_BEFORE_S": "1",
+            "TRAFFIC_EVIDENCE_CLIP_AFTER_S": "1",
+        }
+    )
+    ctx = WorkerContext(settings)
+    CameraRegistry(ctx.redis).add(Camera("cam-v", "rtsp://10.0.0.6/stream", "Junction"))  # on the wall: its room
+    photo, now = bus_jpeg(), time.time()
+    FrameStore(ctx.redis).put("cam-v-f1", "cam-v", photo, captured_at=now, deadline=now + 45)
+    alert = Alert(
+        "cam-v:g1", "cam-v", RiskLevel.HIGH, ("jaywalking",), "a pedestrian steps out", first_seen=now,
+        last_seen=now, frame_id="cam-v-f1", bbox=(40.0, 390.0, 400.0, 910.0), count=1, model="qwen-vl-plus",
+    )  # fmt: skip
+    event = AlertEvent(AlertKind.NEW, alert)
+    person = Detection("person", 0.9, (50.0, 400.0, 250.0, 900.0), 3)
+    record_evidence(ctx, "cam-v", [event], FrameAnalysis((810, 1080), (person,), ()), now)
+    emit_alert_events(ctx, "cam-v", [event])
+    assert flush_incidents(ctx) == 1
+
+    page.goto("http://" + serve_app(create_app(settings)) + "/")
+    page.wait_for_selector('#connection[data-state="connected"]', timeout=15_000)
+    item = '.incident[data-snapshot="true"][data-clip="false"]'
+    page.wait_for_selector(f"{item} .incident-thumb:not([hidden])", timeout=15_000)
+    page.click(f"{item} .incident-thumb")
+    page.wait_for_selector("#evidence-viewer[open]", timeout=5_000)
+    page.wait_for_function(
+        "() => { const i = document.getElementById('evidence-snapshot'); return i.complete && i.naturalWidth === 810 }",
+        timeout=10_000,
+    )
+    assert "being cut" in page.inner_text("#evidence-no-clip")
+    assert not page.is_visible("#evidence-clip")
+
+    # The capture process cuts the clip; the incident writer records it; the open viewer plays it.
+    ring = FrameRing(fps=5.0, span_s=60.0, max_bytes=64 << 20)
+    for k in range(-10, 11):
+        ring.add(now + k * 0.2, photo)
+    assert ClipCutter(settings, ctx.redis, lambda: {"cam-v": ring}).run_once(now + 2.0) == 1
+    flush_incidents(ctx)
+    page.wait_for_function(
+        "() => { const v = document.getElementById('evidence-clip');"
+        " return !v.hidden && v.readyState >= 1 && v.duration > 1 && v.videoWidth > 0 }",
+        timeout=15_000,
+    )
+    assert page.is_hidden("#evidence-no-clip")
+    screenshot(page, "dashboard-evidence")
+    page.click("#evidence-close")
+    page.wait_for_selector("#evidence-viewer:not([open])", state="attached", timeout=5_000)
+    page.wait_for_selector('.incident[data-clip="true"] .incident-thumb:not([hidden])', timeout=10_000)
+    assert page.script_errors == []
+    ctx.redis.close()

@@ -154,6 +154,19 @@ def test_postgres_keeps_the_incident_history_in_a_volume(base: dict[str, Any]) -
     assert not postgres.get("ports"), "the database is for the compose network only"
 
 
+@pytest.mark.parametrize("which", ["base", "cpu"])
+def test_evidence_is_one_volume_that_writers_and_the_web_server_share(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    services = _active(request.getfixturevalue(which))
+    detector = "worker-cpu" if which == "cpu" else "worker-gpu"
+    for name in ("web", "capture", "worker-default", detector):
+        env = _env(services[name])
+        assert env["TRAFFIC_EVIDENCE_DIR"] == "/app/var/evidence", name
+        assert ("evidence", "/app/var/evidence") in _mounts(services[name]), name
+        assert env["TRAFFIC_PRIVACY_BLUR"] == "false", name
+
+
 def test_redis_is_durable_and_never_evicts(base: dict[str, Any]) -> None:
     command = _command(base["redis"])
     assert command[:2] == ["sh", "-c"]

@@ -170,10 +170,12 @@ def test_expired_incidents_go_with_their_audit_logs(store: IncidentStore, engine
     store.act(old.incident_id, IncidentAction.RESOLVE, "ann")
     kept = store.record(sighting_of(_event(alert_id="kept", level=RiskLevel.HIGH, first_seen=T0 - 100 * 86_400)))[0]
     store.record(sighting_of(_event(alert_id="new", first_seen=T0)))
+    store.set_evidence(old.natural_key, snapshot="cam/old.jpg", clip="cam/old.webm")
+    assert store.evidence_paths() == {"cam/old.jpg", "cam/old.webm"}
     cutoffs = retention_cutoffs(T0, default=90.0, by_level=(("high", 365.0),))
-    assert store.expire(cutoffs) == 1
+    assert store.expire(cutoffs) == (1, ["cam/old.jpg", "cam/old.webm"])  # its files, for the caller to delete
     assert store.get(old.incident_id) is None and store.get(kept.incident_id) is not None
     assert store.count() == 2
     with engine.connect() as connection:  # the audit log went with it
         assert connection.exec_driver_sql("SELECT count(*) FROM incident_actions").scalar() == 0
-    assert store.expire(cutoffs) == 0
+    assert store.expire(cutoffs) == (0, [])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from traffic.alerts import RULE_BASED, Alert, AlertEvent, AlertKind
+from traffic.alerts import RULE_BASED, Alert, AlertEvent, AlertKind, alert_from_json, alert_to_json
 from traffic.incidents import (
     MAX_FRAME_IDS,
     IncidentAction,
@@ -29,6 +31,15 @@ def _alert(**changes: object) -> Alert:
         "frame_id": "f9", "bbox": (1.0, 2.0, 3.0, 4.0), "count": 3, "tracks": (4, 9), "model": "qwen-vl-plus",
     }  # fmt: skip
     return Alert(**(fields | changes))  # type: ignore[arg-type]
+
+
+@given(st.floats(min_value=1e9, max_value=4e9))
+def test_an_alert_and_its_event_read_back_name_the_same_incident(first_seen: float) -> None:
+    """The worker names evidence files from the live alert; the incident writer from the event in Redis."""
+    event = AlertEvent(AlertKind.NEW, _alert(first_seen=first_seen, last_seen=first_seen))
+    assert sighting_of(alert_from_json(alert_to_json(event))).natural_key == natural_key(
+        event.alert.alert_id, first_seen
+    )
 
 
 def test_one_alert_life_is_one_incident() -> None:

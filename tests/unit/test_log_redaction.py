@@ -80,3 +80,17 @@ def test_flower_passwords_count_as_secrets() -> None:
     found = secrets_of(settings)
     assert "fl0wer-pass-1" in found and "fl0wer-pass-2" in found
     assert "fl0wer-pass-2" not in redact("login audit:fl0wer-pass-2 ok", found)
+
+
+def test_webhook_secrets_url_tokens_and_other_url_passwords_count_as_secrets() -> None:
+    from traffic.settings import IncidentSettings, MqttSettings, WebhookSettings, WebhookSubscription
+
+    hook = WebhookSubscription("ops", "https://hooks.example.com/in?token=t0ken-in-query", "whsec-0123456789abcdef")
+    settings = Settings(
+        incidents=IncidentSettings(database_url="postgresql+psycopg://traffic:db-pa55word@db/traffic"),
+        mqtt=MqttSettings(url="mqtt://pub:mqtt-pa55word@broker:1883"),
+        webhooks=WebhookSettings(subscriptions=(hook,)),
+    )
+    found = secrets_of(settings)
+    assert {"whsec-0123456789abcdef", "token=t0ken-in-query", "db-pa55word", "mqtt-pa55word"} <= set(found)
+    assert "t0ken" not in redact('POST /in?token=t0ken-in-query HTTP/1.1" 500', found)

@@ -66,3 +66,14 @@ def test_a_redis_outage_is_reported_not_raised(tmp_path: Path) -> None:
     response = client_for(f"redis://127.0.0.1:{free_port()}/0", tmp_path).get("/metrics")
     assert response.status_code == 200
     assert "traffic_redis_up 0.0" in response.get_data(as_text=True)
+
+
+def test_metrics_count_the_evidence_on_disk(redis_url: str, tmp_path: Path) -> None:
+    evidence = tmp_path / "evidence"
+    (evidence / "cam-1").mkdir(parents=True)
+    (evidence / "cam-1" / "a.jpg").write_bytes(b"x" * 1000)
+    (evidence / "cam-1" / "a.webm").write_bytes(b"y" * 5000)
+    (evidence / "cam-1" / ".tmp-abc.webm").write_bytes(b"z" * 700)  # a clip being written: not counted yet
+    text = client_for(redis_url, tmp_path, TRAFFIC_EVIDENCE_DIR=str(evidence)).get("/metrics").get_data(as_text=True)
+    assert "traffic_evidence_bytes 6000.0" in text and "traffic_evidence_files 2.0" in text
+    assert "traffic_evidence_bytes" not in client_for(redis_url, tmp_path).get("/metrics").get_data(as_text=True)

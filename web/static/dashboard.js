@@ -75,6 +75,12 @@
     incidentLevel: document.getElementById("incident-level"),
     incidentWho: document.getElementById("incident-who"),
     incidentError: document.getElementById("incident-error"),
+    evidenceViewer: document.getElementById("evidence-viewer"),
+    evidenceCaption: document.getElementById("evidence-caption"),
+    evidenceSnapshot: document.getElementById("evidence-snapshot"),
+    evidenceClip: document.getElementById("evidence-clip"),
+    evidenceNoClip: document.getElementById("evidence-no-clip"),
+    evidenceClose: document.getElementById("evidence-close"),
     alertFeed: document.getElementById("alert-feed"),
     alertEmpty: document.getElementById("alert-empty"),
     alertCount: document.getElementById("alert-count"),
@@ -189,6 +195,7 @@
     socket.on("alert", onAlert);
     socket.on("incident", scheduleIncidents);
     socket.on("incident_updated", scheduleIncidents);
+    socket.on("incident_updated", refreshEvidence);
     socket.on("error", onServerError);
     window.setInterval(measurePing, PING_INTERVAL_MS);
   }
@@ -1048,6 +1055,18 @@
     node.querySelector(".incident-types").textContent = (incident.riskTypes || []).map(humanise).join(", ") + kind + simulated;
     node.querySelector(".incident-desc").textContent = incident.description || "";
     node.querySelector(".incident-log").textContent = incident.endedAt ? `ended ${formatTime(incident.endedAt)}` : "ongoing";
+    const evidence = incident.evidence || {};
+    const thumb = node.querySelector(".incident-thumb");
+    node.dataset.snapshot = String(Boolean(evidence.snapshotUrl));
+    node.dataset.clip = String(Boolean(evidence.clipUrl));
+    if (evidence.snapshotUrl || evidence.clipUrl) {
+      thumb.hidden = false;
+      const image = thumb.querySelector("img");
+      if (evidence.snapshotUrl) image.src = evidence.snapshotUrl;
+      else image.remove();
+      thumb.querySelector(".incident-thumb-text").textContent = evidence.clipUrl ? "Snapshot · clip" : "Snapshot";
+      thumb.addEventListener("click", () => showEvidence(incident));
+    }
     const allowed = INCIDENT_ACTIONS[incident.status] || [];
     for (const button of node.querySelectorAll(".incident-actions button")) {
       button.hidden = !allowed.includes(button.dataset.action);
@@ -1088,7 +1107,49 @@
     loadIncidents();
   }
 
+  /** Open the evidence viewer on an incident: its annotated snapshot and its clip (or why there is none yet). */
+  function showEvidence(incident) {
+    const evidence = incident.evidence || {};
+    el.evidenceViewer.dataset.incidentId = String(incident.incidentId);
+    el.evidenceCaption.textContent = `${levelOf(incident.level)} · ${cameraLabel(String(incident.cameraId))} · ${formatTime(
+      incident.firstSeen,
+    )} · ${(incident.riskTypes || []).map(humanise).join(", ")}`;
+    el.evidenceSnapshot.hidden = !evidence.snapshotUrl;
+    if (evidence.snapshotUrl) el.evidenceSnapshot.src = evidence.snapshotUrl;
+    else el.evidenceSnapshot.removeAttribute("src");
+    el.evidenceClip.hidden = !evidence.clipUrl;
+    if (evidence.clipUrl) el.evidenceClip.src = evidence.clipUrl;
+    else el.evidenceClip.removeAttribute("src");
+    el.evidenceNoClip.hidden = Boolean(evidence.clipUrl);
+    el.evidenceNoClip.textContent = incident.endedAt || !evidence.snapshotUrl
+      ? "No clip was kept for this incident."
+      : "The clip is being cut from the camera's recent video; it appears here a few seconds after the incident.";
+    if (!el.evidenceViewer.open) el.evidenceViewer.showModal();
+  }
+
+  /** Keep an open viewer current: a clip written after it opened appears in it. */
+  async function refreshEvidence() {
+    const id = el.evidenceViewer.dataset.incidentId;
+    if (!el.evidenceViewer.open || !id || !el.evidenceClip.hidden) return;
+    try {
+      const response = await fetch(`/api/incidents/${encodeURIComponent(id)}`, {
+        headers: { Accept: "application/json" },
+        cache: "no-store",
+      });
+      if (response.ok) showEvidence((await response.json()).data);
+    } catch {
+      /* the next incident event tries again */
+    }
+  }
+
+  function closeEvidence() {
+    el.evidenceClip.pause();
+    el.evidenceViewer.close();
+  }
+
   function setUpIncidents() {
+    el.evidenceClose.addEventListener("click", closeEvidence);
+    el.evidenceViewer.addEventListener("close", () => el.evidenceClip.pause());
     el.incidentWho.value = window.localStorage.getItem("traffic.incidentWho") || "";
     el.incidentStatus.addEventListener("change", loadIncidents);
     el.incidentLevel.addEventListener("change", loadIncidents);

@@ -15,7 +15,9 @@ import redis
 from infra.camera_registry import CameraRegistry
 from infra.camera_sources import Guard, SourceError, open_source
 from traffic.cameras import Camera, mask_url, next_tick, reconnect_delay
-from traffic.imaging import Image
+from traffic.errors import ImageError
+from traffic.evidence import RING_JPEG_QUALITY, FrameRing, evidence_frame
+from traffic.imaging import Image, encode_jpeg
 from traffic.settings import Settings
 from workers.capture.timings import CaptureTimings
 
@@ -116,6 +118,29 @@ def store_status(registry: CameraRegistry, camera_id: str, payload: dict[str, An
         log.warning("cannot store status of camera %s: %s", camera_id, exc)
 
 
+CLIP_LATENCY_S = 30.0
+"""How much longer than a clip the ring spans: an alert can come this long after its frame (the model's
+latency within the frame deadline), and its clip is cut after that."""
+
+
+def clip_ring(settings: Settings) -> FrameRing | None:
+    """A camera's ring buffer for clips, when evidence is kept."""
+    config = settings.evidence
+    if not config.dir:
+        return None
+    span_s = config.clip_before_s + config.clip_after_s + CLIP_LATENCY_S
+    return FrameRing(fps=config.clip_fps, span_s=span_s, max_bytes=int(config.ring_max_mb * 1024 * 1024))
+
+
+def keep_for_clips(ring: FrameRing, image: Image, at: float) -> None:
+    """Add the frame to the ring if it is due there (scaled down and JPEG-encoded only then)."""
+    if ring.wants(at):
+        try:
+            ring.add(at, encode_jpeg(evidence_frame(image), RING_JPEG_QUALITY))
+        except ImageError as exc:
+            log.warning("frame not kept for clips: %s", exc)
+
+
 class CameraReader:
     """Reads one camera in its own thread, reconnecting with backoff; keeps only the latest frame."""
 
@@ -146,6 +171,8 @@ class CameraReader:
         self._rng = rng
         self._guard = guard
         """The camera URL policy, asked again at every (re)connect and redirect: DNS answers change."""
+        self.ring = clip_ring(settings)
+        """The camera's recent frames for incident clips (None when no evidence is kept)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"capture-{camera.camera_id}", daemon=True)
 
@@ -220,7 +247,10 @@ class CameraReader:
         got_frame = False
         try:
             while not self._stop.is_set():
-                self.slot.put(source.read())
+                image = source.read()
+                self.slot.put(image)
+                if self.ring is not None:
+                    keep_for_clips(self.ring, image, time.time())
                 if not got_frame:
                     got_frame = True
                     self.reporter.online(int((time.monotonic() - started) * 1000))

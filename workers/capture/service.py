@@ -28,15 +28,19 @@ from infra.frame_store import CapturedFrame, FrameStore
 from infra.host_resolver import resolve_host
 from traffic.cameras import Camera
 from traffic.errors import CameraError
+from traffic.evidence import FrameRing
 from traffic.imaging import encode_jpeg, image_size, preview_jpeg
 from traffic.settings import Settings
 from traffic.url_policy import check_camera_url, policy_of
+from workers.capture.clips import ClipCutter
 from workers.capture.leases import Leases, default_owner_id, fair_share
-from workers.capture.reader import CameraReader, EventSink, Frame, StatusReporter, store_status
+from workers.capture.reader import CameraReader, EventSink, Frame, StatusReporter, clip_ring, store_status
 from workers.capture.timings import CaptureTimings
 
 log = logging.getLogger(__name__)
 
+CLIP_POLL_S = 1.0
+"""How often the clip requests of the owned cameras are looked at."""
 FPS_SMOOTHING = 0.3
 """Weight of the newest interval in a camera's smoothed frames-per-second figure."""
 
@@ -89,7 +93,10 @@ class CaptureService:
     def start(self) -> None:
         """Start the control loop and the sampler."""
         log.info("capture service %s starting", self.owner_id)
-        for name, target in (("capture-control", self._control_loop), ("capture-sampler", self._sample_loop)):
+        loops = [("capture-control", self._control_loop), ("capture-sampler", self._sample_loop)]
+        if clip_ring(self.settings) is not None:
+            loops.append(("capture-clips", self._clip_loop))
+        for name, target in loops:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -303,6 +310,23 @@ class CaptureService:
         with self._lock:
             self._retiring = [r for r in self._retiring if not r.join(0.0)]
 
+    # ----------------------------------------------------------------- clips
+
+    def _clip_loop(self) -> None:
+        """Cut the incident clips of the owned cameras once they are due (about every second)."""
+        cutter = ClipCutter(self.settings, self._redis, self._rings)
+        while not self._stop.wait(CLIP_POLL_S):
+            try:
+                cutter.run_once(time.time())
+            except redis.RedisError as exc:
+                log.warning("clips not cut this time: %s", exc)
+            except Exception:  # a bug in one clip must not end the loop for every camera
+                log.exception("cutting clips failed")
+
+    def _rings(self) -> dict[str, FrameRing]:
+        """The ring buffers of the cameras read now."""
+        return {camera_id: r.ring for camera_id, r in self._running().items() if r.ring is not None}
+
     # ----------------------------------------------------------------- sampling
 
     def _sample_loop(self) -> None:
@@ -362,7 +386,7 @@ class CaptureService:
             width=width,
             height=height,
             jpeg=encode_jpeg(frame.image, cfg.jpeg_quality),
-            preview=preview_jpeg(frame.image),
+            preview=b"" if self.settings.privacy.blur else preview_jpeg(frame.image),
         )
         self._frames.admit(captured, ttl_s=cfg.frame_ttl_s, fps=self._fps(camera_id, frame.captured_at))
         lost_after_s = self._task_lost_after_s(interval_s)
