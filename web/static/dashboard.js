@@ -1107,6 +1107,8 @@
     loadIncidents();
   }
 
+  const CLIP_WAIT_MS = 120_000;
+
   /** Open the evidence viewer on an incident: its annotated snapshot and its clip (or why there is none yet). */
   function showEvidence(incident) {
     const evidence = incident.evidence || {};
@@ -1121,9 +1123,11 @@
     if (evidence.clipUrl) el.evidenceClip.src = evidence.clipUrl;
     else el.evidenceClip.removeAttribute("src");
     el.evidenceNoClip.hidden = Boolean(evidence.clipUrl);
-    el.evidenceNoClip.textContent = incident.endedAt || !evidence.snapshotUrl
-      ? "No clip was kept for this incident."
-      : "The clip is being cut from the camera's recent video; it appears here a few seconds after the incident.";
+    // A clip is cut a few seconds after the frame that raised the incident; past a couple of minutes none is coming.
+    const waiting = Date.now() - Date.parse(incident.firstSeen || "") < CLIP_WAIT_MS;
+    el.evidenceNoClip.textContent = waiting
+      ? "The clip is being cut from the camera's recent video; it appears here a few seconds after the incident."
+      : "No clip was kept for this incident.";
     if (!el.evidenceViewer.open) el.evidenceViewer.showModal();
   }
 
