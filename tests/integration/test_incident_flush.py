@@ -134,3 +134,40 @@ def test_the_retention_job_deletes_what_is_past_its_days(redis_url: str, tmp_pat
     assert expire_incidents(keep, now=T0 + 1000 * 86_400) == 0  # 0 keeps them for ever
     assert IncidentStore(database_engine(f"sqlite:///{database}")).count() == 1
     assert expire_incidents(WorkerContext(load_settings({"REDIS_URL": redis_url})), now=T0) == 0  # no database
+
+
+def test_incident_events_wait_for_each_configured_output(redis_url: str, tmp_path: Path) -> None:
+    """The writer hands every announced incident event to MQTT's and the webhooks' outboxes (when they are
+    configured), and nothing to an output that is not."""
+    from infra import outbox
+
+    hooks = tmp_path / "webhooks.yaml"
+    hooks.write_text("- name: ops\n  url: https://hooks.example.com/in\n  secret: 0123456789abcdef0123\n")
+    settings = load_settings(
+        {
+            "REDIS_URL": redis_url,
+            "TRAFFIC_DATABASE_URL": f"sqlite:///{tmp_path / 'incidents.db'}",
+            "TRAFFIC_MQTT_URL": "mqtt://127.0.0.1:1883",
+            "TRAFFIC_WEBHOOKS_FILE": str(hooks),
+        }
+    )
+    ctx = WorkerContext(settings)
+    emit_alert_events(ctx, "cam-9", [_event(AlertKind.NEW, "a1", T0)])
+    emit_alert_events(ctx, "cam-9", [_event(AlertKind.UPDATE, "a1", T0 + 4, RiskLevel.HIGH)])
+    assert flush_incidents(ctx) == 2
+    for output in (outbox.MQTT, outbox.WEBHOOKS):
+        waiting = outbox.waiting(ctx.redis, output, 10)
+        assert [(e.event, e.incident["level"]) for e in waiting if e] == [
+            ("incident", "medium"),
+            ("incident_updated", "high"),
+        ], output
+    ctx.redis.close()
+
+    plain = WorkerContext(
+        load_settings({"REDIS_URL": redis_url, "TRAFFIC_DATABASE_URL": f"sqlite:///{tmp_path / 'b.db'}"})
+    )
+    plain.redis.delete(redis_keys.outbox(outbox.MQTT), redis_keys.outbox(outbox.WEBHOOKS))
+    emit_alert_events(plain, "cam-9", [_event(AlertKind.NEW, "a2", T0)])
+    assert flush_incidents(plain) == 1
+    assert outbox.backlog(plain.redis, outbox.MQTT) == outbox.backlog(plain.redis, outbox.WEBHOOKS) == 0
+    plain.redis.close()

@@ -171,3 +171,20 @@ def test_a_database_that_is_not_there_is_a_503_to_retry(
     refused(response, 503, "unavailable")
     assert response.headers["Retry-After"] == "5"
     assert "incident database" in response.get_json()["msg"]
+
+
+def test_an_operators_action_is_handed_to_the_configured_outputs(
+    make_settings: MakeSettings, make_app: MakeApp, tmp_path: Path, database: IncidentStore, redis_client: Any
+) -> None:
+    from infra import outbox
+
+    settings = make_settings(
+        {"TRAFFIC_DATABASE_URL": f"sqlite:///{tmp_path / 'incidents.db'}", "TRAFFIC_MQTT_URL": "mqtt://127.0.0.1:1883"}
+    )
+    client = make_app(settings).test_client()
+    incident_id = ok(client.get("/api/incidents?limit=1"))["incidents"][0]["incidentId"]
+    ok(client.post(f"/api/incidents/{incident_id}/actions", json={"action": "acknowledge", "who": "ann"}))
+    (event,) = outbox.waiting(redis_client, outbox.MQTT, 10)
+    assert event is not None and event.event == "incident_updated"
+    assert event.incident["incidentId"] == incident_id and event.incident["status"] == "acknowledged"
+    assert outbox.backlog(redis_client, outbox.WEBHOOKS) == 0  # no subscriptions: nothing waits for them
