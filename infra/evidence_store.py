@@ -14,6 +14,9 @@ from traffic.imaging import CLIP_SUFFIX
 
 log = logging.getLogger(__name__)
 
+FILE_MODE = 0o640
+"""Evidence shows people: readable by its owner and group (the processes of a deployment), not by others."""
+
 
 class EvidenceStore:
     """Files under one directory, named by camera and incident natural key; paths kept relative to it."""
@@ -45,6 +48,7 @@ class EvidenceStore:
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
+            os.chmod(tmp, FILE_MODE)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -60,6 +64,7 @@ class EvidenceStore:
 
     def commit(self, temporary: Path, relative: str) -> None:
         """Move a finished temporary file into place."""
+        os.chmod(temporary, FILE_MODE)
         os.replace(temporary, self.root / relative)
 
     def delete(self, paths: Iterable[str]) -> int:

@@ -294,6 +294,11 @@ class FrameStore:
             meta = FrameMeta(fields["camera_id"], float(fields["captured_at"]), float(fields["deadline"]))
         return meta, (as_bytes(data) if data is not None else None)
 
+    def keep_image_until(self, frame_id: str, until: float) -> None:
+        """Keep the frame's JPEG until ``until`` (epoch s) at least: a frame waiting for the model may raise an
+        alert, whose snapshot is drawn on it, later than the capture TTL."""
+        self._r.eval(_EXTEND_TO, 1, redis_keys.frame_image(frame_id), int(until * 1000))
+
     def image(self, frame_id: str) -> bytes | None:
         """The frame's JPEG, or None once it expired."""
         data = self._r.get(redis_keys.frame_image(frame_id))
@@ -422,6 +427,17 @@ def _meta(camera_id: str, wire_id: str | int, captured_at: float, deadline: floa
         "captured_at": repr(captured_at),
         "deadline": repr(deadline),
     }
+
+
+_EXTEND_TO = """
+local ttl = redis.call('PTTL', KEYS[1])
+local now = redis.call('TIME')
+if ttl > 0 and tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + ttl < tonumber(ARGV[1]) then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+end
+"""
+"""Push a key's expiry out to ``ARGV[1]`` (epoch ms), never in (``PEXPIREAT … GT`` and ``PEXPIRETIME``
+need Redis 7; the stack supports 6.2)."""
 
 
 def _frame_input_keys(frame_id: str) -> list[str]:

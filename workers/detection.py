@@ -26,6 +26,7 @@ from traffic.models import Assessment, GroupContext
 from traffic.tracking import keyed_groups
 from traffic.wire import frame_result
 from workers.context import WorkerContext
+from workers.evidence import EVIDENCE_GRACE_S, evidence_store
 from workers.finalize import finalise
 from workers.metrics import FrameOutcome
 from workers.motion import motion_counts, publish_motion, urgent_groups
@@ -235,6 +236,8 @@ def _route(
     # Stored and registered with the deadline sweeper before browsers hear "pending", so a frame
     # announced as pending gets a final result even if Redis fails right after.
     store.save(record, {}, [v for _, v in decision.reuse], pending=bool(decision.assess))
+    if decision.assess and evidence_store(ctx) is not None:
+        store.keep_image_until(frame_id, deadline + EVIDENCE_GRACE_S)  # the snapshot of an alert it may raise
     if decision.assess:
         # Then the fast path: browsers see boxes and groups while the crops are cut and judged.
         payload = frame_result(record, None, Assessment.PENDING)

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 CLIP_REQUESTS_MAX = 200
 """Clip requests kept waiting per camera (a camera with no capture process must not grow Redis)."""
+EVIDENCE_GRACE_S = 10.0
+"""A frame in assessment keeps its JPEG this long past its deadline (its alert, and snapshot, come by then)."""
 CLIP_REQUEST_TTL_S = 600
 """A camera's waiting clip requests expire this long after the last one (its frames are gone by then)."""
 

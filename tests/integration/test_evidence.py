@@ -111,6 +111,7 @@ def test_a_new_incident_gets_a_snapshot_and_a_clip_served_by_the_api_and_deleted
     assert incident.snapshot_path is not None and incident.clip_path is None
     snapshot = tmp_path / "evidence" / incident.snapshot_path
     assert decode_jpeg(snapshot.read_bytes()).shape == decode_jpeg(photo).shape
+    assert snapshot.stat().st_mode & 0o777 == 0o640  # shows people: not readable by other users
 
     # The capture process owning the camera cuts the clip once its end (1 s after the frame) has passed.
     cutter = ClipCutter(ctx.settings, ctx.redis, lambda: {CAMERA: _ring_around(photo, now)})
@@ -199,3 +200,16 @@ def test_without_an_evidence_directory_nothing_is_written_or_asked(redis_url: st
     store = IncidentStore(database_engine(settings.incidents.database_url or ""))
     assert store.query(IncidentQuery()).incidents[0].snapshot_path is None
     ctx.redis.close()
+
+
+def test_a_frame_in_assessment_keeps_its_image_for_the_snapshot_of_a_late_alert(ctx: WorkerContext) -> None:
+    """The model may answer after the capture TTL; the frame's JPEG is kept to its deadline (and never cut)."""
+    store = FrameStore(ctx.redis)
+    now = time.time()
+    store.put(f"{CAMERA}-f2", CAMERA, b"jpeg", captured_at=now, deadline=now + 45)
+    name = redis_keys.frame_image(f"{CAMERA}-f2")
+    ctx.redis.pexpire(name, 30_000)  # the capture TTL
+    store.keep_image_until(f"{CAMERA}-f2", now + 55)
+    assert 50_000 < ctx.redis.pttl(name) <= 55_000
+    store.keep_image_until(f"{CAMERA}-f2", now + 5)  # never shortened
+    assert ctx.redis.pttl(name) > 50_000
