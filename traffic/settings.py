@@ -301,7 +301,7 @@ class EvidenceSettings:
     """Seconds of video after that frame, in its clip."""
     clip_fps: float = 5.0
     """Frames per second kept in each camera's ring buffer, and the clip's rate."""
-    ring_max_mb: float = 24.0
+    ring_max_mb: float = 32.0
     """Most memory (JPEG bytes) one camera's ring buffer holds; the oldest frames go first."""
 
 

@@ -17,6 +17,7 @@ from traffic.errors import ImageError
 from traffic.evidence import (
     PRIVACY_REACH_S,
     ClipRequest,
+    ClipWindow,
     ClipWritten,
     FrameRing,
     PrivacyBoxes,
@@ -76,6 +77,15 @@ class ClipCutter:
         frames = ring.window(request.window)
         if not frames:
             reason = "no frames of that time are kept (the camera was offline, or its capture restarted)"
+            kept = ring.window(ClipWindow(float("-inf"), float("inf")))
+            log.info(
+                "camera %s: no clip of %s: it asks for %.1f-%.1f, the ring holds %s",
+                request.camera_id,
+                request.natural_key,
+                request.window.start,
+                request.window.end,
+                f"{kept[0].at:.1f}-{kept[-1].at:.1f}" if kept else "nothing",
+            )
             return ClipWritten(request.natural_key, request.camera_id, None, 0, reason)
         privacy = self._settings.privacy
         detected = self._privacy_boxes(request) if privacy.blur else None

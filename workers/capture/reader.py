@@ -118,9 +118,9 @@ def store_status(registry: CameraRegistry, camera_id: str, payload: dict[str, An
         log.warning("cannot store status of camera %s: %s", camera_id, exc)
 
 
-CLIP_LATENCY_S = 30.0
-"""How much longer than a clip the ring spans: an alert can come this long after its frame (the model's
-latency within the frame deadline), and its clip is cut after that."""
+CLIP_SLACK_S = 5.0
+"""The ring spans a clip plus the frame deadline plus this: an alert can come as late as its frame's
+deadline (the model's answer, or the sweeper's), and its clip is cut right after."""
 
 
 def clip_ring(settings: Settings) -> FrameRing | None:
@@ -128,7 +128,7 @@ def clip_ring(settings: Settings) -> FrameRing | None:
     config = settings.evidence
     if not config.dir:
         return None
-    span_s = config.clip_before_s + config.clip_after_s + CLIP_LATENCY_S
+    span_s = config.clip_before_s + config.clip_after_s + settings.capture.frame_deadline_s + CLIP_SLACK_S
     return FrameRing(fps=config.clip_fps, span_s=span_s, max_bytes=int(config.ring_max_mb * 1024 * 1024))
 
 
