@@ -20,6 +20,7 @@ The same command gives GPU figures on a GPU host (``--device auto`` picks CUDA w
 cameras per GPU = the best batched frames/s over 5 detected frames/s per camera.
 
     python -m bench.detector [--quick] [--frames N] [--device auto|cpu|cuda:0] [--backends torch,onnx] [--batch 8]
+        [--full-decode]   # workers decode every JPEG whole, to compare with the scaled decode
 
 Last line: ``backend=`` (what ``auto`` picks) ``speedup=`` (its bare frames/s over bare PyTorch's)
 ``ratio=`` (its worker over its bare loop), ``batched_ratio=`` (its batched worker over its bare loop),
@@ -138,7 +139,9 @@ def _wait_detected(store: FrameStore, frame_ids: Sequence[str], timeout: float) 
         print(f"warning: {len(pending)} frame(s) not detected within {timeout:.0f} s")
 
 
-def run(frame_count: int, device: str, backends: Sequence[str] | None, batch: int = 8) -> dict[str, object]:
+def run(
+    frame_count: int, device: str, backends: Sequence[str] | None, batch: int = 8, scaled_decode: bool = True
+) -> dict[str, object]:
     """Measure every backend and print; returns the closing line's figures."""
     frames = frame_set(frame_count)
     jpegs = [jpeg for _, jpeg in frames]
@@ -158,8 +161,10 @@ def run(frame_count: int, device: str, backends: Sequence[str] | None, batch: in
     sizes = GPU_BATCH_SIZES if cuda else BATCH_SIZES
     results = {b: measure_bare(b, device, images, sizes) for b in chosen}
     for backend in chosen:
-        results[backend].worker = measure_worker(backend, device, jpegs, results[backend].bare_fps)
-    batched = measure_worker(auto, device, jpegs, results[auto].bare_fps, batch=batch)
+        results[backend].worker = measure_worker(
+            backend, device, jpegs, results[backend].bare_fps, scaled_decode=scaled_decode
+        )
+    batched = measure_worker(auto, device, jpegs, results[auto].bare_fps, batch=batch, scaled_decode=scaled_decode)
     report(results, sizes, cuda)
     print(
         f"\n[{auto}] worker at batch {batch}: {batched.fps:.2f} frames/s "
@@ -234,7 +239,9 @@ def measure_bare(backend: str, device: str, images: Sequence[Image], sizes: Sequ
     return BackendRun(backend, load_s, exported, bare, bare_ms, batches)
 
 
-def measure_worker(backend: str, device: str, jpegs: Sequence[bytes], bare: float, *, batch: int = 0) -> WorkerRun:
+def measure_worker(
+    backend: str, device: str, jpegs: Sequence[bytes], bare: float, *, batch: int = 0, scaled_decode: bool = True
+) -> WorkerRun:
     """A real gpu worker on ``backend`` draining a backlog of ``jpegs`` (``batch`` 0: the default size)."""
     with tempfile.TemporaryDirectory(prefix="bench-detector-") as tmp, LocalRedis(Path(tmp) / "redis") as server:
         env = stack_env(
@@ -245,6 +252,7 @@ def measure_worker(backend: str, device: str, jpegs: Sequence[bytes], bare: floa
             TRAFFIC_DEVICE=device,
             TRAFFIC_DETECTOR_BACKEND=backend,
             TRAFFIC_DETECTOR_BATCH=str(batch),
+            TRAFFIC_DETECTOR_SCALED_DECODE=str(scaled_decode).lower(),
         )
         stack = Stack(server.url, Path(tmp), env)
         try:
@@ -335,10 +343,15 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="TRAFFIC_DEVICE for both loops (default: auto)")
     parser.add_argument("--backends", help="comma-separated backends to compare (default: every installed one)")
     parser.add_argument("--batch", type=int, default=8, help="batch size of the batched worker run (default 8)")
+    parser.add_argument(
+        "--full-decode",
+        action="store_true",
+        help="workers decode every JPEG whole (TRAFFIC_DETECTOR_SCALED_DECODE=false)",
+    )
     args = parser.parse_args()
     count = args.frames or (24 if args.quick else 120)
     backends = [b.strip() for b in args.backends.split(",")] if args.backends else None
-    finish(run(max(count, CAMERAS), args.device, backends, max(1, args.batch)))
+    finish(run(max(count, CAMERAS), args.device, backends, max(1, args.batch), not args.full_decode))
 
 
 if __name__ == "__main__":

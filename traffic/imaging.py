@@ -24,6 +24,60 @@ def decode_jpeg(data: bytes) -> Image:
     return np.ascontiguousarray(image, dtype=np.uint8)
 
 
+_SCALED_READS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+_START_OF_FRAME = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+"""JPEG markers that carry the frame's size (every SOFn; not DHT, JPG or DAC, which share the range)."""
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header without decoding it; None for anything else."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    i, end = 2, len(data)
+    while i + 4 <= end:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            i += 2
+            continue
+        if marker in _START_OF_FRAME:
+            if i + 9 > end:
+                return None
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
+            return (width, height) if width and height else None
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def decode_jpeg_at_least(data: bytes, longest_side: int) -> tuple[Image, tuple[int, int]]:
+    """Decode at the smallest JPEG scale (1/8, 1/4, 1/2 or full) whose longer side still reaches ``longest_side``.
+
+    libjpeg scales in the DCT, so a 1/2-scale decode of a 1280x720 frame costs about a third of a full one;
+    a detector that letterboxes to ``longest_side`` sees the same pixels either way. Returns the image and
+    the full (width, height) its coordinates scale back to; other formats decode at full size.
+    """
+    size = jpeg_size(data)
+    if size is not None:
+        for factor, flag in _SCALED_READS:
+            if max(size) // factor >= longest_side:
+                image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+                if image is None:
+                    break
+                width, height = size
+                if image.shape[0] > image.shape[1] and width > height:  # turned by its EXIF orientation
+                    width, height = height, width
+                return np.ascontiguousarray(image, dtype=np.uint8), (width, height)
+    image = decode_jpeg(data)
+    return image, image_size(image)
+
+
 def encode_jpeg(image: Image, quality: int = 85) -> bytes:
     """Encode a BGR image as JPEG bytes."""
     ok, buffer = cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])

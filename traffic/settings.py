@@ -50,6 +50,9 @@ class DetectorSettings:
     """Most frames (of different cameras) one predict call takes; 0: 8 on a CUDA device, 1 on a CPU."""
     batch_wait_ms: float = 5.0
     """How long a detector worker waits for more frames to fill a batch: an idle system stays at batch 1."""
+    scaled_decode: bool = True
+    """Decode each frame's JPEG at the smallest DCT scale (1/2, 1/4, 1/8) whose longer side still reaches
+    ``imgsz``, and at full size only for crops; boxes are reported in full-frame coordinates."""
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ from traffic.analysis import FrameAnalysis, analyse_frames
 from traffic.analytics import MotionUpdate
 from traffic.codec import recent_verdict_from_json
 from traffic.errors import DetectorError, ImageError
+from traffic.frame_image import FrameImage
 from traffic.frame_record import FrameRecord
 from traffic.gate import GateDecision, RecentVerdict, decide, group_signature
-from traffic.imaging import Image, crop_jpeg, decode_jpeg
+from traffic.imaging import crop_jpeg
 from traffic.models import Assessment, GroupContext
 from traffic.tracking import keyed_groups
 from traffic.wire import frame_result
@@ -151,17 +152,24 @@ def _detect(
 ) -> list[FrameOutcome]:
     """Decode each frame, detect them all with one predict, then route each; errors stay with their frame."""
     outcomes: dict[int, FrameOutcome] = {}
-    decoded: list[tuple[_Loaded, Image, float]] = []
+    decoded: list[tuple[_Loaded, FrameImage, float]] = []
+    scaled = _scaled_decode(ctx)
     for frame in frames:
         started = time.perf_counter()
         try:
-            decoded.append((frame, decode_jpeg(frame.jpeg), time.perf_counter() - started))
+            image = FrameImage.decode(frame.jpeg, ctx.settings.detector.imgsz if scaled else 0)
+            decoded.append((frame, image, time.perf_counter() - started))
         except ImageError as exc:
             outcomes[frame.index] = _detect_error(store, frame, exc)
     if decoded:
         started = time.perf_counter()
         try:
-            analyses = analyse_frames([image for _, image, _ in decoded], ctx.detector, ctx.settings.grouping)
+            analyses = analyse_frames(
+                [image.for_detection for _, image, _ in decoded],
+                ctx.detector,
+                ctx.settings.grouping,
+                [image.size for _, image, _ in decoded],
+            )
         except DetectorError as exc:
             for frame, _, _ in decoded:
                 outcomes[frame.index] = _detect_error(store, frame, exc)
@@ -173,6 +181,11 @@ def _detect(
             outcome = _route(ctx, store, frame, image, tracked, timing, start_assessment, motion)
             outcomes[frame.index] = replace(outcome, tracker_reset=reset)
     return [outcomes[frame.index] for frame in frames]
+
+
+def _scaled_decode(ctx: WorkerContext) -> bool:
+    """Whether frames are decoded at the scale the detector needs (privacy blur needs every frame whole)."""
+    return ctx.settings.detector.scaled_decode and not ctx.settings.privacy.blur
 
 
 @dataclass(frozen=True)
@@ -217,7 +230,7 @@ def _route(
     ctx: WorkerContext,
     store: FrameStore,
     frame: _Loaded,
-    image: Image,
+    image: FrameImage,
     analysis: FrameAnalysis,
     timing: _Timing,
     start_assessment: StartAssessment,
@@ -244,7 +257,8 @@ def _route(
         ctx.emitter.detection_result(camera_id, payload, captured_at=frame.captured_at)
         groups = {g.index: g for g in analysis.groups}
         quality = ctx.settings.grouping.crop_jpeg_quality
-        store.save_crops(frame_id, {i: crop_jpeg(image, groups[i].bbox, quality) for i in decision.assess}, deadline)
+        crops = {i: crop_jpeg(image.full, groups[i].bbox, quality) for i in decision.assess}
+        store.save_crops(frame_id, crops, deadline)
     store.count(camera_id, "detected")
     durations = {"decode_s": timing.decode_s, "analyse_s": timing.analyse_s, "batch": float(timing.batch)}
     durations["track_s"] = timing.track_s

@@ -10,7 +10,8 @@ from infra.frame_store import FrameStore
 from traffic import redis_keys
 from traffic.analysis import FrameAnalysis
 from traffic.evidence import private
-from traffic.imaging import Image, encode_jpeg, preview_jpeg
+from traffic.frame_image import FrameImage
+from traffic.imaging import encode_jpeg, preview_jpeg
 from workers.context import WorkerContext
 from workers.evidence import evidence_store
 
@@ -19,14 +20,14 @@ PRIVACY_BOXES_KEPT_S = 120.0
 
 
 def publish_private_frame(
-    ctx: WorkerContext, store: FrameStore, frame_id: str, camera_id: str, image: Image, analysis: FrameAnalysis
+    ctx: WorkerContext, store: FrameStore, frame_id: str, camera_id: str, image: FrameImage, analysis: FrameAnalysis
 ) -> None:
     """With privacy on: the frame as browsers may see it (people and plates blurred), before any
     ``detection_result`` points a browser at it."""
     privacy = ctx.settings.privacy
     if not privacy.blur:
         return
-    shown = private(image, analysis.detections, privacy.blur_classes)
+    shown = private(image.full, analysis.detections, privacy.blur_classes)
     jpeg = encode_jpeg(shown, ctx.settings.capture.jpeg_quality)
     store.publish_private(frame_id, camera_id, preview_jpeg(shown), jpeg, ttl_s=ctx.settings.capture.frame_ttl_s)
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
+from traffic.analysis import scaled
 from traffic.errors import ImageError
-from traffic.imaging import crop, crop_jpeg, decode_jpeg, encode_jpeg, image_size
+from traffic.frame_image import FrameImage
+from traffic.imaging import crop, crop_jpeg, decode_jpeg, decode_jpeg_at_least, encode_jpeg, image_size, jpeg_size
+from traffic.models import Detection
 
 
 def test_round_trip_keeps_size_and_roughly_the_pixels() -> None:
@@ -29,3 +33,81 @@ def test_crop_is_clipped_and_never_empty() -> None:
     assert crop(image, (190, 90, 400, 400)).shape == (10, 10, 3)
     assert crop(image, (250, 150, 260, 160)).shape[:2] == (1, 1)
     assert image_size(decode_jpeg(crop_jpeg(image, (10, 10, 60, 30)))) == (50, 20)
+
+
+def _jpeg(width: int, height: int) -> bytes:
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    image[:, width // 2 :] = (0, 0, 255)
+    return encode_jpeg(image, 90)
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (641, 17), (1, 1), (4000, 3000)])
+def test_a_jpegs_size_is_read_from_its_header(size: tuple[int, int]) -> None:
+    assert jpeg_size(_jpeg(*size)) == size
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xff\xd8",
+        b"\xff\xd8\xff\xe0\x00\x10JFIF",
+        b"GIF89a",
+        b"\xff\xd8\x00\x00\x00\x00",
+        b"\xff\xd8\xff\xda\x00\x02",
+    ],
+)
+def test_anything_without_a_frame_header_has_no_jpeg_size(data: bytes) -> None:
+    assert jpeg_size(data) is None
+
+
+def test_a_png_has_no_jpeg_size_and_decodes_whole() -> None:
+    ok, png = cv2.imencode(".png", np.zeros((720, 1280, 3), dtype=np.uint8))
+    assert ok and jpeg_size(png.tobytes()) is None
+    image, size = decode_jpeg_at_least(png.tobytes(), 640)
+    assert image_size(image) == size == (1280, 720)
+
+
+@pytest.mark.parametrize(
+    ("size", "longest", "decoded"),
+    [
+        ((1280, 720), 640, (640, 360)),  # half: the detector's letterbox size exactly
+        ((1280, 720), 641, (1280, 720)),  # half would be smaller than the detector needs
+        ((1920, 1080), 640, (960, 540)),  # a quarter (480) would be too small
+        ((2560, 1440), 640, (640, 360)),
+        ((5120, 2880), 640, (640, 360)),  # an eighth
+        ((1281, 721), 640, (641, 361)),  # libjpeg rounds the scaled size up
+        ((640, 360), 640, (640, 360)),
+        ((720, 1280), 640, (360, 640)),  # portrait
+    ],
+)
+def test_a_jpeg_decodes_at_the_smallest_scale_that_still_reaches_the_size(
+    size: tuple[int, int], longest: int, decoded: tuple[int, int]
+) -> None:
+    image, full = decode_jpeg_at_least(_jpeg(*size), longest)
+    assert image_size(image) == decoded
+    assert full == size
+    assert abs(int(image[decoded[1] // 2, decoded[0] * 3 // 4, 2]) - 255) < 10  # the same picture, smaller
+
+
+def test_a_broken_jpeg_is_a_typed_error_at_any_scale() -> None:
+    broken = _jpeg(1280, 720)[:300]
+    with pytest.raises(ImageError):
+        decode_jpeg_at_least(broken, 640)
+
+
+def test_a_frame_image_decodes_the_full_frame_once_and_only_when_asked() -> None:
+    jpeg = _jpeg(1280, 720)
+    image = FrameImage.decode(jpeg, 640)
+    assert image_size(image.for_detection) == (640, 360) and image.size == (1280, 720)
+    full = image.full
+    assert image_size(full) == (1280, 720) and image.full is full
+    whole = FrameImage.decode(jpeg, 0)
+    assert whole.full is whole.for_detection and whole.size == (1280, 720)
+
+
+def test_boxes_found_on_a_smaller_decode_are_scaled_to_the_full_frame() -> None:
+    found = [Detection("car", 0.9, (10.0, 20.0, 30.0, 40.0), track_id=3)]
+    (back,) = scaled(found, (641, 361), (1281, 721))
+    assert back.bbox == pytest.approx((10 * 1281 / 641, 20 * 721 / 361, 30 * 1281 / 641, 40 * 721 / 361))
+    assert (back.cls, back.confidence, back.track_id) == ("car", 0.9, 3)

