@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from traffic.detector import Detector
 from traffic.grouping import find_groups
 from traffic.imaging import Image, image_size
-from traffic.models import Detection, GroupContext, TrafficGroup
+from traffic.models import Detection, GroupContext, TrafficGroup, scale_bbox
 from traffic.settings import GroupingSettings
 
 
@@ -70,5 +70,4 @@ def analyse_frames(
 
 def scaled(detections: Sequence[Detection], size: tuple[int, int], full: tuple[int, int]) -> list[Detection]:
     """Detections found on an image of ``size``, in the coordinates of the same frame at ``full`` size."""
-    sx, sy = full[0] / size[0], full[1] / size[1]
-    return [replace(d, bbox=(d.bbox[0] * sx, d.bbox[1] * sy, d.bbox[2] * sx, d.bbox[3] * sy)) for d in detections]
+    return [replace(d, bbox=scale_bbox(d.bbox, size, full)) for d in detections]

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from traffic.imaging import Color, Image, blur_boxes, draw_box, encode_jpeg, image_size, resize
-from traffic.models import BBox, Detection, RiskLevel
+from traffic.models import BBox, Detection, RiskLevel, scale_bbox
 
 LEVEL_COLORS: dict[RiskLevel, Color] = {
     RiskLevel.NONE: (120, 160, 60),
@@ -221,8 +221,7 @@ class PrivacyBoxes:
 
     def scaled(self, width: int, height: int) -> list[BBox]:
         """The boxes in an image of ``width`` x ``height`` (the same scene, scaled)."""
-        sx, sy = width / self.size[0], height / self.size[1]
-        return [(x1 * sx, y1 * sy, x2 * sx, y2 * sy) for x1, y1, x2, y2 in self.boxes]
+        return [scale_bbox(box, self.size, (width, height)) for box in self.boxes]
 
 
 PRIVACY_REACH_S = 1.5

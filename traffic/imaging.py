@@ -59,7 +59,7 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
 def decode_jpeg_at_least(data: bytes, longest_side: int) -> tuple[Image, tuple[int, int]]:
     """Decode at the smallest JPEG scale (1/8, 1/4, 1/2 or full) whose longer side still reaches ``longest_side``.
 
-    libjpeg scales in the DCT, so a 1/2-scale decode of a 1280x720 frame costs about a third of a full one;
+    libjpeg scales in the DCT, so a 1/2-scale decode of a 1280x720 frame costs about two thirds of a full one;
     a detector that letterboxes to ``longest_side`` sees the same pixels either way. Returns the image and
     the full (width, height) its coordinates scale back to; other formats decode at full size.
     """

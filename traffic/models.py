@@ -9,6 +9,12 @@ BBox = tuple[float, float, float, float]
 """An axis-aligned box in pixels: (x1, y1, x2, y2), x1 <= x2 and y1 <= y2."""
 
 
+def scale_bbox(bbox: BBox, size: tuple[int, int], to: tuple[int, int]) -> BBox:
+    """A box of an image of ``size`` (width, height), in the same scene scaled to ``to``."""
+    sx, sy = to[0] / size[0], to[1] / size[1]
+    return (bbox[0] * sx, bbox[1] * sy, bbox[2] * sx, bbox[3] * sy)
+
+
 class RiskLevel(enum.StrEnum):
     """Ordered risk levels; the wire always carries the lowercase value, never a colour."""
 
