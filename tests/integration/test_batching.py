@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 import pytest
 
 from infra import celery_names
@@ -43,6 +44,17 @@ def gpu_node(stack: Stack) -> str:
     return node
 
 
+def gpu_worker_waits_on_redis(stack: Stack) -> bool:
+    """Whether one of the gpu worker's connections is blocked in a BRPOP on the Redis server."""
+    port = int(stack.redis_url.rsplit(":", 1)[1].split("/")[0])
+    connections = psutil.Process(stack.group.pid("gpu")).net_connections(kind="tcp")
+    ours = {c.laddr.port for c in connections if c.raddr and c.raddr.port == port}
+    return any(
+        int(client["addr"].rsplit(":", 1)[1]) in ours and client["cmd"] == "brpop" and "b" in client["flags"]
+        for client in stack.redis.client_list()
+    )
+
+
 def paused_gpu(stack: Stack) -> Any:
     """A context manager: the gpu worker consumes nothing inside it, and everything queued when it leaves."""
 
@@ -51,6 +63,9 @@ def paused_gpu(stack: Stack) -> Any:
             self.node = gpu_node(stack)
             reply = stack.celery.control.cancel_consumer(celery_names.GPU_QUEUE, destination=[self.node], reply=True)
             assert reply, "the gpu worker did not answer cancel_consumer"
+            # A BRPOP the worker sent before the cancel still waits in Redis (up to kombu's 1-s timeout): a
+            # message it popped would reach no consumer and be put back behind the others, out of order.
+            wait_until(lambda: not gpu_worker_waits_on_redis(stack), 10, "the gpu worker's last BRPOP to end")
 
         def __exit__(self, *exc: object) -> None:
             reply = stack.celery.control.add_consumer(celery_names.GPU_QUEUE, destination=[self.node], reply=True)
