@@ -25,7 +25,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("tracking"), None, "gpu", "llm", "default") as running:
+    # A camera's tracker state is kept 5 lost-track times (10 s by default) after its last frame; restarting
+    # the gpu worker (start-up and model load) can take longer than that on a busy machine, which would
+    # rightly start a new epoch. Tracks here are lost after 12 s (state kept 60 s): frames are 0.2 s apart.
+    env = {"TRAFFIC_TRACK_LOST_S": "12"}
+    with running_stack(tmp_path_factory.mktemp("tracking"), None, "gpu", "llm", "default", **env) as running:
         yield running
 
 
