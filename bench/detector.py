@@ -10,9 +10,12 @@ every backend installed here (``torch``, ``onnx``, ``openvino``; ``tensorrt`` on
   frames of different sources), batch sizes 1, 2, 4, 8 (and 16 on a GPU).
 - worker: the same N frames injected at once as a backlog (``Stack.inject_frame``) into a real
   ``celery -A workers worker -Q gpu -P solo -c 1`` running that backend (``TRAFFIC_DETECTOR_BACKEND``)
-  at the default batch size (``TRAFFIC_DETECTOR_BATCH`` unset: 1 on a CPU, 8 on CUDA);
-  frames/s is the rate at which it stamps frames ``detected``, first to last, after warm-up frames;
-  its resident memory (VmRSS) and peak (VmHWM) after the backlog.
+  at the default batch size and pipeline (``TRAFFIC_DETECTOR_BATCH`` unset: 8 on CUDA, on a CPU 4 with
+  OpenVINO and 1 otherwise) and the gate at its defaults (``--assess-every-frame``: every group of every
+  frame goes to the assessor); frames/s is the rate at which it stamps frames ``detected``, first to
+  last, after warm-up frames; its resident memory (VmRSS) and peak (VmHWM) after the backlog. The
+  worker is compared with the bare one-frame loop (``ratio``) and with the bare loop at the worker's
+  own batch size (``ratio_same_batch``: what the worker costs beyond the predicts it runs).
 - worker batched: the backend ``auto`` picks once more, with ``TRAFFIC_DETECTOR_BATCH=--batch`` (default
   8): celery-batches hands the worker up to that many messages per predict.
 
@@ -21,10 +24,12 @@ cameras per GPU = the best batched frames/s over 5 detected frames/s per camera.
 
     python -m bench.detector [--quick] [--frames N] [--device auto|cpu|cuda:0] [--backends torch,onnx] [--batch 8]
         [--full-decode]   # workers decode every JPEG whole, to compare with the scaled decode
+        [--assess-every-frame]   # the gate's reuse and cooldown off
 
 Last line: ``backend=`` (what ``auto`` picks) ``speedup=`` (its bare frames/s over bare PyTorch's)
 ``ratio=`` (its worker over its bare loop), ``batched_ratio=`` (its batched worker over its bare loop),
-then per backend ``<b>_bare_fps= <b>_worker_fps= <b>_ratio= <b>_rss_mb= <b>_batch<N>_fps=``,
+then per backend ``<b>_bare_fps= <b>_worker_fps= <b>_ratio= <b>_default_batch= <b>_ratio_same_batch=
+<b>_rss_mb= <b>_batch<N>_fps=``,
 ``<auto>_worker_batch<N>_fps=`` and ``device= threads=``.
 """
 
@@ -50,8 +55,8 @@ from stack.harness import Stack, stack_env
 from stack.redis_server import LocalRedis
 from traffic.detector_backends import BACKENDS, choose_backend, missing_packages
 from traffic.imaging import Image, decode_jpeg
-from traffic.settings import DetectorSettings
-from traffic.yolo_detector import UltralyticsDetector
+from traffic.settings import DetectorSettings, Settings
+from traffic.yolo_detector import UltralyticsDetector, resolve_batch
 
 BATCH_SIZES = (1, 2, 4, 8)
 GPU_BATCH_SIZES = (1, 2, 4, 8, 16)
@@ -132,7 +137,10 @@ def _wait_detected(store: FrameStore, frame_ids: Sequence[str], timeout: float) 
     deadline = time.monotonic() + timeout
     pending = list(frame_ids)
     while pending and time.monotonic() < deadline:
-        pending = [f for f in pending if "detected" not in store.timings(f)]
+        # One read per poll while the worker is behind (a camera's frames are stamped in order): the
+        # benchmark must not spend the CPU it measures on polling.
+        while pending and "detected" in store.timings(pending[0]):
+            pending.pop(0)
         if pending:
             time.sleep(0.1)
     if pending:
@@ -140,7 +148,12 @@ def _wait_detected(store: FrameStore, frame_ids: Sequence[str], timeout: float) 
 
 
 def run(
-    frame_count: int, device: str, backends: Sequence[str] | None, batch: int = 8, scaled_decode: bool = True
+    frame_count: int,
+    device: str,
+    backends: Sequence[str] | None,
+    batch: int = 8,
+    scaled_decode: bool = True,
+    assess_every_frame: bool = False,
 ) -> dict[str, object]:
     """Measure every backend and print; returns the closing line's figures."""
     frames = frame_set(frame_count)
@@ -159,12 +172,15 @@ def run(
         f"use); cpus: {os.cpu_count()}; load average before: {os.getloadavg()[0]:.2f} (other work skews every figure)"
     )
     sizes = GPU_BATCH_SIZES if cuda else BATCH_SIZES
+    gate = {"assess_every_frame": assess_every_frame}
     results = {b: measure_bare(b, device, images, sizes) for b in chosen}
     for backend in chosen:
         results[backend].worker = measure_worker(
-            backend, device, jpegs, results[backend].bare_fps, scaled_decode=scaled_decode
+            backend, device, jpegs, results[backend].bare_fps, scaled_decode=scaled_decode, **gate
         )
-    batched = measure_worker(auto, device, jpegs, results[auto].bare_fps, batch=batch, scaled_decode=scaled_decode)
+    batched = measure_worker(
+        auto, device, jpegs, results[auto].bare_fps, batch=batch, scaled_decode=scaled_decode, **gate
+    )
     report(results, sizes, cuda)
     print(
         f"\n[{auto}] worker at batch {batch}: {batched.fps:.2f} frames/s "
@@ -184,6 +200,8 @@ def run(
             f"{backend}_bare_fps": r.bare_fps,
             f"{backend}_worker_fps": r.worker.fps,
             f"{backend}_ratio": r.ratio,
+            f"{backend}_default_batch": r.default_batch,
+            f"{backend}_ratio_same_batch": r.ratio_same_batch,
             f"{backend}_rss_mb": r.worker.rss_mb,
             **{f"{backend}_batch{size}_fps": fps for size, fps in r.batches.items()},
         }
@@ -218,10 +236,18 @@ class BackendRun:
     batches: dict[int, float]
     worker: WorkerRun = field(default_factory=lambda: WorkerRun(math.nan, 0, math.nan, math.nan, {}, {}))
 
+    default_batch: int = 1
+
     @property
     def ratio(self) -> float:
-        """The worker's frames/s over the bare loop's."""
+        """The worker's frames/s over the bare one-frame loop's."""
         return self.worker.fps / self.bare_fps
+
+    @property
+    def ratio_same_batch(self) -> float:
+        """The worker's frames/s over the bare loop's at the worker's batch size (NaN where not measured)."""
+        fps = self.bare_fps if self.default_batch == 1 else self.batches.get(self.default_batch, math.nan)
+        return self.worker.fps / fps
 
 
 def measure_bare(backend: str, device: str, images: Sequence[Image], sizes: Sequence[int]) -> BackendRun:
@@ -236,11 +262,31 @@ def measure_bare(backend: str, device: str, images: Sequence[Image], sizes: Sequ
     exported = detector.artefact is not None and detector.artefact.exported
     print(f"[{backend}] loaded in {load_s:.1f} s{' (exported now)' if exported else ''}; bare {bare:.2f} frames/s")
     del detector  # free its memory before the worker loads its own copy
-    return BackendRun(backend, load_s, exported, bare, bare_ms, batches)
+    default_batch = resolve_batch(DetectorSettings(device=device, backend=backend))
+    return BackendRun(backend, load_s, exported, bare, bare_ms, batches, default_batch=default_batch)
+
+
+def gate_env(*, every_frame: bool) -> dict[str, str]:
+    """The gate's settings for the workers: the product's defaults (the tests' stack turns the unchanged-
+    scene reuse and the cooldown off), or off, so that every group of every frame is assessed."""
+    if every_frame:
+        return {"TRAFFIC_DEDUPE_WINDOW": "0", "TRAFFIC_LLM_COOLDOWN": "0"}
+    defaults = Settings()
+    return {
+        "TRAFFIC_DEDUPE_WINDOW": repr(defaults.pipeline.dedupe_window_s),
+        "TRAFFIC_LLM_COOLDOWN": repr(defaults.llm.cooldown_s),
+    }
 
 
 def measure_worker(
-    backend: str, device: str, jpegs: Sequence[bytes], bare: float, *, batch: int = 0, scaled_decode: bool = True
+    backend: str,
+    device: str,
+    jpegs: Sequence[bytes],
+    bare: float,
+    *,
+    batch: int = 0,
+    scaled_decode: bool = True,
+    assess_every_frame: bool = False,
 ) -> WorkerRun:
     """A real gpu worker on ``backend`` draining a backlog of ``jpegs`` (``batch`` 0: the default size)."""
     with tempfile.TemporaryDirectory(prefix="bench-detector-") as tmp, LocalRedis(Path(tmp) / "redis") as server:
@@ -253,6 +299,7 @@ def measure_worker(
             TRAFFIC_DETECTOR_BACKEND=backend,
             TRAFFIC_DETECTOR_BATCH=str(batch),
             TRAFFIC_DETECTOR_SCALED_DECODE=str(scaled_decode).lower(),
+            **gate_env(every_frame=assess_every_frame),
         )
         stack = Stack(server.url, Path(tmp), env)
         try:
@@ -284,13 +331,13 @@ def report(results: dict[str, BackendRun], sizes: Sequence[int], cuda: bool) -> 
     """The side-by-side table, then each backend's details."""
     torch_bare = results["torch"].bare_fps
     print()
-    columns = ("bare fps", "vs torch", "worker fps", "worker/bare", "RSS MB", "peak MB")
+    columns = ("bare fps", "vs torch", "worker fps", "worker/bare", "batch", "/same batch", "RSS MB", "peak MB")
     print(f"{'backend':<10} " + " ".join(f"{c:>11}" for c in columns))
     for backend, r in results.items():
         w = r.worker
         print(
             f"{backend:<10} {r.bare_fps:11.2f} {r.bare_fps / torch_bare:10.2f}x {w.fps:11.2f} {r.ratio:11.3f} "
-            f"{w.rss_mb:11.0f} {w.peak_mb:11.0f}"
+            f"{r.default_batch:11d} {r.ratio_same_batch:11.3f} {w.rss_mb:11.0f} {w.peak_mb:11.0f}"
         )
     print()
     print("micro-batching (detect_many, frames interleaved across 8 cameras), frames/s:")
@@ -338,7 +385,11 @@ def installed_backends(cuda: bool) -> list[str]:
 def main() -> None:
     """Command line."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="24 frames instead of 120")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="48 frames instead of 120 (fewer make the worker's rate depend on its first deliveries)",
+    )
     parser.add_argument("--frames", type=int, help="frames per measurement (a multiple of 8 is best)")
     parser.add_argument("--device", default="auto", help="TRAFFIC_DEVICE for both loops (default: auto)")
     parser.add_argument("--backends", help="comma-separated backends to compare (default: every installed one)")
@@ -348,10 +399,24 @@ def main() -> None:
         action="store_true",
         help="workers decode every JPEG whole (TRAFFIC_DETECTOR_SCALED_DECODE=false)",
     )
+    parser.add_argument(
+        "--assess-every-frame",
+        action="store_true",
+        help="turn the gate's reuse and cooldown off: every group of every frame goes to the assessor",
+    )
     args = parser.parse_args()
-    count = args.frames or (24 if args.quick else 120)
+    count = args.frames or (48 if args.quick else 120)
     backends = [b.strip() for b in args.backends.split(",")] if args.backends else None
-    finish(run(max(count, CAMERAS), args.device, backends, max(1, args.batch), not args.full_decode))
+    finish(
+        run(
+            max(count, CAMERAS),
+            args.device,
+            backends,
+            max(1, args.batch),
+            not args.full_decode,
+            args.assess_every_frame,
+        )
+    )
 
 
 if __name__ == "__main__":

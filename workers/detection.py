@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -73,33 +74,140 @@ def detect_and_route(
 ) -> list[FrameOutcome]:
     """Run the detector stage on a batch of tasks, one outcome each, in order.
 
-    Each task takes its camera's newest waiting frame (or the frame it names); the frames are
-    detected with one batched predict, then each is grouped, gated, stored, emitted and routed on its
-    own, in the order of the tasks (a camera's frames stay in capture order).
+    The tasks are cut into predicts of up to ``detector.batch`` frames, run one after the other on the
+    worker's inference thread (``WorkerContext.inference``). When a predict ends, this thread takes, loads
+    and decodes the next predict's frames (each task takes its camera's newest waiting frame, or the frame
+    it names: taken when the model is free for them, so no frame ages while another predict runs) and
+    hands them over; then, while that predict runs, it tracks, gates, stores, emits and routes the ended
+    predict's frames, each on its own, in the order of the tasks (a camera's frames stay in capture order).
     """
     outcomes: list[FrameOutcome | None] = [None] * len(tasks)
-    held: list[tuple[str, str]] = []
-    loaded: list[_Loaded] = []
+    held: set[tuple[str, str]] = set()
+    contended = len({task.camera_id for task in tasks}) > 1
+    size = max(1, ctx.predict_batch)
+    running: _Predict | None = None
     try:
-        contended = len({task.camera_id for task in tasks}) > 1
-        for index, task in enumerate(tasks):
-            frame_id, how = _take(ctx, store, task, send_turn, contended)
-            if frame_id is None:
-                outcomes[index] = FrameOutcome(task.camera_id, "idle")
-                continue
-            held.append((task.camera_id, frame_id))
-            ready = _load(ctx, store, index, task, Taken(frame_id, how))
-            if isinstance(ready, FrameOutcome):
-                outcomes[index] = ready
-            else:
-                loaded.append(ready)
-        for ready, outcome in zip(loaded, _detect(ctx, store, loaded, start_assessment), strict=True):
-            outcomes[ready.index] = outcome
+        for first in range(0, len(tasks), size):
+            if running is not None:  # frames are taken when the model is free for them, not while they'd wait
+                wait([running.future])
+            frames = _prepare(ctx, store, tasks, range(first, min(first + size, len(tasks))), send_turn, contended)
+            for index, outcome in frames.outcomes.items():
+                outcomes[index] = outcome
+            held.update(frames.held)
+            previous, running = running, _submit(ctx, frames.decoded)
+            if previous is not None:
+                _finish(ctx, store, previous, start_assessment, outcomes, held)
+        if running is not None:
+            predict, running = running, None
+            _finish(ctx, store, predict, start_assessment, outcomes, held)
     finally:
+        if running is not None:  # routing failed: let the predict end before the next batch needs the thread
+            wait([running.future])
         for camera_id, frame_id in held:
             store.done_inflight(camera_id, frame_id)
     unhandled = [FrameOutcome(t.camera_id, "error", error="unhandled") for t in tasks]
     return [o if o is not None else u for o, u in zip(outcomes, unhandled, strict=True)]
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """A loaded frame decoded for the detector, and the seconds its decode took."""
+
+    frame: _Loaded
+    image: FrameImage
+    decode_s: float
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One predict's frames: those ready to detect, the outcomes of those that are not, those taken."""
+
+    decoded: list[_Decoded]
+    outcomes: dict[int, FrameOutcome]
+    held: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class _Predict:
+    """A predict handed to the inference thread: its frames, and the future of (analyses, seconds)."""
+
+    decoded: list[_Decoded]
+    future: Future[tuple[list[FrameAnalysis], float]]
+
+
+def _prepare(
+    ctx: WorkerContext,
+    store: FrameStore,
+    tasks: Sequence[FrameTask],
+    indexes: range,
+    send_turn: SendTurn,
+    contended: bool,
+) -> _Prepared:
+    """Take, load and decode the frames of one predict; idle turns, dropped frames and bad JPEGs end here."""
+    decoded: list[_Decoded] = []
+    outcomes: dict[int, FrameOutcome] = {}
+    held: list[tuple[str, str]] = []
+    scaled = _scaled_decode(ctx)
+    for index in indexes:
+        task = tasks[index]
+        frame_id, how = _take(ctx, store, task, send_turn, contended)
+        if frame_id is None:
+            outcomes[index] = FrameOutcome(task.camera_id, "idle")
+            continue
+        held.append((task.camera_id, frame_id))
+        ready = _load(ctx, store, index, task, Taken(frame_id, how))
+        if isinstance(ready, FrameOutcome):
+            outcomes[index] = ready
+            continue
+        started = time.perf_counter()
+        try:
+            image = FrameImage.decode(ready.jpeg, ctx.settings.detector.imgsz if scaled else 0)
+        except ImageError as exc:
+            outcomes[index] = _detect_error(store, ready, exc)
+            continue
+        decoded.append(_Decoded(ready, image, time.perf_counter() - started))
+    return _Prepared(decoded, outcomes, held)
+
+
+def _submit(ctx: WorkerContext, decoded: list[_Decoded]) -> _Predict | None:
+    """Hand one predict to the inference thread (None when none of its frames is left to detect)."""
+    if not decoded:
+        return None
+    images = [d.image.for_detection for d in decoded]
+    sizes = [d.image.size for d in decoded]
+    grouping = ctx.settings.grouping
+
+    def predict() -> tuple[list[FrameAnalysis], float]:
+        started = time.perf_counter()
+        analyses = analyse_frames(images, ctx.detector, grouping, sizes)
+        return analyses, time.perf_counter() - started
+
+    return _Predict(decoded, ctx.inference.submit(predict))
+
+
+def _finish(
+    ctx: WorkerContext,
+    store: FrameStore,
+    predict: _Predict,
+    start_assessment: StartAssessment,
+    outcomes: list[FrameOutcome | None],
+    held: set[tuple[str, str]],
+) -> None:
+    """Wait for one predict, then track and route each of its frames; errors stay with their frames."""
+    try:
+        analyses, analyse_s = predict.future.result()
+    except DetectorError as exc:
+        for d in predict.decoded:
+            outcomes[d.frame.index] = _detect_error(store, d.frame, exc)
+        return
+    for d, analysis in zip(predict.decoded, analyses, strict=True):
+        frame = d.frame
+        tracked, reset, motion, track_s = _track(ctx, frame, analysis)
+        timing = _Timing(d.decode_s, analyse_s, len(predict.decoded), track_s)
+        outcome = _route(ctx, store, frame, d.image, tracked, timing, start_assessment, motion)
+        outcomes[frame.index] = replace(outcome, tracker_reset=reset)
+        store.done_inflight(frame.camera_id, frame.frame_id)  # off the camera's in-flight cap at once
+        held.discard((frame.camera_id, frame.frame_id))
 
 
 def _take(
@@ -145,42 +253,6 @@ def _load(ctx: WorkerContext, store: FrameStore, index: int, task: FrameTask, ta
         log.info("frame %s dropped: %s", frame_id, "expired" if meta is None or jpeg is None else "past its deadline")
         return FrameOutcome(camera_id, "dropped_age")
     return _Loaded(index, camera_id, frame_id, captured_at, deadline, now, jpeg)
-
-
-def _detect(
-    ctx: WorkerContext, store: FrameStore, frames: Sequence[_Loaded], start_assessment: StartAssessment
-) -> list[FrameOutcome]:
-    """Decode each frame, detect them all with one predict, then route each; errors stay with their frame."""
-    outcomes: dict[int, FrameOutcome] = {}
-    decoded: list[tuple[_Loaded, FrameImage, float]] = []
-    scaled = _scaled_decode(ctx)
-    for frame in frames:
-        started = time.perf_counter()
-        try:
-            image = FrameImage.decode(frame.jpeg, ctx.settings.detector.imgsz if scaled else 0)
-            decoded.append((frame, image, time.perf_counter() - started))
-        except ImageError as exc:
-            outcomes[frame.index] = _detect_error(store, frame, exc)
-    if decoded:
-        started = time.perf_counter()
-        try:
-            analyses = analyse_frames(
-                [image.for_detection for _, image, _ in decoded],
-                ctx.detector,
-                ctx.settings.grouping,
-                [image.size for _, image, _ in decoded],
-            )
-        except DetectorError as exc:
-            for frame, _, _ in decoded:
-                outcomes[frame.index] = _detect_error(store, frame, exc)
-            analyses = []
-        analyse_s = time.perf_counter() - started
-        for (frame, image, decode_s), analysis in zip(decoded, analyses, strict=False):
-            tracked, reset, motion, track_s = _track(ctx, frame, analysis)
-            timing = _Timing(decode_s, analyse_s, len(decoded), track_s)
-            outcome = _route(ctx, store, frame, image, tracked, timing, start_assessment, motion)
-            outcomes[frame.index] = replace(outcome, tracker_reset=reset)
-    return [outcomes[frame.index] for frame in frames]
 
 
 def _scaled_decode(ctx: WorkerContext) -> bool:

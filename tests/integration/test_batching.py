@@ -1,4 +1,5 @@
-"""Batches across cameras on the ``gpu`` queue: a real detector worker with ``TRAFFIC_DETECTOR_BATCH=4``.
+"""Batches across cameras on the ``gpu`` queue: a real detector worker with ``TRAFFIC_DETECTOR_BATCH=4``
+(and the default ``TRAFFIC_DETECTOR_PIPELINE``, 2 predicts lined up per delivery).
 
 To put several messages in one batch without timing anything, the worker stops consuming the ``gpu``
 queue (Celery's ``cancel_consumer``) while the test queues them, then starts again (``add_consumer``):
@@ -111,6 +112,25 @@ def test_frames_of_several_cameras_share_one_predict_and_each_keeps_its_own_resu
             wait_until(lambda i=i: events.started_and_succeeded(f"'cam-{i}'"), 30, f"cam-{i}'s task events")
     finally:
         events.close()
+
+
+def test_the_next_predicts_frames_are_loaded_before_the_last_predicts_frames_are_routed(stack: Stack) -> None:
+    # Two predicts' worth of messages in one delivery (the worker lines up TRAFFIC_DETECTOR_PIPELINE=2
+    # predicts by default): once the first predict ends, the second predict's frames are taken and handed
+    # to the model before the first predict's frames are routed (they are routed while it runs).
+    with paused_gpu(stack):
+        frames = [stack.inject_frame(f"piped-{i}", bus_jpeg()) for i in range(2 * BATCH)]
+    timings = final_timings(stack, frames)
+    first, second = frames[:BATCH], frames[BATCH:]
+    assert [timings[f]["batch"] for f in frames] == [float(BATCH)] * (2 * BATCH)
+    assert len({timings[f]["analyse_s"] for f in first}) == 1 and len({timings[f]["analyse_s"] for f in second}) == 1
+    assert max(timings[f]["received"] for f in second) < min(timings[f]["detected"] for f in first)
+    # ... and not before the first predict had ended: taken when the model was free for them.
+    first_predict_ended = min(timings[f]["received"] for f in first) + timings[first[0]]["analyse_s"]
+    assert min(timings[f]["received"] for f in second) >= first_predict_ended
+    # Routed in the order of the messages, one predict after the other.
+    detected = [timings[f]["detected"] for f in frames]
+    assert detected == sorted(detected)
 
 
 def test_a_bad_frame_in_a_batch_fails_alone_and_a_cameras_frames_keep_their_order(stack: Stack) -> None:

@@ -18,7 +18,13 @@ from traffic.frame_image import FrameImage
 from traffic.imaging import decode_jpeg, encode_jpeg, read_image
 from traffic.models import Detection
 from traffic.settings import DetectorSettings, GroupingSettings
-from traffic.yolo_detector import AUTO_GPU_BATCH, UltralyticsDetector, resolve_batch, runtime_threads
+from traffic.yolo_detector import (
+    AUTO_CPU_BATCH,
+    AUTO_GPU_BATCH,
+    UltralyticsDetector,
+    resolve_batch,
+    runtime_threads,
+)
 
 pytestmark = pytest.mark.weights
 
@@ -248,8 +254,26 @@ def _best_iou(found: Detection, among: tuple[Detection, ...]) -> float:
 
 
 @pytest.mark.parametrize(
-    ("batch", "device", "expected"),
-    [(0, "cpu", 1), (0, "cuda:1", AUTO_GPU_BATCH), (0, "cuda", AUTO_GPU_BATCH), (3, "cpu", 3), (16, "cuda:0", 16)],
+    ("batch", "device", "backend", "expected"),
+    [
+        (0, "cpu", "torch", 1),
+        (0, "cpu", "onnx", 1),
+        (0, "cpu", "openvino", 4),
+        (0, "cuda:1", "auto", AUTO_GPU_BATCH),
+        (0, "cuda", "torch", AUTO_GPU_BATCH),
+        (3, "cpu", "openvino", 3),
+        (16, "cuda:0", "auto", 16),
+    ],
 )
-def test_batch_size_follows_the_setting_else_the_device(batch: int, device: str, expected: int) -> None:
-    assert resolve_batch(DetectorSettings(batch=batch, device=device)) == expected
+def test_batch_size_follows_the_setting_else_the_device_and_backend(
+    batch: int, device: str, backend: str, expected: int
+) -> None:
+    settings = DetectorSettings(batch=batch, device=device, backend=backend)
+    assert resolve_batch(settings, installed=lambda package: True) == expected
+
+
+def test_on_a_cpu_auto_batches_as_the_backend_auto_picks_and_an_unusable_backend_gets_batch_1() -> None:
+    only_torch = {"torch", "ultralytics"}
+    assert resolve_batch(DetectorSettings(device="cpu"), installed=lambda p: True) == AUTO_CPU_BATCH["openvino"]
+    assert resolve_batch(DetectorSettings(device="cpu"), installed=lambda p: p in only_torch) == 1
+    assert resolve_batch(DetectorSettings(device="cpu", backend="openvino"), installed=lambda p: p in only_torch) == 1
