@@ -10,14 +10,16 @@ every backend installed here (``torch``, ``onnx``, ``openvino``; ``tensorrt`` on
   frames of different sources), batch sizes 1, 2, 4, 8 (and 16 on a GPU).
 - worker: the same N frames injected at once as a backlog (``Stack.inject_frame``) into a real
   ``celery -A workers worker -Q gpu -P solo -c 1`` running that backend (``TRAFFIC_DETECTOR_BACKEND``)
-  at the default batch size and pipeline (``TRAFFIC_DETECTOR_BATCH`` unset: 8 on CUDA, on a CPU 4 with
-  OpenVINO and 1 otherwise) and the gate at its defaults (``--assess-every-frame``: every group of every
+  at the default batch size, one predict at a time (``TRAFFIC_DETECTOR_BATCH`` unset: 8 on CUDA, on a
+  CPU 4 with OpenVINO and 1 otherwise) and the gate at its defaults (``--assess-every-frame``: every group of every
   frame goes to the assessor); frames/s is the rate at which it stamps frames ``detected``, first to
   last, after warm-up frames; its resident memory (VmRSS) and peak (VmHWM) after the backlog. The
   worker is compared with the bare one-frame loop (``ratio``) and with the bare loop at the worker's
   own batch size (``ratio_same_batch``: what the worker costs beyond the predicts it runs).
 - worker batched: the backend ``auto`` picks once more, with ``TRAFFIC_DETECTOR_BATCH=--batch`` (default
   8): celery-batches hands the worker up to that many messages per predict.
+- worker pipelined: the backend ``auto`` picks at its default batch with ``TRAFFIC_DETECTOR_PIPELINE=
+  --pipeline`` (default 2): the last predict's frames routed while the next one runs.
 
 The same command gives GPU figures on a GPU host (``--device auto`` picks CUDA when torch sees it);
 cameras per GPU = the best batched frames/s over 5 detected frames/s per camera.
@@ -25,12 +27,14 @@ cameras per GPU = the best batched frames/s over 5 detected frames/s per camera.
     python -m bench.detector [--quick] [--frames N] [--device auto|cpu|cuda:0] [--backends torch,onnx] [--batch 8]
         [--full-decode]   # workers decode every JPEG whole, to compare with the scaled decode
         [--assess-every-frame]   # the gate's reuse and cooldown off
+        [--pipeline 2]   # predicts lined up in the pipelined worker run
 
 Last line: ``backend=`` (what ``auto`` picks) ``speedup=`` (its bare frames/s over bare PyTorch's)
 ``ratio=`` (its worker over its bare loop), ``batched_ratio=`` (its batched worker over its bare loop),
+``pipeline_ratio=`` (its pipelined worker over its worker at the default pipeline, 1),
 then per backend ``<b>_bare_fps= <b>_worker_fps= <b>_ratio= <b>_default_batch= <b>_ratio_same_batch=
 <b>_rss_mb= <b>_batch<N>_fps=``,
-``<auto>_worker_batch<N>_fps=`` and ``device= threads=``.
+``<auto>_worker_batch<N>_fps=``, ``<auto>_worker_pipeline<N>_fps=`` and ``device= threads=``.
 """
 
 from __future__ import annotations
@@ -154,6 +158,7 @@ def run(
     batch: int = 8,
     scaled_decode: bool = True,
     assess_every_frame: bool = False,
+    pipeline: int = 2,
 ) -> dict[str, object]:
     """Measure every backend and print; returns the closing line's figures."""
     frames = frame_set(frame_count)
@@ -181,6 +186,9 @@ def run(
     batched = measure_worker(
         auto, device, jpegs, results[auto].bare_fps, batch=batch, scaled_decode=scaled_decode, **gate
     )
+    piped = measure_worker(
+        auto, device, jpegs, results[auto].bare_fps, pipeline=pipeline, scaled_decode=scaled_decode, **gate
+    )
     report(results, sizes, cuda)
     print(
         f"\n[{auto}] worker at batch {batch}: {batched.fps:.2f} frames/s "
@@ -188,12 +196,18 @@ def run(
         f"{results[auto].worker.fps:.2f}); resident {batched.rss_mb:.0f} MB"
     )
     print(summary(f"  frames per predict (batch {batch})", batched.stages.get("batch", []), unit=""))
+    print(
+        f"[{auto}] worker with {pipeline} predicts lined up: {piped.fps:.2f} frames/s "
+        f"({piped.fps / results[auto].worker.fps:.3f} of the same worker without; "
+        f"{piped.fps / results[auto].bare_fps:.3f} of its bare loop)"
+    )
     torch_bare = results["torch"].bare_fps
     pairs: dict[str, object] = {
         "backend": auto,
         "speedup": results[auto].bare_fps / torch_bare,
         "ratio": results[auto].ratio,
         "batched_ratio": batched.fps / results[auto].bare_fps,
+        "pipeline_ratio": piped.fps / results[auto].worker.fps,
     }
     for backend, r in results.items():
         pairs |= {
@@ -206,6 +220,7 @@ def run(
             **{f"{backend}_batch{size}_fps": fps for size, fps in r.batches.items()},
         }
     pairs[f"{auto}_worker_batch{batch}_fps"] = batched.fps
+    pairs[f"{auto}_worker_pipeline{pipeline}_fps"] = piped.fps
     if cuda:
         pairs["cameras_per_gpu_at_5fps"] = max(max(r.batches.values()) for r in results.values()) / 5.0
     pairs |= {"device": resolved, "threads": threads}
@@ -285,10 +300,12 @@ def measure_worker(
     bare: float,
     *,
     batch: int = 0,
+    pipeline: int = 1,
     scaled_decode: bool = True,
     assess_every_frame: bool = False,
 ) -> WorkerRun:
-    """A real gpu worker on ``backend`` draining a backlog of ``jpegs`` (``batch`` 0: the default size)."""
+    """A real gpu worker on ``backend`` draining a backlog of ``jpegs`` (``batch`` 0: the default size;
+    ``pipeline``: predicts lined up per delivery)."""
     with tempfile.TemporaryDirectory(prefix="bench-detector-") as tmp, LocalRedis(Path(tmp) / "redis") as server:
         env = stack_env(
             server.url,
@@ -298,6 +315,7 @@ def measure_worker(
             TRAFFIC_DEVICE=device,
             TRAFFIC_DETECTOR_BACKEND=backend,
             TRAFFIC_DETECTOR_BATCH=str(batch),
+            TRAFFIC_DETECTOR_PIPELINE=str(pipeline),
             TRAFFIC_DETECTOR_SCALED_DECODE=str(scaled_decode).lower(),
             **gate_env(every_frame=assess_every_frame),
         )
@@ -310,7 +328,10 @@ def measure_worker(
         finally:
             stack.stop()
     size = batch or "default"
-    print(f"[{backend}] worker (batch {size}) {fps:.2f} frames/s ({done} frames), {rss:.0f} MB (peak {peak:.0f} MB)")
+    print(
+        f"[{backend}] worker (batch {size}, pipeline {pipeline}) {fps:.2f} frames/s ({done} frames), "
+        f"{rss:.0f} MB (peak {peak:.0f} MB)"
+    )
     return WorkerRun(fps, done, rss, peak, stages, stats)
 
 
@@ -395,6 +416,9 @@ def main() -> None:
     parser.add_argument("--backends", help="comma-separated backends to compare (default: every installed one)")
     parser.add_argument("--batch", type=int, default=8, help="batch size of the batched worker run (default 8)")
     parser.add_argument(
+        "--pipeline", type=int, default=2, help="predicts lined up in the pipelined worker run (default 2)"
+    )
+    parser.add_argument(
         "--full-decode",
         action="store_true",
         help="workers decode every JPEG whole (TRAFFIC_DETECTOR_SCALED_DECODE=false)",
@@ -415,6 +439,7 @@ def main() -> None:
             max(1, args.batch),
             not args.full_decode,
             args.assess_every_frame,
+            max(2, args.pipeline),
         )
     )
 

@@ -51,9 +51,10 @@ class DetectorSettings:
     OpenVINO and 1 with the other backends (what each gains from batching, measured)."""
     batch_wait_ms: float = 5.0
     """How long a detector worker waits for more frames to fill a batch: an idle system stays at batch 1."""
-    pipeline: int = 2
-    """Predicts a detector worker lines up per delivery: while one runs, it loads the next one's frames and
-    routes the last one's (it takes up to ``batch`` x ``pipeline`` waiting frames); 1: one at a time."""
+    pipeline: int = 1
+    """Predicts a detector worker lines up per delivery (it takes up to ``batch`` x ``pipeline`` waiting
+    frames): the last predict's frames are routed while the next one runs; 1: one after the other (the
+    default: on a CPU whose cores inference already fills it gains nothing, measured)."""
     scaled_decode: bool = True
     """Decode each frame's JPEG at the smallest DCT scale (1/2, 1/4, 1/8) whose longer side still reaches
     ``imgsz``, and at full size only for crops; boxes are reported in full-frame coordinates."""

@@ -7,7 +7,7 @@ task runs them as ``pipeline`` predicts of up to ``batch`` frames (``workers.det
 delivers that many unacknowledged messages to a worker whose prefetch count allows it, so a node that
 consumes the ``gpu`` queue gets a prefetch multiplier to match (``BatchSizing``, a worker bootstep). The
 frames themselves are taken when the model is free for them, so a prefetched message never holds an
-old frame (docs/DESIGN.md, "Why celery-batches" and "Why the detector worker pipelines its predicts").
+old frame (docs/DESIGN.md, "Why celery-batches" and "Why the detector worker can pipeline its predicts").
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
@@ -30,6 +31,9 @@ from traffic.yolo_detector import resolve_batch
 from workers.metrics import record
 
 log = logging.getLogger(__name__)
+
+PIPELINE_SWITCH_INTERVAL_S = 0.0005
+"""The GIL switch interval of a detector worker that lines up predicts (Python's default: 0.005)."""
 
 
 class WorkerContext:
@@ -62,7 +66,15 @@ class WorkerContext:
 
     @cached_property
     def inference(self) -> ThreadPoolExecutor:
-        """The one thread that runs the detector's predicts, while the worker loads and routes other frames."""
+        """The one thread that runs the detector's predicts, while the worker loads and routes other frames.
+
+        With predicts lined up (``detector.pipeline`` > 1) both threads run Python at once: the GIL's switch
+        interval drops from 5 to 0.5 ms, or the inference thread waits up to 5 ms for the GIL after each of
+        PyTorch's operators (measured under overload, PyTorch on one thread: predict p50 178 ms at 5 ms,
+        157 ms at 0.5 ms, 148 ms with nothing lined up).
+        """
+        if self.settings.detector.pipeline > 1:
+            sys.setswitchinterval(PIPELINE_SWITCH_INTERVAL_S)
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
     @cached_property

@@ -1,5 +1,5 @@
 """Batches across cameras on the ``gpu`` queue: a real detector worker with ``TRAFFIC_DETECTOR_BATCH=4``
-(and the default ``TRAFFIC_DETECTOR_PIPELINE``, 2 predicts lined up per delivery).
+and ``TRAFFIC_DETECTOR_PIPELINE=2`` (two predicts lined up per delivery).
 
 To put several messages in one batch without timing anything, the worker stops consuming the ``gpu``
 queue (Celery's ``cancel_consumer``) while the test queues them, then starts again (``add_consumer``):
@@ -34,7 +34,11 @@ BINDINGS = "_kombu.binding.celeryev"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with ProviderSimulator(SimConfig(keys={API_KEY: SimKey(key_id="k1")})) as sim:
-        env = {"TRAFFIC_DETECTOR_BATCH": str(BATCH), "TRAFFIC_DETECTOR_BATCH_WAIT_MS": str(int(WAIT_S * 1000))}
+        env = {
+            "TRAFFIC_DETECTOR_BATCH": str(BATCH),
+            "TRAFFIC_DETECTOR_PIPELINE": "2",
+            "TRAFFIC_DETECTOR_BATCH_WAIT_MS": str(int(WAIT_S * 1000)),
+        }
         with running_stack(tmp_path_factory.mktemp("batching"), sim, "gpu", "llm", "default", **env) as running:
             yield running
 
@@ -115,9 +119,9 @@ def test_frames_of_several_cameras_share_one_predict_and_each_keeps_its_own_resu
 
 
 def test_the_next_predicts_frames_are_loaded_before_the_last_predicts_frames_are_routed(stack: Stack) -> None:
-    # Two predicts' worth of messages in one delivery (the worker lines up TRAFFIC_DETECTOR_PIPELINE=2
-    # predicts by default): once the first predict ends, the second predict's frames are taken and handed
-    # to the model before the first predict's frames are routed (they are routed while it runs).
+    # Two predicts' worth of messages in one delivery (the worker lines up two predicts): once the first
+    # predict ends, the second predict's frames are taken and handed to the model before the first
+    # predict's frames are routed (they are routed while it runs).
     with paused_gpu(stack):
         frames = [stack.inject_frame(f"piped-{i}", bus_jpeg()) for i in range(2 * BATCH)]
     timings = final_timings(stack, frames)
