@@ -409,7 +409,7 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="48 frames instead of 120 (fewer make the worker's rate depend on its first deliveries)",
+        help="96 frames instead of 240 (fewer make the worker's rate depend on its first deliveries)",
     )
     parser.add_argument("--frames", type=int, help="frames per measurement (a multiple of 8 is best)")
     parser.add_argument("--device", default="auto", help="TRAFFIC_DEVICE for both loops (default: auto)")
@@ -429,7 +429,7 @@ def main() -> None:
         help="turn the gate's reuse and cooldown off: every group of every frame goes to the assessor",
     )
     args = parser.parse_args()
-    count = args.frames or (48 if args.quick else 120)
+    count = args.frames or (96 if args.quick else 240)
     backends = [b.strip() for b in args.backends.split(",")] if args.backends else None
     finish(
         run(
