@@ -58,7 +58,6 @@ class TrafficStats:
     def __init__(self, client: Any, *, retention_s: float = 86400.0) -> None:
         self._r = client
         self._retention_s = retention_s
-        self._due = client.register_script(_DUE)
         self._take_owed = client.register_script(_TAKE_OWED)
 
     def record(self, camera_id: str, snapshot: dict[str, Any], events: Sequence[MotionEvent], at: float) -> bool:
@@ -91,8 +90,16 @@ class TrafficStats:
             pipe.expire(name, keep)
         stored = {**snapshot, "_at": at}
         pipe.set(redis_keys.camera_motion(camera_id), json.dumps(stored), ex=keep)
-        keys = [redis_keys.camera_stats_tick(camera_id), redis_keys.MOTION_STATS_OWED]
-        self._due(keys=keys, args=[EMIT_EVERY_MS, camera_id, repr(at)], client=pipe)
+        # EVAL, not the registered script: in a pipeline, redis-py asks SCRIPT EXISTS first (a round trip).
+        pipe.eval(
+            _DUE,
+            2,
+            redis_keys.camera_stats_tick(camera_id),
+            redis_keys.MOTION_STATS_OWED,
+            EMIT_EVERY_MS,
+            camera_id,
+            repr(at),
+        )
         return bool(pipe.execute()[-1])
 
     def owed(self) -> list[str]:

@@ -313,8 +313,6 @@ def _route(
     process_time = timing.decode_s + timing.analyse_s
     contexts = [analysis.context(g) for g in analysis.groups]
     decision, wire_id = gate_groups(ctx, camera_id, contexts, frame.received, urgent_groups(analysis, motion))
-    if motion is not None and analysis.tracking_epoch is not None:
-        publish_motion(ctx, camera_id, wire_id, frame_id, frame.captured_at, analysis, motion)
     keep_privacy_boxes(ctx, camera_id, analysis, frame.captured_at)
     publish_private_frame(ctx, store, frame_id, camera_id, image, analysis)
     record = _record(ctx, frame_id, camera_id, wire_id, frame.captured_at, deadline, analysis, process_time, decision)
@@ -340,6 +338,9 @@ def _route(
         store.count(camera_id, "assessed_groups", len(decision.assess))
     else:
         finalise(ctx, frame_id, by="detector")
+    if motion is not None and analysis.tracking_epoch is not None:
+        # After the frame's result is out: counts, rule-based alerts and traffic_stats hold no verdict back.
+        publish_motion(ctx, camera_id, wire_id, frame_id, frame.captured_at, analysis, motion)
     objects = Counter(d.cls for d in analysis.detections)
     return FrameOutcome(
         camera_id,
