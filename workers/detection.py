@@ -337,7 +337,7 @@ def _route(
         start_assessment(camera_id, frame_id, decision.assess, deadline)
         store.count(camera_id, "assessed_groups", len(decision.assess))
     else:
-        finalise(ctx, frame_id, by="detector")
+        finalise(ctx, frame_id, by="detector", record=record)
     if motion is not None and analysis.tracking_epoch is not None:
         # After the frame's result is out: counts, rule-based alerts and traffic_stats hold no verdict back.
         publish_motion(ctx, camera_id, wire_id, frame_id, frame.captured_at, analysis, motion)

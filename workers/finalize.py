@@ -34,10 +34,21 @@ INCIDENTS_PENDING_MAX = 200_000
 """Alert events kept for the incident database while it is down (about three days of 50 busy cameras)."""
 
 
-def finalise(ctx: WorkerContext, frame_id: str, *, by: str, extra: Iterable[GroupVerdict] = ()) -> FrameVerdict | None:
-    """Finalise ``frame_id`` unless someone already did; returns the verdict when this call did it."""
+def finalise(
+    ctx: WorkerContext,
+    frame_id: str,
+    *,
+    by: str,
+    extra: Iterable[GroupVerdict] = (),
+    record: FrameRecord | None = None,
+) -> FrameVerdict | None:
+    """Finalise ``frame_id`` unless someone already did; returns the verdict when this call did it.
+
+    ``record``: the frame's record when the caller has just stored it (the detector), else it is loaded.
+    """
     store = FrameStore(ctx.redis)
-    record = store.record(frame_id)
+    if record is None:
+        record = store.record(frame_id)
     if record is None:
         store.confirm_final(frame_id, time.time())
         log.warning("frame %s: record expired before it could be finalised (%s)", frame_id, by)
