@@ -28,6 +28,15 @@ class ReconnectingConsumer(Consumer):  # type: ignore[misc]
     goes on to reconnect.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The same detached transport also fails an acknowledgement that was still due when the connection
+        # was lost (a task ending as Redis went down): kombu raises AttributeError from the ack, which
+        # reached the event loop and stopped the worker ("Unrecoverable error", seen once in a Redis restart
+        # drill). As a connection error it is logged ("Couldn't ack"), the message stays unacknowledged in
+        # Redis and comes back after ``visibility_timeout``; one raised in the consumer's loop reconnects.
+        self.connection_errors = (*self.connection_errors, AttributeError)  # type: ignore[has-type]
+
     def ensure_connected(self, conn: Any) -> Any:
         """Celery's connection retry loop, with ``RECONNECT_INTERVALS`` between the attempts.
 
