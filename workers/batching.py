@@ -91,11 +91,11 @@ class BatchSizing(bootsteps.Step):  # type: ignore[misc]
         consume_from = getattr(worker.app.amqp.queues, "consume_from", None) or {}
         if not consumes_gpu(consume_from):
             return
-        from traffic.yolo_detector import resolve_batch
         from workers.context import worker_context
 
-        settings = worker_context().settings.detector
-        batch = resolve_batch(settings)
+        ctx = worker_context()
+        settings = ctx.settings.detector
+        batch = ctx.predict_batch  # resolved once per process: the task cuts its predicts by the same size
         buffered = batch * max(1, settings.pipeline)
         task = worker.app.tasks[celery_names.DETECT_FRAME]
         task.flush_every = buffered
