@@ -3,6 +3,7 @@ the closing machine-readable line."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import sys
@@ -77,11 +78,13 @@ def cycle(values: Iterable[float]) -> list[float]:
 
 
 def bare_detect_s(
-    images: Sequence[Image], device: str = "auto", *, backend: str = "auto", threads: int = 0
+    images: Sequence[Image], device: str = "auto", *, backend: str = "auto", threads: int = 0, imgsz: int = 0
 ) -> tuple[str, list[float]]:
     """Seconds of each bare ``detect`` call of the packaged detector on ``images`` after a three-image
-    warm-up, and the device it ran on."""
+    warm-up, and the device it ran on (``imgsz`` 0: the default inference size)."""
     base = DetectorSettings(device=device, backend=backend, threads=threads)
+    if imgsz:
+        base = dataclasses.replace(base, imgsz=imgsz)
     detector = UltralyticsDetector(packaged_detector_settings(base))
     for image in images[:3]:
         detector.detect(image)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,12 +235,36 @@ class FrameStore:
         other cameras' tasks, taken off the queue already), the camera's next turn is queued at once under
         the id ``next_turn`` (the caller sends that task, ``Taken.next_turn``), so that cameras are served in turn.
         """
-        reply = self._take(
-            keys=[redis_keys.camera_waiting(camera_id), redis_keys.frame_taken(frame_id), queue],
-            args=[frame_id, max(1000, int(keep_s * 1000)), next_turn, repr(time.time()), "1" if contended else "0"],
-        )
-        taken = as_text(reply[0]) if reply[0] is not None else None
-        return Taken(taken, as_text(reply[1]), as_text(reply[2]) if len(reply) > 2 else None)
+        (taken,) = self.take_many([(camera_id, frame_id, next_turn)], keep_s=keep_s, queue=queue, contended=contended)
+        return taken
+
+    def take_many(
+        self, turns: Sequence[tuple[str, str, str]], *, keep_s: float, queue: str, contended: bool = False
+    ) -> list[Taken]:
+        """:meth:`take` for each (camera id, frame id, next turn id) of a batch, in order, in one round trip."""
+        if not turns:
+            return []
+        pipe = self._r.pipeline(transaction=False)
+        now, keep_ms = repr(time.time()), max(1000, int(keep_s * 1000))
+        for camera_id, frame_id, next_turn in turns:
+            # EVAL, not the registered script: in a pipeline, redis-py asks SCRIPT EXISTS first (a round trip).
+            pipe.eval(
+                _TAKE,
+                3,
+                redis_keys.camera_waiting(camera_id),
+                redis_keys.frame_taken(frame_id),
+                queue,
+                frame_id,
+                keep_ms,
+                next_turn,
+                now,
+                "1" if contended else "0",
+            )
+        taken: list[Taken] = []
+        for reply in pipe.execute():
+            frame = as_text(reply[0]) if reply[0] is not None else None
+            taken.append(Taken(frame, as_text(reply[1]), as_text(reply[2]) if len(reply) > 2 else None))
+        return taken
 
     def has_room(self, camera_id: str, max_in_flight: int, max_age_s: float) -> bool:
         """Whether a new frame of the camera would be taken (a cheap check before encoding it; ``offer`` decides)."""
@@ -282,17 +306,30 @@ class FrameStore:
 
     def load_for_detection(self, frame_id: str) -> tuple[FrameMeta | None, bytes | None]:
         """Meta and JPEG in one round trip, stamping when the detector received the frame."""
+        (loaded,) = self.load_many_for_detection([frame_id])
+        return loaded
+
+    def load_many_for_detection(self, frame_ids: Sequence[str]) -> list[tuple[FrameMeta | None, bytes | None]]:
+        """:meth:`load_for_detection` for each frame of a batch, in order, in one round trip."""
+        if not frame_ids:
+            return []
         pipe = self._r.pipeline(transaction=False)
-        pipe.hgetall(redis_keys.frame_meta(frame_id))
-        pipe.get(redis_keys.frame_image(frame_id))
-        pipe.hset(redis_keys.frame_timings(frame_id), "received", repr(time.time()))
-        pipe.expire(redis_keys.frame_timings(frame_id), 600)
-        raw, data, _, _ = pipe.execute()
-        meta = None
-        if raw:
-            fields = {as_text(k): as_text(v) for k, v in raw.items()}
-            meta = FrameMeta(fields["camera_id"], float(fields["captured_at"]), float(fields["deadline"]))
-        return meta, (as_bytes(data) if data is not None else None)
+        now = repr(time.time())
+        for frame_id in frame_ids:
+            pipe.hgetall(redis_keys.frame_meta(frame_id))
+            pipe.get(redis_keys.frame_image(frame_id))
+            pipe.hset(redis_keys.frame_timings(frame_id), "received", now)
+            pipe.expire(redis_keys.frame_timings(frame_id), 600)
+        replies = pipe.execute()
+        loaded: list[tuple[FrameMeta | None, bytes | None]] = []
+        for i in range(len(frame_ids)):
+            raw, data = replies[4 * i], replies[4 * i + 1]
+            meta = None
+            if raw:
+                fields = {as_text(k): as_text(v) for k, v in raw.items()}
+                meta = FrameMeta(fields["camera_id"], float(fields["captured_at"]), float(fields["deadline"]))
+            loaded.append((meta, as_bytes(data) if data is not None else None))
+        return loaded
 
     def keep_image_until(self, frame_id: str, until: float) -> None:
         """Keep the frame's JPEG until ``until`` (epoch s) at least: a frame waiting for the model may raise an
@@ -308,8 +345,31 @@ class FrameStore:
         self, record: FrameRecord, crops: dict[int, bytes], reused: Iterable[GroupVerdict], *, pending: bool = False
     ) -> None:
         """Store the detector record, crops and reused verdicts (and register a pending frame) at once."""
-        ttl = _ttl_ms(record.deadline)
         pipe = self._r.pipeline(transaction=True)
+        self._queue_record(pipe, record, crops, reused, pending=pending)
+        pipe.execute()
+
+    def save_detected(
+        self, record: FrameRecord, reused: Iterable[GroupVerdict], durations: dict[str, float]
+    ) -> list[GroupVerdict] | None:
+        """A frame the detector finalises itself, in one transaction: :meth:`save` (nothing pending),
+        :meth:`detected`, and :meth:`claim_final_with_verdicts` (None: finalised already, a redelivery)."""
+        frame_id = record.frame_id
+        pipe = self._r.pipeline(transaction=True)
+        self._queue_record(pipe, record, {}, reused, pending=False)
+        self._queue_detected(pipe, record.camera_id, frame_id, record.deadline, durations)
+        pipe.set(redis_keys.frame_final(frame_id), "claimed", nx=True, px=int(FINAL_CLAIM_S * 1000))
+        pipe.hgetall(redis_keys.frame_verdicts(frame_id))
+        *_, claimed, raw = pipe.execute()
+        if not claimed:
+            return None
+        return [verdict_from_json(json.loads(v)) for v in raw.values()]
+
+    def _queue_record(
+        self, pipe: Any, record: FrameRecord, crops: dict[int, bytes], reused: Iterable[GroupVerdict], *, pending: bool
+    ) -> None:
+        """Queue the writes of :meth:`save`."""
+        ttl = _ttl_ms(record.deadline)
         pipe.set(redis_keys.frame_analysis(record.frame_id), json.dumps(record.to_json()), px=ttl)
         self._queue_crops(pipe, record.frame_id, crops, ttl)
         if pending:
@@ -321,7 +381,6 @@ class FrameStore:
                 json.dumps(verdict_to_json(verdict)),
             )
         pipe.pexpire(redis_keys.frame_verdicts(record.frame_id), ttl)
-        pipe.execute()
 
     def save_crops(self, frame_id: str, crops: dict[int, bytes], deadline: float) -> None:
         """Store the JPEG crops of the groups to assess."""
@@ -367,6 +426,22 @@ class FrameStore:
             pipe.hset(redis_keys.frame_timings(frame_id), mapping={k: repr(v) for k, v in durations.items()})
         pipe.execute()
 
+    def detected(self, camera_id: str, frame_id: str, deadline: float, durations: dict[str, float]) -> None:
+        """The detector is done with the frame, in one round trip: the ``detected`` stamp and its durations,
+        the camera's ``detected`` counter, and the frame off the camera's in-flight cap."""
+        pipe = self._r.pipeline(transaction=False)
+        self._queue_detected(pipe, camera_id, frame_id, deadline, durations)
+        pipe.execute()
+
+    def _queue_detected(
+        self, pipe: Any, camera_id: str, frame_id: str, deadline: float, durations: dict[str, float]
+    ) -> None:
+        """Queue the writes of :meth:`detected`."""
+        self._stamp(pipe, frame_id, "detected", deadline)
+        pipe.hset(redis_keys.frame_timings(frame_id), mapping={k: repr(v) for k, v in durations.items()})
+        pipe.hincrby(redis_keys.camera_stats(camera_id), "detected", 1)
+        pipe.zrem(redis_keys.camera_inflight(camera_id), frame_id)
+
     def timings(self, frame_id: str) -> dict[str, float]:
         """Every recorded stage time of the frame."""
         return {as_text(k): float(as_text(v)) for k, v in self._r.hgetall(redis_keys.frame_timings(frame_id)).items()}
@@ -394,6 +469,49 @@ class FrameStore:
         leaves the frame pending, and once the lease lapses the deadline sweeper finalises it.
         """
         return bool(self._r.set(redis_keys.frame_final(frame_id), "claimed", nx=True, px=int(FINAL_CLAIM_S * 1000)))
+
+    def claim_final_with_verdicts(self, frame_id: str) -> list[GroupVerdict] | None:
+        """:meth:`claim_final` and, in the same round trip, the frame's verdicts so far; None when not claimed."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.set(redis_keys.frame_final(frame_id), "claimed", nx=True, px=int(FINAL_CLAIM_S * 1000))
+        pipe.hgetall(redis_keys.frame_verdicts(frame_id))
+        claimed, raw = pipe.execute()
+        if not claimed:
+            return None
+        return [verdict_from_json(json.loads(v)) for v in raw.values()]
+
+    def store_final(
+        self,
+        camera_id: str,
+        frame_id: str,
+        captured_at: float,
+        deadline: float,
+        payload: dict[str, Any],
+        *,
+        ttl_s: float,
+        counter: str,
+        read_hashes: Sequence[str] = (),
+    ) -> tuple[bool, list[dict[Any, Any]]]:
+        """A final result in one round trip: the camera's latest unless a newer frame's result is there
+        (:meth:`set_latest`; whether it was stored comes back first), the ``final`` stamp, the camera's
+        ``counter``; and the hashes named in ``read_hashes``, read alongside (the camera's alerts)."""
+        pipe = self._r.pipeline(transaction=False)
+        # EVAL, not the registered script: in a pipeline, redis-py asks SCRIPT EXISTS first (a round trip).
+        pipe.eval(
+            _SET_IF_NEWER,
+            2,
+            redis_keys.camera_latest(camera_id),
+            redis_keys.camera_latest_time(camera_id),
+            repr(captured_at),
+            json.dumps(payload),
+            int(ttl_s * 1000),
+        )
+        self._stamp(pipe, frame_id, "final", deadline)
+        pipe.hincrby(redis_keys.camera_stats(camera_id), counter, 1)
+        for name in read_hashes:
+            pipe.hgetall(name)
+        replies = pipe.execute()
+        return bool(replies[0]), list(replies[4:])
 
     def confirm_final(self, frame_id: str, deadline: float) -> None:
         """The frame's result is stored and sent: it is final for good and leaves the sweeper's set."""

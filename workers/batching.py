@@ -113,43 +113,88 @@ class BatchSizing(bootsteps.Step):  # type: ignore[misc]
         )
 
 
+class TaskEvents:
+    """Flower's events for the messages of one batch: ``task-started`` once its first predict runs, then
+    ``task-succeeded`` (or ``task-failed``) for each."""
+
+    def __init__(self, app: Any, requests: Sequence[Any]) -> None:
+        self._app = app
+        self._requests = list(requests)
+        self._enabled = bool(app.conf.worker_send_task_events) and bool(requests)
+        self._hostname = getattr(requests[0], "hostname", None) if requests else None
+        self._began = time.time()
+        self._started = False
+        self._results: list[Any] = []
+
+    def started(self) -> None:
+        """Send the ``task-started`` events (stamped when the batch began), once: the worker calls this while
+        its first predict runs, so the publish costs the frames no time."""
+        if not self._started:
+            self._started = True
+            _send(self._app, self._enabled, self._hostname, self._started_events())
+
+    def report(self, outcomes: Sequence[Any]) -> None:
+        """The batch's outcomes, one per message in order (the ``result`` of each ``task-succeeded``)."""
+        self._results.extend(outcomes)
+
+    def ended(self, exc: BaseException | None) -> None:
+        """Send the closing events (with the ``task-started`` ones, if they are still due) in one message."""
+        events = [] if self._started else self._started_events()
+        self._started = True
+        if exc is not None:
+            failed = {"exception": repr(exc), "traceback": ""}
+            events += [("task-failed", {"uuid": r.id, **failed}) for r in self._requests]
+        else:
+            runtime = time.time() - self._began
+            results = [repr(r) for r in self._results]
+            results += [""] * (len(self._requests) - len(results))
+            events += [
+                ("task-succeeded", {"uuid": r.id, "result": result, "runtime": runtime})
+                for r, result in zip(self._requests, results, strict=False)
+            ]
+        _send(self._app, self._enabled, self._hostname, events)
+
+    def _started_events(self) -> list[tuple[str, dict[str, Any]]]:
+        """One ``task-started`` per message, stamped when the batch began."""
+        return [("task-started", {"uuid": r.id, "timestamp": self._began}) for r in self._requests]
+
+
 @contextmanager
-def task_events(app: Any, requests: Sequence[Any]) -> Iterator[Callable[[Sequence[Any]], None]]:
+def task_events(app: Any, requests: Sequence[Any]) -> Iterator[TaskEvents]:
     """Send Flower's ``task-started`` and ``task-succeeded``/``task-failed`` events for each request of a batch.
 
     celery-batches runs one task for the whole batch and sends no per-message events; without these a
     ``detect_frame`` sent to the queue would never show as started or done in Flower.
     """
-    enabled = bool(app.conf.worker_send_task_events) and bool(requests)
-    hostname = getattr(requests[0], "hostname", None) if requests else None
-    started = time.monotonic()
-    _send(app, enabled, hostname, [("task-started", {"uuid": r.id}) for r in requests])
-    results: list[Any] = []
-
-    def report(outcomes: Sequence[Any]) -> None:
-        results.extend(outcomes)
-
+    events = TaskEvents(app, requests)
     try:
-        yield report
+        yield events
     except Exception as exc:
-        failed = {"exception": repr(exc), "traceback": ""}
-        _send(app, enabled, hostname, [("task-failed", {"uuid": r.id, **failed}) for r in requests])
+        events.ended(exc)
         raise
-    runtime = time.monotonic() - started
-    done = [
-        ("task-succeeded", {"uuid": r.id, "result": repr(results[i]) if i < len(results) else "", "runtime": runtime})
-        for i, r in enumerate(requests)
-    ]
-    _send(app, enabled, hostname, done)
+    events.ended(None)
 
 
 def _send(app: Any, enabled: bool, hostname: str | None, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
-    """Publish task events through one dispatcher; an events failure never fails the frames."""
+    """Publish a batch's task events as one message (a list, as Celery's own consumer buffers them: Flower's
+    receiver reads each); an events failure never fails the frames."""
     if not enabled or not events:
         return
     try:
-        with app.events.default_dispatcher(hostname=hostname) as dispatcher:
-            for event_type, fields in events:
-                dispatcher.send(event_type, **fields)
+        with app.amqp.producer_pool.acquire(block=True) as producer:
+            dispatcher = app.events.Dispatcher(
+                producer.connection,
+                hostname,
+                True,
+                producer.channel,
+                buffer_group=("task",),
+                buffer_limit=len(events) + 1,
+            )
+            try:
+                for event_type, fields in events:
+                    dispatcher.send(event_type, **fields)
+                dispatcher.flush(errors=False)
+            finally:
+                dispatcher.close()
     except Exception as exc:  # noqa: BLE001 - Flower's view must not take the detector down
         log.warning("task events not sent: %s", exc)

@@ -14,6 +14,7 @@ import redis
 
 from infra.detector_loading import load_detector
 from infra.emitter import Emitter
+from infra.host_cpus import visible_cpus
 from infra.key_pool import KeyPool
 from infra.mqtt_client import MqttPublisher, MqttTopics, parse_url
 from infra.runtime import bootstrap
@@ -76,6 +77,11 @@ class WorkerContext:
         if self.settings.detector.pipeline > 1:
             sys.setswitchinterval(PIPELINE_SWITCH_INTERVAL_S)
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+
+    @cached_property
+    def decoding(self) -> ThreadPoolExecutor:
+        """Threads that decode the frames of a predict side by side (as many as the CPUs, up to 4)."""
+        return ThreadPoolExecutor(max_workers=max(1, min(4, visible_cpus())), thread_name_prefix="decode")
 
     @cached_property
     def predict_batch(self) -> int:

@@ -9,12 +9,12 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from infra import celery_names
-from infra.frame_store import FrameStore, Taken, as_text
+from infra.frame_store import FrameMeta, FrameStore, Taken, as_text
 from traffic import redis_keys
 from traffic.analysis import FrameAnalysis, analyse_frames
 from traffic.analytics import MotionUpdate
@@ -35,6 +35,8 @@ from workers.motion import motion_counts, publish_motion, urgent_groups
 from workers.privacy import keep_privacy_boxes, publish_private_frame
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 StartAssessment = Callable[[str, str, tuple[int, ...], float], None]
 """(camera id, frame id, group indexes, deadline) → starts the group assessments and the aggregation."""
@@ -71,6 +73,7 @@ def detect_and_route(
     *,
     start_assessment: StartAssessment,
     send_turn: SendTurn,
+    on_predict: Callable[[], None] | None = None,
 ) -> list[FrameOutcome]:
     """Run the detector stage on a batch of tasks, one outcome each, in order.
 
@@ -80,6 +83,7 @@ def detect_and_route(
     it names: taken when the model is free for them, so no frame ages while another predict runs) and
     hands them over; then, while that predict runs, it tracks, gates, stores, emits and routes the ended
     predict's frames, each on its own, in the order of the tasks (a camera's frames stay in capture order).
+    ``on_predict`` is called each time a predict has been handed over (the task's events go out then).
     """
     outcomes: list[FrameOutcome | None] = [None] * len(tasks)
     held: set[tuple[str, str]] = set()
@@ -95,6 +99,8 @@ def detect_and_route(
                 outcomes[index] = outcome
             held.update(frames.held)
             previous, running = running, _submit(ctx, frames.decoded)
+            if running is not None and on_predict is not None:
+                on_predict()
             if previous is not None:
                 _finish(ctx, store, previous, start_assessment, outcomes, held)
         if running is not None:
@@ -144,29 +150,55 @@ def _prepare(
     contended: bool,
 ) -> _Prepared:
     """Take, load and decode the frames of one predict; idle turns, dropped frames and bad JPEGs end here."""
-    decoded: list[_Decoded] = []
     outcomes: dict[int, FrameOutcome] = {}
     held: list[tuple[str, str]] = []
-    scaled = _scaled_decode(ctx)
-    for index in indexes:
+    longest_side = ctx.settings.detector.imgsz if _scaled_decode(ctx) else 0
+    # Several frames decode on the decode threads (the JPEG decoder lets go of the GIL) while the next ones
+    # are taken and loaded; a lone frame decodes here.
+    pool = ctx.decoding if len(indexes) > 1 else None
+    jobs: list[tuple[_Loaded, Future[tuple[FrameImage, float]]]] = []
+    taken = _take(ctx, store, [tasks[i] for i in indexes], send_turn, contended)
+    found = [(index, t) for index, t in zip(indexes, taken, strict=True) if t.frame_id is not None]
+    loaded = store.load_many_for_detection([t.frame_id or "" for _, t in found])
+    for index, t in zip(indexes, taken, strict=True):
+        if t.frame_id is None:
+            outcomes[index] = FrameOutcome(tasks[index].camera_id, "idle")
+    for (index, t), (meta, jpeg) in zip(found, loaded, strict=True):
         task = tasks[index]
-        frame_id, how = _take(ctx, store, task, send_turn, contended)
-        if frame_id is None:
-            outcomes[index] = FrameOutcome(task.camera_id, "idle")
-            continue
-        held.append((task.camera_id, frame_id))
-        ready = _load(ctx, store, index, task, Taken(frame_id, how))
+        held.append((task.camera_id, t.frame_id or ""))
+        ready = _load(ctx, store, index, task, t, meta, jpeg)
         if isinstance(ready, FrameOutcome):
             outcomes[index] = ready
             continue
-        started = time.perf_counter()
+        jobs.append((ready, _run(pool, _decode, ready.jpeg, longest_side)))
+    decoded: list[_Decoded] = []
+    for ready, job in jobs:
         try:
-            image = FrameImage.decode(ready.jpeg, ctx.settings.detector.imgsz if scaled else 0)
+            image, decode_s = job.result()
         except ImageError as exc:
-            outcomes[index] = _detect_error(store, ready, exc)
+            outcomes[ready.index] = _detect_error(store, ready, exc)
             continue
-        decoded.append(_Decoded(ready, image, time.perf_counter() - started))
+        decoded.append(_Decoded(ready, image, decode_s))
     return _Prepared(decoded, outcomes, held)
+
+
+def _decode(jpeg: bytes, longest_side: int) -> tuple[FrameImage, float]:
+    """A frame decoded for the detector (``longest_side`` 0: whole), and the seconds it took."""
+    started = time.perf_counter()
+    image = FrameImage.decode(jpeg, longest_side)
+    return image, time.perf_counter() - started
+
+
+def _run(pool: ThreadPoolExecutor | None, fn: Callable[..., _T], *args: Any) -> Future[_T]:
+    """``fn(*args)`` on ``pool``, or here and now when there is none (its outcome in a future either way)."""
+    if pool is not None:
+        return pool.submit(fn, *args)
+    done: Future[_T] = Future()
+    try:
+        done.set_result(fn(*args))
+    except Exception as exc:  # handed to whoever reads the result, as the pool would
+        done.set_exception(exc)
+    return done
 
 
 def _submit(ctx: WorkerContext, decoded: list[_Decoded]) -> _Predict | None:
@@ -206,41 +238,43 @@ def _finish(
         timing = _Timing(d.decode_s, analyse_s, len(predict.decoded), track_s)
         outcome = _route(ctx, store, frame, d.image, tracked, timing, start_assessment, motion)
         outcomes[frame.index] = replace(outcome, tracker_reset=reset)
-        store.done_inflight(frame.camera_id, frame.frame_id)  # off the camera's in-flight cap at once
-        held.discard((frame.camera_id, frame.frame_id))
+        held.discard((frame.camera_id, frame.frame_id))  # routed: off the camera's in-flight cap
 
 
 def _take(
-    ctx: WorkerContext, store: FrameStore, task: FrameTask, send_turn: SendTurn, contended: bool
-) -> tuple[str | None, str]:
-    """The frame this task works on (None: nothing newer was waiting); queues the camera's next turn.
+    ctx: WorkerContext, store: FrameStore, tasks: Sequence[FrameTask], send_turn: SendTurn, contended: bool
+) -> list[Taken]:
+    """The frame each task works on (None: nothing newer was waiting), in one round trip; queues the cameras'
+    next turns.
 
     ``contended``: the batch holds several cameras' tasks, which left the queue when the worker buffered
     them; the next turn is queued as it would be were they still waiting there.
     """
     deadline_s = ctx.settings.capture.frame_deadline_s
-    next_turn = f"{task.camera_id}-{uuid.uuid4().hex[:12]}"
-    taken = store.take(
-        task.camera_id,
-        task.frame_id,
-        keep_s=deadline_s,
-        queue=celery_names.GPU_QUEUE,
-        next_turn=next_turn,
-        contended=contended,
-    )
-    if taken.next_turn is not None:
+    turns = [(t.camera_id, t.frame_id, f"{t.camera_id}-{uuid.uuid4().hex[:12]}") for t in tasks]
+    taken = store.take_many(turns, keep_s=deadline_s, queue=celery_names.GPU_QUEUE, contended=contended)
+    for task, t in zip(tasks, taken, strict=True):
+        if t.next_turn is None:
+            continue
         try:
-            send_turn(task.camera_id, taken.next_turn, time.time() + deadline_s)
+            send_turn(task.camera_id, t.next_turn, time.time() + deadline_s)
         except Exception:  # the broker is away: the capture service sends the camera's next task itself
             log.warning("camera %s: could not queue its next turn", task.camera_id, exc_info=True)
-            store.withdraw(task.camera_id, taken.next_turn)
-    return taken.frame_id, taken.how
+            store.withdraw(task.camera_id, t.next_turn)
+    return taken
 
 
-def _load(ctx: WorkerContext, store: FrameStore, index: int, task: FrameTask, taken: Taken) -> _Loaded | FrameOutcome:
-    """The frame's inputs; frames replaced, expired or past their deadline are dropped and counted."""
+def _load(
+    ctx: WorkerContext,
+    store: FrameStore,
+    index: int,
+    task: FrameTask,
+    taken: Taken,
+    meta: FrameMeta | None,
+    jpeg: bytes | None,
+) -> _Loaded | FrameOutcome:
+    """The frame's inputs as loaded; frames replaced, expired or past their deadline are dropped and counted."""
     camera_id, frame_id = task.camera_id, taken.frame_id or ""
-    meta, jpeg = store.load_for_detection(frame_id)
     now = time.time()
     if taken.how == "own" and meta is None and now < task.captured_at + ctx.settings.capture.frame_deadline_s:
         # A task whose frame was shed (counted then) after a newer task replaced it: nothing left to do.
@@ -316,12 +350,15 @@ def _route(
     keep_privacy_boxes(ctx, camera_id, analysis, frame.captured_at)
     publish_private_frame(ctx, store, frame_id, camera_id, image, analysis)
     record = _record(ctx, frame_id, camera_id, wire_id, frame.captured_at, deadline, analysis, process_time, decision)
-    # Stored and registered with the deadline sweeper before browsers hear "pending", so a frame
-    # announced as pending gets a final result even if Redis fails right after.
-    store.save(record, {}, [v for _, v in decision.reuse], pending=bool(decision.assess))
-    if decision.assess and evidence_store(ctx) is not None:
-        store.keep_image_until(frame_id, deadline + EVIDENCE_GRACE_S)  # the snapshot of an alert it may raise
+    reused = [v for _, v in decision.reuse]
+    durations = {"decode_s": timing.decode_s, "analyse_s": timing.analyse_s, "batch": float(timing.batch)}
+    durations["track_s"] = timing.track_s
     if decision.assess:
+        # Stored and registered with the deadline sweeper before browsers hear "pending", so a frame
+        # announced as pending gets a final result even if Redis fails right after.
+        store.save(record, {}, reused, pending=True)
+        if evidence_store(ctx) is not None:
+            store.keep_image_until(frame_id, deadline + EVIDENCE_GRACE_S)  # the snapshot of an alert it may raise
         # Then the fast path: browsers see boxes and groups while the crops are cut and judged.
         payload = frame_result(record, None, Assessment.PENDING)
         ctx.emitter.detection_result(camera_id, payload, captured_at=frame.captured_at)
@@ -329,15 +366,16 @@ def _route(
         quality = ctx.settings.grouping.crop_jpeg_quality
         crops = {i: crop_jpeg(image.full, groups[i].bbox, quality) for i in decision.assess}
         store.save_crops(frame_id, crops, deadline)
-    store.count(camera_id, "detected")
-    durations = {"decode_s": timing.decode_s, "analyse_s": timing.analyse_s, "batch": float(timing.batch)}
-    durations["track_s"] = timing.track_s
-    store.stamp(frame_id, "detected", deadline, durations)
-    if decision.assess:
+        store.detected(camera_id, frame_id, deadline, durations)  # off the camera's in-flight cap at once
         start_assessment(camera_id, frame_id, decision.assess, deadline)
         store.count(camera_id, "assessed_groups", len(decision.assess))
     else:
-        finalise(ctx, frame_id, by="detector", record=record)
+        # Nothing to assess: stored, stamped and claimed for finalising in one transaction.
+        claimed = store.save_detected(record, reused, durations)
+        if claimed is None:
+            log.info("frame %s was final already (a redelivery); not finalised again", frame_id)
+        else:
+            finalise(ctx, frame_id, by="detector", record=record, claimed=claimed)
     if motion is not None and analysis.tracking_epoch is not None:
         # After the frame's result is out: counts, rule-based alerts and traffic_stats hold no verdict back.
         publish_motion(ctx, camera_id, wire_id, frame_id, frame.captured_at, analysis, motion)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
 
 from infra.frame_store import FrameStore, as_text
 from infra.redis_lock import redis_lock
@@ -41,10 +42,12 @@ def finalise(
     by: str,
     extra: Iterable[GroupVerdict] = (),
     record: FrameRecord | None = None,
+    claimed: Sequence[GroupVerdict] | None = None,
 ) -> FrameVerdict | None:
     """Finalise ``frame_id`` unless someone already did; returns the verdict when this call did it.
 
     ``record``: the frame's record when the caller has just stored it (the detector), else it is loaded.
+    ``claimed``: the frame's verdicts when the caller has claimed it already (``FrameStore.save_detected``).
     """
     store = FrameStore(ctx.redis)
     if record is None:
@@ -53,11 +56,11 @@ def finalise(
         store.confirm_final(frame_id, time.time())
         log.warning("frame %s: record expired before it could be finalised (%s)", frame_id, by)
         return None
-    if not store.claim_final(frame_id):
+    stored = claimed if claimed is not None else store.claim_final_with_verdicts(frame_id)
+    if stored is None:
         log.debug("frame %s already final (or being finalised); %s did nothing", frame_id, by)
         return None
-    verdicts = [*store.verdicts(frame_id), *extra]
-    verdict = fold(record, verdicts)
+    verdict = fold(record, [*stored, *extra])
     publish(ctx, store, record, verdict, by=by)
     # Only now does the frame leave the sweeper's set: a finaliser cut off before this point leaves
     # its claim to lapse, and the sweeper publishes the frame again (at least once, never never).
@@ -80,16 +83,23 @@ def publish(ctx: WorkerContext, store: FrameStore, record: FrameRecord, verdict:
     """Store the result as the camera's latest (if newest), update alerts, emit both."""
     payload = frame_result(record, verdict, verdict.assessment)
     payload["finalisedBy"] = by
-    newest = store.set_latest(record.camera_id, record.captured_at, payload, ctx.settings.pipeline.latest_ttl_s)
-    store.stamp(record.frame_id, "final", record.deadline)
+    newest, (alerts_raw,) = store.store_final(
+        record.camera_id,
+        record.frame_id,
+        record.captured_at,
+        record.deadline,
+        payload,
+        ttl_s=ctx.settings.pipeline.latest_ttl_s,
+        counter=f"final_{verdict.assessment.value}",
+        read_hashes=[redis_keys.camera_alerts(record.camera_id)],
+    )
     ctx.emitter.detection_result(record.camera_id, payload, captured_at=record.captured_at)
-    store.count(record.camera_id, f"final_{verdict.assessment.value}")
     record_metric("final", by, verdict.assessment.value)
     # A frame the model judged brings news even when frames detected after it were final sooner (the
     # detector runs faster than the model answers): its verdicts raise and update alerts all the same.
     # A frame without fresh verdicts (skipped, reusing) only speaks for the camera when it is the newest.
     if newest or record.assess:
-        update_camera_alerts(ctx, record, verdict)
+        update_camera_alerts(ctx, record, verdict, seen=decode_alerts(alerts_raw))
     log.info(
         "frame %s final (%s by %s): max=%s groups=%d",
         record.frame_id,
@@ -102,8 +112,13 @@ def publish(ctx: WorkerContext, store: FrameStore, record: FrameRecord, verdict:
 
 def load_alerts(ctx: WorkerContext, camera_id: str) -> dict[str, Alert]:
     """The camera's active alerts (corrupt entries are dropped with a warning)."""
+    return decode_alerts(ctx.redis.hgetall(redis_keys.camera_alerts(camera_id)))
+
+
+def decode_alerts(stored: dict[Any, Any]) -> dict[str, Alert]:
+    """Active alerts from the camera's alerts hash as read (corrupt entries are dropped with a warning)."""
     active: dict[str, Alert] = {}
-    for alert_id, raw in ctx.redis.hgetall(redis_keys.camera_alerts(camera_id)).items():
+    for alert_id, raw in stored.items():
         try:
             active[as_text(alert_id)] = alert_from_json(json.loads(raw)).alert
         except (CodecError, ValueError) as exc:
@@ -153,12 +168,19 @@ def alerts_locked(ctx: WorkerContext, camera_id: str) -> Iterator[None]:
         yield
 
 
-def update_camera_alerts(ctx: WorkerContext, record: FrameRecord, verdict: FrameVerdict) -> None:
-    """Fold the frame into the camera's alerts."""
+def update_camera_alerts(
+    ctx: WorkerContext, record: FrameRecord, verdict: FrameVerdict, *, seen: dict[str, Alert] | None = None
+) -> None:
+    """Fold the frame into the camera's alerts.
+
+    ``seen``: the alerts as the caller just read them. When the frame changes nothing in them (most frames:
+    no alert, none raised) nothing is written and the lock is not taken: the outcome is the frame folded in
+    at that read. Otherwise they are read again, changed and written back under the camera's alerts lock.
+    """
     pipeline = ctx.settings.pipeline
-    with alerts_locked(ctx, record.camera_id):
-        before = load_alerts(ctx, record.camera_id)
-        after, events = update_alerts(
+
+    def folded(before: dict[str, Alert]) -> tuple[dict[str, Alert], list[AlertEvent]]:
+        return update_alerts(
             before,
             camera_id=record.camera_id,
             frame=verdict,
@@ -168,6 +190,14 @@ def update_camera_alerts(ctx: WorkerContext, record: FrameRecord, verdict: Frame
             min_level=RiskLevel(pipeline.alert_level),
             end_after_s=pipeline.alert_end_after_s,
         )
+
+    if seen is not None:
+        after, events = folded(seen)
+        if not events and after == seen:
+            return
+    with alerts_locked(ctx, record.camera_id):
+        before = load_alerts(ctx, record.camera_id)
+        after, events = folded(before)
         save_alerts(ctx, record.camera_id, before, after)
     if events:
         record_evidence(ctx, record.camera_id, events, record.analysis, record.captured_at)

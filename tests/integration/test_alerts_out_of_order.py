@@ -5,6 +5,7 @@ are remembered as old as the frame the model saw."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 
@@ -89,3 +90,59 @@ def test_a_judged_verdict_is_as_old_as_the_frame_the_model_saw(ctx: WorkerContex
     finalise(ctx, "f-aged", by="chord")
     (remembered,) = [json.loads(v) for v in ctx.redis.hgetall(redis_keys.camera_recent_verdicts(CAMERA)).values()]
     assert remembered["assessedAt"] == captured  # reuse ends dedupe_window_s after the frame, not the answer
+
+
+def test_a_frame_that_changes_no_alert_neither_waits_for_nor_writes_the_cameras_alerts(
+    ctx: WorkerContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another process holds the camera's alerts (say, a judged frame raising one). A frame that raises
+    # nothing and finds no alert to update folds in at its read: no wait for the lock, nothing written.
+    ctx.redis.set(redis_keys.camera_alerts_lock(CAMERA), "someone-else", px=60_000)
+    _frame(ctx, "f-quiet", time.time(), judged=False)
+    with caplog.at_level(logging.WARNING, logger="workers.finalize"):
+        verdict = finalise(ctx, "f-quiet", by="detector")
+    assert verdict is not None and verdict.max_risk_level is RiskLevel.NONE
+    assert "alerts busy" not in caplog.text
+    assert not ctx.redis.exists(redis_keys.camera_alerts(CAMERA))
+    assert json.loads(ctx.redis.get(redis_keys.camera_latest(CAMERA)) or "{}")["frameId"] == "f-quiet"
+
+
+def test_a_frame_that_raises_an_alert_takes_the_cameras_alerts_lock(
+    ctx: WorkerContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The same lock held: a frame that changes the alerts waits for it (and, past ALERTS_WAIT_S, goes on
+    # without it, logged): its change is made on a fresh read under the lock, never on a stale one.
+    ctx.redis.set(redis_keys.camera_alerts_lock(CAMERA), "someone-else", px=60_000)
+    reused = GroupVerdict(1, VerdictStatus.OK, RiskLevel.HIGH, 0.9, ("jaywalking",), "d", model="m")
+    _frame(ctx, "f-risky", time.time(), judged=False, reused=(reused,))
+    with caplog.at_level(logging.WARNING, logger="workers.finalize"):
+        verdict = finalise(ctx, "f-risky", by="detector")
+    assert verdict is not None and verdict.max_risk_level is RiskLevel.HIGH
+    assert "alerts busy" in caplog.text
+    (alert,) = [json.loads(v) for v in ctx.redis.hgetall(redis_keys.camera_alerts(CAMERA)).values()]
+    assert alert["frameId"] == "f-risky"
+
+
+def test_a_frame_the_detector_finalises_is_stored_stamped_and_claimed_at_once(ctx: WorkerContext) -> None:
+    # FrameStore.save_detected: the record, the detected stamp and counter, off the in-flight cap, and the
+    # claim; a redelivered frame finds the claim taken and is not finalised twice.
+    store = FrameStore(ctx.redis)
+    analysis = analyse_detections(PAIR, (1280, 720), GroupingSettings())
+    (group,) = analysis.groups
+    record = FrameRecord(
+        "f-det", CAMERA, CAMERA, time.time(), time.time() + 60, analysis, "t", ("person",), 0.05,
+        expected=(group.index,), skipped="cooldown",
+    )  # fmt: skip
+    ctx.redis.zadd(redis_keys.camera_inflight(CAMERA), {"f-det": time.time()})
+    reused = GroupVerdict(group.index, VerdictStatus.OK, RiskLevel.LOW, 0.9, ("x",), "d", model="m")
+    claimed = store.save_detected(record, [reused], {"decode_s": 0.001, "analyse_s": 0.02})
+    assert claimed == [reused]
+    assert store.record("f-det") == record
+    assert {"detected", "decode_s", "analyse_s"} <= store.timings("f-det").keys()
+    assert ctx.redis.hget(redis_keys.camera_stats(CAMERA), "detected") == b"1"
+    assert not ctx.redis.zscore(redis_keys.camera_inflight(CAMERA), "f-det")
+    assert not ctx.redis.zscore(redis_keys.FRAMES_PENDING, "f-det")  # nothing pending: the detector finalises it
+    verdict = finalise(ctx, "f-det", by="detector", record=record, claimed=claimed)
+    assert verdict is not None and verdict.max_risk_level is RiskLevel.LOW
+    assert store.save_detected(record, [reused], {"decode_s": 0.001}) is None  # a redelivery: claimed already
+    assert finalise(ctx, "f-det", by="detector") is None

@@ -111,9 +111,12 @@ def test_frames_of_several_cameras_share_one_predict_and_each_keeps_its_own_resu
             latest = stack.redis.get(redis_keys.camera_latest(f"cam-{i}"))
             assert latest is not None and frame_id.encode() in latest
             assert stack.redis.hget(redis_keys.camera_stats(f"cam-{i}"), "detected") == b"1"
-        # Flower still sees every message start and succeed, though one task ran them all.
-        for i in range(BATCH):
+        # Flower still sees every message start and succeed, though one task ran them all: started when the
+        # batch began (sent while its predict ran), succeeded after the frame was done.
+        for i, frame_id in enumerate(frames):
             wait_until(lambda i=i: events.started_and_succeeded(f"'cam-{i}'"), 30, f"cam-{i}'s task events")
+            started, succeeded = events.times(f"'cam-{i}'")
+            assert started <= timings[frame_id]["received"] <= timings[frame_id]["detected"] <= succeeded
     finally:
         events.close()
 
@@ -157,8 +160,8 @@ class TaskEvents:
     """Records the ``task-started`` and ``task-succeeded`` events of ``detect_frame`` messages."""
 
     def __init__(self, stack: Stack) -> None:
-        self.started: set[str] = set()
-        self.succeeded: dict[str, str] = {}
+        self.started: dict[str, float] = {}
+        self.succeeded: dict[str, tuple[str, float]] = {}
         self._connection = stack.celery.connection()
         self._receiver = stack.celery.events.Receiver(
             self._connection, handlers={"task-started": self._started, "task-succeeded": self._succeeded}
@@ -176,14 +179,19 @@ class TaskEvents:
             pass
 
     def _started(self, event: dict[str, Any]) -> None:
-        self.started.add(event["uuid"])
+        self.started[event["uuid"]] = float(event["timestamp"])
 
     def _succeeded(self, event: dict[str, Any]) -> None:
-        self.succeeded[event["uuid"]] = str(event.get("result", ""))
+        self.succeeded[event["uuid"]] = (str(event.get("result", "")), float(event["timestamp"]))
 
     def started_and_succeeded(self, text: str) -> bool:
         """Whether a task whose result mentions ``text`` was reported started, then succeeded."""
-        return any(text in result and task_id in self.started for task_id, result in self.succeeded.items())
+        return any(text in result and task_id in self.started for task_id, (result, _) in self.succeeded.items())
+
+    def times(self, text: str) -> tuple[float, float]:
+        """When the task whose result mentions ``text`` started and succeeded, as its events say."""
+        (task_id,) = [task_id for task_id, (result, _) in self.succeeded.items() if text in result]
+        return self.started[task_id], self.succeeded[task_id][1]
 
     def close(self) -> None:
         self._receiver.should_stop = True

@@ -151,3 +151,27 @@ def test_a_turn_that_could_not_be_sent_frees_the_slot_and_its_frame(redis_client
     store.withdraw("cam", "t1")
     assert inflight(redis_client, "cam") == {"a"}
     assert offer(store, admitted(store, "cam", "c")) == Offer("send")
+
+
+def test_a_batch_takes_and_loads_each_cameras_frame_in_one_round_trip_as_one_by_one(redis_client: redis.Redis) -> None:
+    # A batch of three tasks: two cameras with a waiting frame (one sent for a frame since replaced), and a
+    # task sent for a frame directly. Each gets what `take` would give it alone, in order, and is loaded.
+    store = FrameStore(redis_client)
+    a1, a2 = admitted(store, "cam-a", "a1"), admitted(store, "cam-a", "a2")
+    assert offer(store, a1) == Offer("send") and offer(store, a2) == Offer("waiting", shed="a1")
+    b1 = admitted(store, "cam-b", "b1")
+    assert offer(store, b1) == Offer("send")
+    own = admitted(store, "cam-c", "c1")
+    turns = [("cam-a", "a1", "turn-a"), ("cam-b", "b1", "turn-b"), ("cam-c", "c1", "turn-c")]
+    taken = store.take_many(turns, keep_s=45, queue="gpu", contended=True)
+    assert taken == [Taken("a2", "waiting", "turn-a"), Taken("b1", "waiting", "turn-b"), Taken("c1", "own")]
+    loaded = store.load_many_for_detection(["a2", "b1", "c1"])
+    assert [jpeg for _, jpeg in loaded] == [b"jpeg:a2", b"jpeg:b1", b"jpeg:c1"]
+    assert [meta.camera_id if meta else None for meta, _ in loaded] == ["cam-a", "cam-b", "cam-c"]
+    captured = [meta.captured_at if meta else None for meta, _ in loaded]
+    assert captured == [a2.captured_at, b1.captured_at, own.captured_at]
+    assert all("received" in store.timings(f) for f in ("a2", "b1", "c1"))
+    # Redelivered, the batch takes the same frames again.
+    again = store.take_many(turns, keep_s=45, queue="gpu", contended=True)
+    assert [t.frame_id for t in again] == ["a2", "b1", "c1"] and [t.how for t in again][:2] == ["redelivered"] * 2
+    assert store.take_many([], keep_s=45, queue="gpu") == [] and store.load_many_for_detection([]) == []
