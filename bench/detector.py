@@ -5,7 +5,10 @@ groups go to the offline rules assessor) and stops them. One run, the same frame
 every backend installed here (``torch``, ``onnx``, ``openvino``; ``tensorrt`` on CUDA):
 
 - bare: ``UltralyticsDetector.detect`` in this process over N decoded 1280x720 demo frames, warmed up,
-  with the threads a worker gets (the CPUs this process may use).
+  with the threads a worker gets (the CPUs this process may use); run before and again after the
+  backend's worker run, and the two averaged, so that the machine's speed drifting between them (seen on
+  the 2-core CPU: OpenVINO's bare loop at 41-52 frames/s over one day) does not count for or against the
+  worker (``<b>_bare_drift=``: the second run over the first).
 - batching: ``detect_many`` over the same frames interleaved across 8 "cameras" (each batch holds
   frames of different sources), batch sizes 1, 2, 4, 8 (and 16 on a GPU).
 - worker: the same N frames injected at once as a backlog (``Stack.inject_frame``) into a real
@@ -32,8 +35,8 @@ cameras per GPU = the best batched frames/s over 5 detected frames/s per camera.
 Last line: ``backend=`` (what ``auto`` picks) ``speedup=`` (its bare frames/s over bare PyTorch's)
 ``ratio=`` (its worker over its bare loop), ``batched_ratio=`` (its batched worker over its bare loop),
 ``pipeline_ratio=`` (its pipelined worker over its worker at the default pipeline, 1),
-then per backend ``<b>_bare_fps= <b>_worker_fps= <b>_ratio= <b>_default_batch= <b>_ratio_same_batch=
-<b>_rss_mb= <b>_batch<N>_fps=``,
+then per backend ``<b>_bare_fps= <b>_bare_drift= <b>_worker_fps= <b>_ratio= <b>_default_batch=
+<b>_ratio_same_batch= <b>_rss_mb= <b>_batch<N>_fps=``,
 ``<auto>_worker_batch<N>_fps=``, ``<auto>_worker_pipeline<N>_fps=`` and ``device= threads=``.
 """
 
@@ -178,11 +181,13 @@ def run(
     )
     sizes = GPU_BATCH_SIZES if cuda else BATCH_SIZES
     gate = {"assess_every_frame": assess_every_frame}
-    results = {b: measure_bare(b, device, images, sizes) for b in chosen}
-    for backend in chosen:
+    results: dict[str, BackendRun] = {}
+    for backend in chosen:  # each backend's worker run between two bare loops
+        results[backend] = measure_bare(backend, device, images, sizes)
         results[backend].worker = measure_worker(
             backend, device, jpegs, results[backend].bare_fps, scaled_decode=scaled_decode, **gate
         )
+        results[backend].bare_after = bare_again(backend, device, images)
     batched = measure_worker(
         auto, device, jpegs, results[auto].bare_fps, batch=batch, scaled_decode=scaled_decode, **gate
     )
@@ -212,6 +217,7 @@ def run(
     for backend, r in results.items():
         pairs |= {
             f"{backend}_bare_fps": r.bare_fps,
+            f"{backend}_bare_drift": r.bare_after / r.bare_before,
             f"{backend}_worker_fps": r.worker.fps,
             f"{backend}_ratio": r.ratio,
             f"{backend}_default_batch": r.default_batch,
@@ -246,12 +252,22 @@ class BackendRun:
     backend: str
     load_s: float
     exported: bool
-    bare_fps: float
+    bare_before: float
+    """Frames/s of the bare loop before the worker ran."""
     bare_ms: list[float]
     batches: dict[int, float]
     worker: WorkerRun = field(default_factory=lambda: WorkerRun(math.nan, 0, math.nan, math.nan, {}, {}))
 
     default_batch: int = 1
+    bare_after: float = math.nan
+    """Frames/s of the bare loop after the worker ran."""
+
+    @property
+    def bare_fps(self) -> float:
+        """The bare loop's frames/s: the mean of the runs before and after the worker (before alone if that
+        is all there is)."""
+        runs = [f for f in (self.bare_before, self.bare_after) if math.isfinite(f)]
+        return sum(runs) / len(runs) if runs else math.nan
 
     @property
     def ratio(self) -> float:
@@ -279,6 +295,15 @@ def measure_bare(backend: str, device: str, images: Sequence[Image], sizes: Sequ
     del detector  # free its memory before the worker loads its own copy
     default_batch = resolve_batch(DetectorSettings(device=device, backend=backend))
     return BackendRun(backend, load_s, exported, bare, bare_ms, batches, default_batch=default_batch)
+
+
+def bare_again(backend: str, device: str, images: Sequence[Image]) -> float:
+    """The bare one-frame loop of ``backend`` once more (after its worker ran): frames/s."""
+    detector = UltralyticsDetector(packaged_detector_settings(DetectorSettings(device=device, backend=backend)))
+    detector.load()
+    fps, _ = bare_fps(detector, images)
+    print(f"[{backend}] bare again after its worker: {fps:.2f} frames/s")
+    return fps
 
 
 def gate_env(*, every_frame: bool) -> dict[str, str]:
@@ -371,7 +396,8 @@ def report(results: dict[str, BackendRun], sizes: Sequence[int], cuda: bool) -> 
     for backend, r in results.items():
         w = r.worker
         print(f"\n[{backend}]")
-        print(summary("  bare per frame", r.bare_ms))
+        print(f"  bare frames/s before the worker {r.bare_before:.2f}, after {r.bare_after:.2f}: {r.bare_fps:.2f}")
+        print(summary("  bare per frame (before)", r.bare_ms))
         print(
             summary(
                 "  worker received -> detected (decode, detect, group, gate, crops, store, emit)",

@@ -153,16 +153,16 @@ def _prepare(
     outcomes: dict[int, FrameOutcome] = {}
     held: list[tuple[str, str]] = []
     longest_side = ctx.settings.detector.imgsz if _scaled_decode(ctx) else 0
-    # Several frames decode on the decode threads (the JPEG decoder lets go of the GIL) while the next ones
-    # are taken and loaded; a lone frame decodes here.
-    pool = ctx.decoding if len(indexes) > 1 else None
-    jobs: list[tuple[_Loaded, Future[tuple[FrameImage, float]]]] = []
     taken = _take(ctx, store, [tasks[i] for i in indexes], send_turn, contended)
     found = [(index, t) for index, t in zip(indexes, taken, strict=True) if t.frame_id is not None]
     loaded = store.load_many_for_detection([t.frame_id or "" for _, t in found])
     for index, t in zip(indexes, taken, strict=True):
         if t.frame_id is None:
             outcomes[index] = FrameOutcome(tasks[index].camera_id, "idle")
+    # Several frames decode side by side on the decode threads (the JPEG decoder lets go of the GIL); a lone
+    # frame decodes here.
+    pool = ctx.decoding if len(found) > 1 else None
+    jobs: list[tuple[_Loaded, Future[tuple[FrameImage, float]]]] = []
     for (index, t), (meta, jpeg) in zip(found, loaded, strict=True):
         task = tasks[index]
         held.append((task.camera_id, t.frame_id or ""))
