@@ -162,9 +162,7 @@ class FrameStore:
 
     def __init__(self, client: redis.Redis) -> None:
         self._r = client
-        self._set_if_newer = client.register_script(_SET_IF_NEWER)
         self._offer = client.register_script(_OFFER)
-        self._take = client.register_script(_TAKE)
         self._withdraw = client.register_script(_WITHDRAW)
 
     def admit(self, frame: CapturedFrame, *, ttl_s: float, fps: float) -> None:
@@ -358,7 +356,7 @@ class FrameStore:
         pipe = self._r.pipeline(transaction=True)
         self._queue_record(pipe, record, {}, reused, pending=False)
         self._queue_detected(pipe, record.camera_id, frame_id, record.deadline, durations)
-        pipe.set(redis_keys.frame_final(frame_id), "claimed", nx=True, px=int(FINAL_CLAIM_S * 1000))
+        _queue_claim(pipe, frame_id)
         pipe.hgetall(redis_keys.frame_verdicts(frame_id))
         *_, claimed, raw = pipe.execute()
         if not claimed:
@@ -462,18 +460,15 @@ class FrameStore:
         members = self._r.zrangebyscore(redis_keys.FRAMES_PENDING, "-inf", now, start=0, num=limit)
         return [as_text(m) for m in members if isinstance(m, bytes | str)]
 
-    def claim_final(self, frame_id: str) -> bool:
-        """True when the caller may finalise the frame: nobody has, nor is doing so now.
+    def claim_final_with_verdicts(self, frame_id: str) -> list[GroupVerdict] | None:
+        """The frame's verdicts so far when the caller may finalise it (nobody has, nor is doing so now), in
+        one round trip; None when it may not.
 
         The claim is a lease: a finaliser that dies (or loses Redis) before :meth:`confirm_final`
         leaves the frame pending, and once the lease lapses the deadline sweeper finalises it.
         """
-        return bool(self._r.set(redis_keys.frame_final(frame_id), "claimed", nx=True, px=int(FINAL_CLAIM_S * 1000)))
-
-    def claim_final_with_verdicts(self, frame_id: str) -> list[GroupVerdict] | None:
-        """:meth:`claim_final` and, in the same round trip, the frame's verdicts so far; None when not claimed."""
         pipe = self._r.pipeline(transaction=False)
-        pipe.set(redis_keys.frame_final(frame_id), "claimed", nx=True, px=int(FINAL_CLAIM_S * 1000))
+        _queue_claim(pipe, frame_id)
         pipe.hgetall(redis_keys.frame_verdicts(frame_id))
         claimed, raw = pipe.execute()
         if not claimed:
@@ -492,8 +487,8 @@ class FrameStore:
         counter: str,
         read_hashes: Sequence[str] = (),
     ) -> tuple[bool, list[dict[Any, Any]]]:
-        """A final result in one round trip: the camera's latest unless a newer frame's result is there
-        (:meth:`set_latest`; whether it was stored comes back first), the ``final`` stamp, the camera's
+        """A final result in one round trip: the camera's latest result unless a newer frame's result is
+        already there (whether it was stored comes back first), the ``final`` stamp, the camera's
         ``counter``; and the hashes named in ``read_hashes``, read alongside (the camera's alerts)."""
         pipe = self._r.pipeline(transaction=False)
         # EVAL, not the registered script: in a pipeline, redis-py asks SCRIPT EXISTS first (a round trip).
@@ -508,10 +503,11 @@ class FrameStore:
         )
         self._stamp(pipe, frame_id, "final", deadline)
         pipe.hincrby(redis_keys.camera_stats(camera_id), counter, 1)
+        writes = len(pipe)
         for name in read_hashes:
             pipe.hgetall(name)
         replies = pipe.execute()
-        return bool(replies[0]), list(replies[4:])
+        return bool(replies[0]), list(replies[writes:])
 
     def confirm_final(self, frame_id: str, deadline: float) -> None:
         """The frame's result is stored and sent: it is final for good and leaves the sweeper's set."""
@@ -520,14 +516,6 @@ class FrameStore:
         pipe.zrem(redis_keys.FRAMES_PENDING, frame_id)
         pipe.execute()
 
-    def set_latest(self, camera_id: str, captured_at: float, payload: dict[str, Any], ttl_s: float) -> bool:
-        """Store the camera's latest result unless a newer frame's result is already there."""
-        stored = self._set_if_newer(
-            keys=[redis_keys.camera_latest(camera_id), redis_keys.camera_latest_time(camera_id)],
-            args=[repr(captured_at), json.dumps(payload), int(ttl_s * 1000)],
-        )
-        return bool(stored)
-
     def done_inflight(self, camera_id: str, frame_id: str) -> None:
         """The detector is done with the frame: it no longer counts against the camera's in-flight cap."""
         self._r.zrem(redis_keys.camera_inflight(camera_id), frame_id)
@@ -535,6 +523,11 @@ class FrameStore:
     def count(self, camera_id: str, counter: str, amount: int = 1) -> None:
         """Bump one of the camera's counters."""
         self._r.hincrby(redis_keys.camera_stats(camera_id), counter, amount)
+
+
+def _queue_claim(pipe: Any, frame_id: str) -> None:
+    """Queue the claim on finalising the frame (``SET NX`` of its final mark, a lease of ``FINAL_CLAIM_S``)."""
+    pipe.set(redis_keys.frame_final(frame_id), "claimed", nx=True, px=int(FINAL_CLAIM_S * 1000))
 
 
 def _meta(camera_id: str, wire_id: str | int, captured_at: float, deadline: float) -> dict[FieldT, EncodableT]:
