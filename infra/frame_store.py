@@ -302,13 +302,8 @@ class FrameStore:
         fields = {as_text(k): as_text(v) for k, v in raw.items()}
         return FrameMeta(fields["camera_id"], float(fields["captured_at"]), float(fields["deadline"]))
 
-    def load_for_detection(self, frame_id: str) -> tuple[FrameMeta | None, bytes | None]:
-        """Meta and JPEG in one round trip, stamping when the detector received the frame."""
-        (loaded,) = self.load_many_for_detection([frame_id])
-        return loaded
-
     def load_many_for_detection(self, frame_ids: Sequence[str]) -> list[tuple[FrameMeta | None, bytes | None]]:
-        """:meth:`load_for_detection` for each frame of a batch, in order, in one round trip."""
+        """Each frame's meta and JPEG, in order, in one round trip, stamping when the detector received them."""
         if not frame_ids:
             return []
         pipe = self._r.pipeline(transaction=False)
@@ -414,14 +409,6 @@ class FrameStore:
         pipe.hset(name, str(verdict.group_index), json.dumps(verdict_to_json(verdict)))
         pipe.pexpire(name, _ttl_ms(deadline))
         self._stamp(pipe, frame_id, f"assessed:{verdict.group_index}", deadline)
-        pipe.execute()
-
-    def stamp(self, frame_id: str, stage: str, deadline: float, durations: dict[str, float] | None = None) -> None:
-        """Record when a stage of the frame happened, plus named durations (latency figures, metrics)."""
-        pipe = self._r.pipeline(transaction=False)
-        self._stamp(pipe, frame_id, stage, deadline)
-        if durations:
-            pipe.hset(redis_keys.frame_timings(frame_id), mapping={k: repr(v) for k, v in durations.items()})
         pipe.execute()
 
     def detected(self, camera_id: str, frame_id: str, deadline: float, durations: dict[str, float]) -> None:

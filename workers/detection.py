@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -9,9 +10,9 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any
 
 from infra import celery_names
 from infra.frame_store import FrameMeta, FrameStore, Taken, as_text
@@ -35,8 +36,6 @@ from workers.motion import motion_counts, publish_motion, urgent_groups
 from workers.privacy import keep_privacy_boxes, publish_private_frame
 
 log = logging.getLogger(__name__)
-
-_T = TypeVar("_T")
 
 StartAssessment = Callable[[str, str, tuple[int, ...], float], None]
 """(camera id, frame id, group indexes, deadline) → starts the group assessments and the aggregation."""
@@ -159,46 +158,36 @@ def _prepare(
     for index, t in zip(indexes, taken, strict=True):
         if t.frame_id is None:
             outcomes[index] = FrameOutcome(tasks[index].camera_id, "idle")
-    # Several frames decode side by side on the decode threads (the JPEG decoder lets go of the GIL); a lone
-    # frame decodes here.
-    pool = ctx.decoding if len(found) > 1 else None
-    jobs: list[tuple[_Loaded, Future[tuple[FrameImage, float]]]] = []
+    ready: list[_Loaded] = []
     for (index, t), (meta, jpeg) in zip(found, loaded, strict=True):
         task = tasks[index]
         held.append((task.camera_id, t.frame_id or ""))
-        ready = _load(ctx, store, index, task, t, meta, jpeg)
-        if isinstance(ready, FrameOutcome):
-            outcomes[index] = ready
-            continue
-        jobs.append((ready, _run(pool, _decode, ready.jpeg, longest_side)))
+        frame = _load(ctx, store, index, task, t, meta, jpeg)
+        if isinstance(frame, FrameOutcome):
+            outcomes[index] = frame
+        else:
+            ready.append(frame)
+    # Several frames decode side by side on the decode threads (the JPEG decoder lets go of the GIL); a lone
+    # frame decodes here.
+    decode = functools.partial(_decode, longest_side=longest_side)
+    results = ctx.decoding.map(decode, ready) if len(ready) > 1 else map(decode, ready)
     decoded: list[_Decoded] = []
-    for ready, job in jobs:
-        try:
-            image, decode_s = job.result()
-        except ImageError as exc:
-            outcomes[ready.index] = _detect_error(store, ready, exc)
-            continue
-        decoded.append(_Decoded(ready, image, decode_s))
+    for frame, result in zip(ready, results, strict=True):
+        if isinstance(result, ImageError):
+            outcomes[frame.index] = _detect_error(store, frame, result)
+        else:
+            decoded.append(result)
     return _Prepared(decoded, outcomes, held)
 
 
-def _decode(jpeg: bytes, longest_side: int) -> tuple[FrameImage, float]:
-    """A frame decoded for the detector (``longest_side`` 0: whole), and the seconds it took."""
+def _decode(frame: _Loaded, longest_side: int) -> _Decoded | ImageError:
+    """The frame decoded for the detector (``longest_side`` 0: whole), or why it could not be."""
     started = time.perf_counter()
-    image = FrameImage.decode(jpeg, longest_side)
-    return image, time.perf_counter() - started
-
-
-def _run(pool: ThreadPoolExecutor | None, fn: Callable[..., _T], *args: Any) -> Future[_T]:
-    """``fn(*args)`` on ``pool``, or here and now when there is none (its outcome in a future either way)."""
-    if pool is not None:
-        return pool.submit(fn, *args)
-    done: Future[_T] = Future()
     try:
-        done.set_result(fn(*args))
-    except Exception as exc:  # handed to whoever reads the result, as the pool would
-        done.set_exception(exc)
-    return done
+        image = FrameImage.decode(frame.jpeg, longest_side)
+    except ImageError as exc:
+        return exc
+    return _Decoded(frame, image, time.perf_counter() - started)
 
 
 def _submit(ctx: WorkerContext, decoded: list[_Decoded]) -> _Predict | None:
