@@ -13,7 +13,9 @@ on a looping demo clip, and stops them.
 3. Eight cameras, each sampled every 8t/2: together 2x capacity. Fresh and fair means: frame age at its
    first ``detection_result`` p95 at most one sampling interval plus the detection time, and every camera
    processed within 20 % of the others (``cams8_fairness`` = slowest camera's processed frames over the
-   fastest's).
+   fastest's). Run twice: first with every camera on its regular schedule (``TRAFFIC_TURN_TIMING=false``,
+   the ``cams8_untimed_*`` figures, the baseline), then as shipped, with samples timed to the cameras'
+   detector turns (``cams8_*``).
 For a fixed time per case: ``LLEN gpu`` sampled every 20 ms; each frame's first ``detection_result`` taken
 off the Socket.IO Redis channel, its age = arrival - capture time (the payload's ``timestamp``,
 millisecond precision); the cameras' counters (captured, dropped_superseded, dropped_inflight,
@@ -35,7 +37,8 @@ store it; the target (one sampling interval + bare detection) leaves room for th
 sampling interval is long against them. The output splits each frame's age at the moment the detector
 took it.
 
-Last line: ``age_p95_s=… queue_max=… dropped=… offered=… processed=… cams8_age_p95_s=… cams8_fairness=…``
+Last line: ``age_p95_s=… queue_max=… dropped=… offered=… processed=… cams8_age_p95_s=… cams8_fairness=…
+cams8_untimed_age_p95_s=… cams8_untimed_fairness=…`` (and more)
 """
 
 from __future__ import annotations
@@ -150,7 +153,9 @@ def run(seconds: float, device: str, bare_frames: int, backend: str, threads: in
             stack.start("gpu", "llm", "default")
             _warm_up(stack)
             one = _case(stack, Path(tmp), [CAMERA], seconds, per_frame)
-            many = _case(stack, Path(tmp), [f"cam{i}" for i in range(MANY_CAMERAS)], seconds, per_frame)
+            cameras = [f"cam{i}" for i in range(MANY_CAMERAS)]
+            untimed = _case(stack, Path(tmp), cameras, seconds, per_frame, turn_timing=False)
+            many = _case(stack, Path(tmp), cameras, seconds, per_frame)
         finally:
             stack.stop()
     return {
@@ -170,6 +175,12 @@ def run(seconds: float, device: str, bare_frames: int, backend: str, threads: in
         "cams8_offered": many["offered"],
         "cams8_processed": many["processed"],
         "cams8_dropped": many["dropped"],
+        "cams8_samples_per_interval": many["samples_per_interval"],
+        "cams8_untimed_age_p95_s": untimed["age_p95_s"],
+        "cams8_untimed_age_p50_s": untimed["age_p50_s"],
+        "cams8_untimed_fairness": untimed["fairness"],
+        "cams8_untimed_processed": untimed["processed"],
+        "cams8_untimed_samples_per_interval": untimed["samples_per_interval"],
     }
 
 
@@ -180,14 +191,20 @@ def _warm_up(stack: Stack) -> None:
     _wait(lambda: "detected" in store.timings(warm), 180, "the warm-up frame was not detected")
 
 
-def _case(stack: Stack, tmp: Path, cameras: list[str], seconds: float, per_frame: float) -> dict[str, float]:
-    """Offer 2x capacity from ``cameras`` together for ``seconds``; print and return the figures."""
+def _case(
+    stack: Stack, tmp: Path, cameras: list[str], seconds: float, per_frame: float, *, turn_timing: bool = True
+) -> dict[str, float]:
+    """Offer 2x capacity from ``cameras`` together for ``seconds``; print and return the figures.
+
+    ``turn_timing``: the capture service's ``capture.turn_timing`` (off: every camera on its regular schedule).
+    """
     interval = round(len(cameras) * per_frame / 2, 4)
     clip_fps = min(240.0, max(12.0, math.ceil(2 / interval)))
     clip = make_demo_clip(tmp / f"overload-{clip_fps:.0f}fps.avi", fps=clip_fps)
     print(
         f"\n== {len(cameras)} camera(s), each sampled every {interval * 1000:.1f} ms: together "
-        f"{len(cameras) / interval:.2f} frames/s (2x capacity) for {seconds:.0f} s; clip at {clip_fps:.0f} fps"
+        f"{len(cameras) / interval:.2f} frames/s (2x capacity) for {seconds:.0f} s; clip at {clip_fps:.0f} fps; "
+        f"samples timed to detector turns: {'on' if turn_timing else 'off'}"
     )
     registry = CameraRegistry(stack.redis)
     results = FirstResults(stack.redis_url)
@@ -195,11 +212,14 @@ def _case(stack: Stack, tmp: Path, cameras: list[str], seconds: float, per_frame
     try:
         for camera_id in cameras:
             registry.add(Camera(camera_id=camera_id, url=str(clip), wire_id=camera_id))
-        stack.start("capture", TRAFFIC_FRAME_INTERVAL=repr(interval))
+        stack.start("capture", TRAFFIC_FRAME_INTERVAL=repr(interval), TRAFFIC_TURN_TIMING=str(turn_timing).lower())
         _wait(lambda: all(registry.stats(c).get("captured", 0) > 0 for c in cameras), 90, stack.group.tail("capture"))
         t0, before = time.time(), {c: registry.stats(c) for c in cameras}
         time.sleep(seconds)
         t1, after = time.time(), {c: registry.stats(c) for c in cameras}
+        # Sampling goes on past the window, as it would in service: a camera's last frame of the window is
+        # then superseded by a newer one or taken by its turn, instead of waiting alone for a late turn.
+        time.sleep(1.0 + 3 * len(cameras) * per_frame)
         stack.group.stop("capture")
         # Frames still in flight finish within a couple of detector times per camera.
         keys = [redis_keys.camera_inflight(camera_id) for camera_id in cameras]
@@ -244,6 +264,7 @@ def _report(
     processed = total["detected"]
     shed = {k: total[k] for k in ("dropped_superseded", "dropped_inflight", "dropped_age")}
     per_camera = {c: int(delta[c].get("detected", 0)) for c in cameras}
+    samples_per_interval = total["captured"] / len(cameras) / (span / interval)
     fairness = min(per_camera.values()) / max(max(per_camera.values()), 1)
     target = interval + per_frame
     print(f"window: {span:.1f} s; counters over it: {dict(sorted(total.items()))}")
@@ -258,6 +279,7 @@ def _report(
         )
     if len(cameras) > 1:
         print(f"processed per camera: {per_camera}; slowest over fastest {fairness:.3f}")
+        print(f"samples per camera per sampling interval: {samples_per_interval:.2f}")
     print(
         f"gpu queue (LLEN every {QUEUE_SAMPLE_S * 1000:.0f} ms, {len(depths)} samples): max {max(depths, default=0)}, "
         f"mean {statistics.fmean(depths) if depths else float('nan'):.2f}, "
@@ -287,6 +309,7 @@ def _report(
         "fairness": fairness,
         "target_s": target,
         "worker_s_p50": percentile(worker_s, 50),
+        "samples_per_interval": samples_per_interval,
     }
 
 

@@ -11,10 +11,12 @@ from typing import Any
 import redis
 from redis.typing import EncodableT, FieldT
 
+from infra.celery_names import GPU_QUEUE
 from traffic import redis_keys
 from traffic.codec import verdict_from_json, verdict_to_json
 from traffic.frame_record import FrameRecord
 from traffic.models import GroupVerdict
+from traffic.turn_timing import TurnForecast, forecast
 
 KEEP_AFTER_DEADLINE_S = 120.0
 """Frame records outlive the deadline this long, for late chords and the dead-letter replay."""
@@ -26,11 +28,13 @@ LATEST_FRAME_TTL_S = 60
 """The camera's most recent JPEG (the REST snapshot) is kept this long."""
 
 # The camera's waiting slot: ``origin`` names the frame its queued detector task was sent for, ``sent`` when,
-# ``frame`` the newest frame waiting for that task (absent right after a worker re-queued the camera's turn).
+# ``frame`` the newest frame waiting for that task (absent right after a worker re-queued the camera's turn),
+# ``ticket`` the queue's turn count (KEYS[3], see ``_TAKE``) when the task will be taken: a task sent now
+# joins the queue (KEYS[4]) at its end. The ticket and the turn clock come back with ``waiting``.
 _OFFER = """
 local now = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[5]))
-local waiting = redis.call('HMGET', KEYS[1], 'frame', 'sent')
+local waiting = redis.call('HMGET', KEYS[1], 'frame', 'sent', 'ticket')
 local previous = waiting[1]
 if waiting[2] and now - tonumber(waiting[2]) < tonumber(ARGV[3]) then
   if previous then
@@ -40,6 +44,11 @@ if waiting[2] and now - tonumber(waiting[2]) < tonumber(ARGV[3]) then
   end
   redis.call('HSET', KEYS[1], 'frame', ARGV[1])
   redis.call('ZADD', KEYS[2], now, ARGV[1])
+  if waiting[3] then
+    local clock = redis.call('HMGET', KEYS[3], 'count', 'last', 'pace', 'jitter', 'run')
+    return {'waiting', previous or false, waiting[3], clock[1] or false, clock[2] or false, clock[3] or false,
+      clock[4] or false, clock[5] or false}
+  end
   return {'waiting', previous or false}
 end
 redis.call('DEL', KEYS[1])
@@ -49,7 +58,8 @@ end
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
   return {'dropped_inflight', previous or false}
 end
-redis.call('HSET', KEYS[1], 'frame', ARGV[1], 'origin', ARGV[1], 'sent', ARGV[2])
+local ticket = (tonumber(redis.call('HGET', KEYS[3], 'count')) or 0) + redis.call('LLEN', KEYS[4]) + 1
+redis.call('HSET', KEYS[1], 'frame', ARGV[1], 'origin', ARGV[1], 'sent', ARGV[2], 'ticket', ticket)
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
@@ -58,8 +68,35 @@ return {'send', previous or false}
 # The detector task sent for frame ARGV[1] takes its camera's waiting frame (the newest); a redelivery of
 # that task finds what the first delivery took; a task sent for a frame directly (no waiting slot) keeps it.
 # While other tasks wait in the queue (KEYS[3]), the camera's next turn is queued at once (origin ARGV[3]),
-# so cameras take turns in the order they were served, whatever the phase of their sampling.
+# so cameras take turns in the order they were served, whatever the phase of their sampling. Every take
+# ticks the queue's turn clock (KEYS[4]): ``count``, the ``last`` run of takes (a batch's takes share a
+# time) and its length, the smoothed time per take (``pace``) and its miss (``jitter``); a re-queued turn
+# gets the ticket its take will have (ahead of it: the rest of this batch of ARGV[7] takes, the queue, and
+# the batch's turns re-queued before it), from which the capture service times the camera's samples.
 _TAKE = """
+local now, weight = tonumber(ARGV[4]), tonumber(ARGV[6])
+local clock = redis.call('HMGET', KEYS[4], 'count', 'last', 'run', 'pace', 'jitter')
+local count, last, run = (tonumber(clock[1]) or 0) + 1, tonumber(clock[2]), tonumber(clock[3]) or 1
+local pace, jitter = tonumber(clock[4]), tonumber(clock[5])
+redis.call('HSET', KEYS[4], 'count', count)
+if last and now <= last then
+  redis.call('HSET', KEYS[4], 'run', run + 1)
+else
+  redis.call('HSET', KEYS[4], 'last', ARGV[4], 'run', 1)
+  if last then
+    local gap = (now - last) / run
+    if pace then
+      gap = math.min(gap, 3 * pace)
+      local miss = math.abs(gap - pace)
+      jitter = jitter and jitter + weight * (miss - jitter) or miss
+      pace = pace + weight * (gap - pace)
+      redis.call('HSET', KEYS[4], 'pace', tostring(pace), 'jitter', tostring(jitter))
+    else
+      redis.call('HSET', KEYS[4], 'pace', tostring(gap))
+    end
+  end
+end
+redis.call('PEXPIRE', KEYS[4], ARGV[2])
 local waiting = redis.call('HMGET', KEYS[1], 'frame', 'origin')
 if waiting[2] == ARGV[1] then
   if not waiting[1] then
@@ -67,9 +104,11 @@ if waiting[2] == ARGV[1] then
     return {false, 'none'}
   end
   redis.call('SET', KEYS[2], waiting[1], 'PX', ARGV[2])
-  if ARGV[5] == '1' or redis.call('LLEN', KEYS[3]) > 0 then
+  local queued = redis.call('LLEN', KEYS[3])
+  if ARGV[5] == '1' or queued > 0 then
     redis.call('HDEL', KEYS[1], 'frame')
-    redis.call('HSET', KEYS[1], 'origin', ARGV[3], 'sent', ARGV[4])
+    redis.call('HSET', KEYS[1], 'origin', ARGV[3], 'sent', ARGV[4], 'ticket', count + queued + tonumber(ARGV[7]))
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
     return {waiting[1], 'waiting', ARGV[3]}
   end
   redis.call('DEL', KEYS[1])
@@ -88,6 +127,9 @@ end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HINCRBY', KEYS[3], 'send_failed', 1)
 """
+
+TURN_SMOOTHING = 0.25
+"""Weight of the newest time between two turns (and of its miss) in the turn clock's pace (and jitter)."""
 
 _SET_IF_NEWER = """
 local current = redis.call('GET', KEYS[2])
@@ -135,6 +177,9 @@ class Offer:
 
     outcome: str
     shed: str | None = None
+    turn: TurnForecast | None = None
+    """With ``waiting``, when a worker re-queued the camera's turn: how far that turn is (None until the
+    queue's clock has a pace: two turns taken)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +190,15 @@ class Taken:
     frame_id: str | None
     how: str
     next_turn: str | None = None
+
+
+def _forecast(ticket: Any, clock: Sequence[Any]) -> TurnForecast | None:
+    """A turn's forecast from its ticket and the queue's clock (``count``, ``last``, ``pace``, ``jitter``, ``run``)."""
+    if ticket is None or len(clock) < 3 or any(v is None for v in clock[:3]):
+        return None
+    count, last, pace = int(as_text(clock[0])), float(as_text(clock[1])), float(as_text(clock[2]))
+    jitter, run = (float(as_text(v)) if v is not None else None for v in (*clock[3:5], None, None)[:2])
+    return forecast(int(as_text(ticket)), count, last, pace, jitter or 0.0, int(run or 1))
 
 
 def as_text(value: bytes | str) -> str:
@@ -165,8 +219,9 @@ class FrameStore:
         self._offer = client.register_script(_OFFER)
         self._withdraw = client.register_script(_WITHDRAW)
 
-    def admit(self, frame: CapturedFrame, *, ttl_s: float, fps: float) -> None:
-        """Store a captured frame: JPEG, preview, metadata, the camera's latest frame, counters (then ``offer`` it)."""
+    def admit(self, frame: CapturedFrame, *, ttl_s: float, fps: float, timed: bool = False) -> None:
+        """Store a captured frame: JPEG, preview, metadata, the camera's latest frame, counters (then ``offer`` it).
+        ``timed``: the sample was timed to the camera's detector turn (counted as ``samples_timed``)."""
         camera_id = frame.camera_id
         meta = _meta(camera_id, frame.wire_id, frame.captured_at, frame.deadline)
         meta |= {"width": frame.width, "height": frame.height}
@@ -178,6 +233,8 @@ class FrameStore:
         pipe.hset(redis_keys.frame_meta(frame.frame_id), mapping=meta)
         pipe.pexpireat(redis_keys.frame_meta(frame.frame_id), int((frame.deadline + META_GRACE_S) * 1000))
         pipe.hincrby(redis_keys.camera_stats(camera_id), "captured", 1)
+        if timed:
+            pipe.hincrby(redis_keys.camera_stats(camera_id), "samples_timed", 1)
         pipe.hset(redis_keys.camera_stats(camera_id), redis_keys.CAMERA_FPS_FIELD, repr(fps))
         pipe.execute()
 
@@ -189,7 +246,9 @@ class FrameStore:
         pipe.set(redis_keys.camera_latest_frame(camera_id), jpeg, ex=LATEST_FRAME_TTL_S)
         pipe.execute()
 
-    def offer(self, frame: CapturedFrame, *, max_in_flight: int, task_lost_after_s: float) -> Offer:
+    def offer(
+        self, frame: CapturedFrame, *, max_in_flight: int, task_lost_after_s: float, queue: str = GPU_QUEUE
+    ) -> Offer:
         """Make an admitted frame its camera's waiting frame: the newest frame replaces a waiting one, never queues.
 
         A camera has at most one detector task waiting; a frame arriving while it waits takes the waiting
@@ -201,7 +260,12 @@ class FrameStore:
         camera_id = frame.camera_id
         keep_s = round(frame.deadline - frame.captured_at + META_GRACE_S)
         reply = self._offer(
-            keys=[redis_keys.camera_waiting(camera_id), redis_keys.camera_inflight(camera_id)],
+            keys=[
+                redis_keys.camera_waiting(camera_id),
+                redis_keys.camera_inflight(camera_id),
+                redis_keys.turn_clock(queue),
+                queue,
+            ],
             args=[
                 frame.frame_id,
                 repr(time.time()),
@@ -212,7 +276,8 @@ class FrameStore:
             ],
         )
         outcome, shed = as_text(reply[0]), reply[1]
-        offer = Offer(outcome, as_text(shed) if shed is not None else None)
+        turn = _forecast(reply[2], reply[3:]) if len(reply) > 2 else None
+        offer = Offer(outcome, as_text(shed) if shed is not None else None, turn)
         pipe = self._r.pipeline(transaction=False)
         if offer.shed is not None:
             pipe.hincrby(redis_keys.camera_stats(camera_id), "dropped_superseded", 1)
@@ -248,21 +313,32 @@ class FrameStore:
             # EVAL, not the registered script: in a pipeline, redis-py asks SCRIPT EXISTS first (a round trip).
             pipe.eval(
                 _TAKE,
-                3,
+                4,
                 redis_keys.camera_waiting(camera_id),
                 redis_keys.frame_taken(frame_id),
                 queue,
+                redis_keys.turn_clock(queue),
                 frame_id,
                 keep_ms,
                 next_turn,
                 now,
                 "1" if contended else "0",
+                TURN_SMOOTHING,
+                len(turns),
             )
         taken: list[Taken] = []
         for reply in pipe.execute():
             frame = as_text(reply[0]) if reply[0] is not None else None
             taken.append(Taken(frame, as_text(reply[1]), as_text(reply[2]) if len(reply) > 2 else None))
         return taken
+
+    def turn(self, camera_id: str, queue: str = GPU_QUEUE) -> TurnForecast | None:
+        """How far the camera's re-queued detector turn is now (None: no turn re-queued, or no pace yet)."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hget(redis_keys.camera_waiting(camera_id), "ticket")
+        pipe.hmget(redis_keys.turn_clock(queue), "count", "last", "pace", "jitter", "run")
+        ticket, clock = pipe.execute()
+        return _forecast(ticket, clock)
 
     def has_room(self, camera_id: str, max_in_flight: int, max_age_s: float) -> bool:
         """Whether a new frame of the camera would be taken (a cheap check before encoding it; ``offer`` decides)."""

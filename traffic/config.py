@@ -452,6 +452,7 @@ _ROWS: tuple[_Row, ...] = (
     _row("capture.frame_ttl_s", _POSITIVE, "FRAME_TTL", "capture.frame_ttl"),
     _row("capture.max_in_flight", _integer(1), "MAX_IN_FLIGHT", "capture.max_in_flight"),
     _row("capture.frame_deadline_s", _POSITIVE, "FRAME_DEADLINE", "capture.frame_deadline"),
+    _row("capture.turn_timing", _boolean, "TURN_TIMING", "capture.turn_timing"),
     _row("pipeline.visibility_timeout_s", _POSITIVE, "VISIBILITY_TIMEOUT", "pipeline.visibility_timeout"),
     _row("pipeline.assess_time_limit_s", _POSITIVE, "ASSESS_TIME_LIMIT", "pipeline.assess_time_limit"),
     _row("pipeline.retry_backoff_s", _POSITIVE, "RETRY_BACKOFF", "pipeline.retry_backoff"),

@@ -131,8 +131,15 @@ def camera_stats_tick(camera_id: str) -> str:
 
 def camera_waiting(camera_id: str) -> str:
     """Hash: the camera's frame waiting for the detector (``frame``), the frame its queued task names (``origin``)
-    and when that task was sent (``sent``): newer frames replace ``frame`` instead of queueing behind it."""
+    and when that task was sent (``sent``): newer frames replace ``frame`` instead of queueing behind it. A turn
+    re-queued by a worker has a ``ticket``: the queue's turn count (``turn_clock``) when it will be taken."""
     return f"{PREFIX}camera:{camera_id}:waiting"
+
+
+def turn_clock(queue: str) -> str:
+    """Hash: the detector queue's turns: ``count`` taken so far, the ``last`` one's time, ``pace`` (smoothed
+    seconds between turns) and ``jitter`` (smoothed miss of the pace); a camera's queued turn has a ``ticket``."""
+    return f"{PREFIX}turns:{queue}"
 
 
 def frame_taken(frame_id: str) -> str:

@@ -218,6 +218,9 @@ class CaptureSettings:
     """Camera hosts (names, addresses or CIDR networks) allowed although loopback, private, link-local…"""
     max_cameras: int = 64
     """At most this many cameras (each costs a reader thread, Redis keys and metric label sets)."""
+    turn_timing: bool = True
+    """Under overload, time a camera's samples to just before its detector turns (fresher frames detected;
+    a sample moves earlier, never later, so at most one more sample per turn)."""
 
 
 @dataclass(frozen=True)

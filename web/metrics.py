@@ -41,6 +41,7 @@ CAMERA_COUNTERS = {
     "assessed_groups": "Groups sent to assessment",
     "detect_errors": "Frames the detector could not process",
     "send_failed": "Frames the capture service could not enqueue",
+    "samples_timed": "Samples moved earlier, to just before the camera's queued detector turn (overload only)",
 }
 FINAL_STATES = ("complete", "partial", "skipped", "unavailable")
 SHED_REASONS = {"superseded": "dropped_superseded", "in_flight_cap": "dropped_inflight", "past_deadline": "dropped_age"}

@@ -231,7 +231,7 @@ SCHEMAS: JSON = {
                 "additionalProperties": {"type": "integer"},
                 "description": (
                     "Counters: captured, dropped_superseded, dropped_inflight, dropped_age, detected, "
-                    "final_<assessment>…"
+                    "samples_timed, final_<assessment>…"
                 ),
             },
         },

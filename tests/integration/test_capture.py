@@ -377,6 +377,45 @@ def test_a_started_detector_task_takes_the_newest_frame_and_the_in_flight_cap_ho
     assert redis_client.zcard(redis_keys.camera_inflight("cap")) == 2
 
 
+def test_under_overload_samples_are_timed_to_just_before_the_cameras_detector_turn(
+    redis_client: redis.Redis, tmp_path: Path, services: Callable[..., CaptureService]
+) -> None:
+    # The test plays a detector serving this camera and two others in turn, one turn every 0.3 s: this
+    # camera's turn comes every 0.9 s, whatever its 0.6-s sampling phase. On the regular schedule the
+    # frame a turn takes is up to 0.6 s old (under 0.15 s for one turn in four); timed to the turns, it
+    # is a few tens of ms old.
+    interval, pace, fresh_s = 0.6, 0.3, 0.15
+    clip = make_demo_clip(tmp_path / "fast.avi", fps=30)  # the reader's newest frame is at most 33 ms old
+    registry = CameraRegistry(redis_client)
+    registry.add(make_camera("paced", str(clip), allow_files=True))
+    services(max_in_flight=2, frame_interval_s=interval)
+    store = FrameStore(redis_client)
+    message = wait_until(lambda: redis_client.rpop("gpu"), 10, "the camera's first detect_frame message")
+    turn = json.loads(base64.b64decode(json.loads(message)["body"]))[0][1]
+    redis_client.rpush("gpu", "other camera's turn", "another camera's turn")  # ahead of this camera's next
+    ages: list[float] = []
+    next_turn_at = time.monotonic()
+    for i in range(36):
+        next_turn_at += pace
+        time.sleep(max(0.0, next_turn_at - time.monotonic()))
+        if i % 3:
+            store.take(f"other-{i % 3}", f"other-{i}", keep_s=45, queue="gpu", next_turn="unused")
+            continue
+        taken = store.take("paced", turn, keep_s=45, queue="gpu", next_turn=f"turn-{i}")
+        assert taken.how == "waiting" and taken.frame_id and taken.next_turn, taken  # a sample at least every 0.6 s
+        meta = store.meta(taken.frame_id)
+        assert meta is not None
+        ages.append(time.time() - meta.captured_at)
+        store.done_inflight("paced", taken.frame_id)  # detected at once
+        turn = taken.next_turn
+    assert redis_client.llen("gpu") == 2, "each turn was queued by its predecessor: the capture sent none"
+    timed = registry.stats("paced").get("samples_timed", 0)
+    assert timed >= 6, f"only {timed} samples timed to a turn; frame ages at the turns: {ages}"
+    # The first turns teach the queue's turn clock its pace; the capture times samples from then on.
+    late = ages[6:]
+    assert sum(age < fresh_s for age in late) >= 4, f"frame ages at the last turns: {late}"
+
+
 def test_a_camera_the_url_policy_denies_is_reported_and_never_contacted(
     redis_client: redis.Redis, events: SocketEvents, services: Callable[..., CaptureService]
 ) -> None:

@@ -139,7 +139,9 @@ def test_a_turn_that_finds_no_newer_frame_ends_and_the_next_frame_is_sent(redis_
     assert not redis_client.exists(redis_keys.camera_waiting("cam"))
     assert offer(store, admitted(store, "cam", "b")) == Offer("send")
     store.done_inflight("cam", "a")
-    assert offer(store, admitted(store, "cam", "c"), max_in_flight=1) == Offer("waiting", shed="b")
+    c = offer(store, admitted(store, "cam", "c"), max_in_flight=1)
+    assert (c.outcome, c.shed) == ("waiting", "b")
+    assert c.turn is not None and c.turn.ahead == 2  # the task sent for "b" joined the queue behind one other
 
 
 def test_a_turn_that_could_not_be_sent_frees_the_slot_and_its_frame(redis_client: redis.Redis) -> None:
@@ -175,3 +177,59 @@ def test_a_batch_takes_and_loads_each_cameras_frame_in_one_round_trip_as_one_by_
     again = store.take_many(turns, keep_s=45, queue="gpu", contended=True)
     assert [t.frame_id for t in again] == ["a2", "b1", "c1"] and [t.how for t in again][:2] == ["redelivered"] * 2
     assert store.take_many([], keep_s=45, queue="gpu") == [] and store.load_many_for_detection([]) == []
+
+
+def test_a_requeued_turn_has_a_ticket_on_the_queues_turn_clock(redis_client: redis.Redis) -> None:
+    store = FrameStore(redis_client)
+    clock = redis_keys.turn_clock("gpu")
+
+    def read_clock() -> dict[str, float]:
+        return {k.decode(): float(v) for k, v in redis_client.hgetall(clock).items()}
+
+    redis_client.rpush("gpu", "other-1", "other-2")  # two other cameras' turns queued
+    assert offer(store, admitted(store, "cam", "a")) == Offer("send")
+    assert take(store, "a", turn="t1") == Taken("a", "waiting", next_turn="t1")
+    assert read_clock()["count"] == 1 and "pace" not in read_clock()  # one turn: no pace yet
+    assert redis_client.hget(redis_keys.camera_waiting("cam"), "ticket") == b"4"  # after the two ahead of it
+    assert offer(store, admitted(store, "cam", "b")) == Offer("waiting")  # no pace: no forecast
+    time.sleep(0.02)
+    store.take("other-1", "other-1", keep_s=45, queue="gpu", next_turn="unused")  # another camera's turn
+    after = read_clock()
+    assert after["count"] == 2 and after["pace"] > 0.0 and "jitter" not in after
+    store.done_inflight("cam", "a")
+    c = offer(store, admitted(store, "cam", "c"))
+    assert c.outcome == "waiting" and c.shed == "b" and c.turn is not None
+    assert c.turn.ahead == 2 and c.turn.last_take == pytest.approx(after["last"])
+    assert c.turn.pace == pytest.approx(after["pace"]) and c.turn.jitter == 0.0
+    assert store.turn("cam") == c.turn
+    time.sleep(0.05)
+    store.take("other-2", "other-2", keep_s=45, queue="gpu", next_turn="unused")
+    later = read_clock()
+    gap = later["last"] - after["last"]
+    assert later["count"] == 3 and later["jitter"] == pytest.approx(abs(min(gap, 3 * after["pace"]) - after["pace"]))
+    turn = store.turn("cam")
+    assert turn is not None and turn.ahead == 1  # the next turn taken is this camera's
+    assert redis_client.pttl(clock) <= 45_000  # an idle queue's clock goes away
+
+
+def test_a_batch_of_turns_ticks_the_clock_once_per_turn_and_tickets_follow_the_batch(redis_client: redis.Redis) -> None:
+    store = FrameStore(redis_client)
+    clock = redis_keys.turn_clock("gpu")
+    for camera in ("c0", "c1", "c2"):
+        assert offer(store, admitted(store, camera, f"{camera}-a")).outcome == "send"
+    redis_client.rpush("gpu", "queued turn")  # one more camera's turn waits in the queue
+    turns = [(camera, f"{camera}-a", f"{camera}-next") for camera in ("c0", "c1", "c2")]
+    taken = store.take_many(turns, keep_s=45, queue="gpu", contended=True)  # one predict of three frames
+    assert [t.next_turn for t in taken] == ["c0-next", "c1-next", "c2-next"]
+    assert redis_client.hget(clock, "count") == b"3" and redis_client.hget(clock, "run") == b"3"
+    # Takes 1-3 are the batch, 4 the turn that waited, 5 c0's next turn, then c1's and c2's.
+    tickets = [int(redis_client.hget(redis_keys.camera_waiting(c), "ticket") or 0) for c in ("c0", "c1", "c2")]
+    assert tickets == [5, 6, 7]
+    first = float(redis_client.hget(clock, "last") or 0)
+    time.sleep(0.06)
+    store.take("queued", "queued turn", keep_s=45, queue="gpu", next_turn="unused")
+    later = float(redis_client.hget(clock, "last") or 0)
+    pace = float(redis_client.hget(clock, "pace") or 0)
+    assert pace == pytest.approx((later - first) / 3)  # the batch of three took that long: a third each
+    turn = store.turn("c0")
+    assert turn is not None and turn.ahead == 1 and turn.batch == 1

@@ -54,6 +54,44 @@ def test_a_reader_samples_at_its_camera_rate_else_at_the_global_interval() -> No
     assert fast.next_sample == pytest.approx(fast.origin + 1.2)
 
 
+def test_a_sample_timed_to_a_detector_turn_moves_the_schedule_earlier_never_later() -> None:
+    reader = reader_for(Camera("t", "rtsp://cam/t"), with_interval(1.0))
+    start = reader.origin
+    reader.advance(start + 1.0, at=start + 1.6)  # within one interval: sampled then, and every 1 s after
+    assert reader.next_sample == pytest.approx(start + 1.6)
+    reader.advance(start + 1.6)
+    assert reader.next_sample == pytest.approx(start + 2.6)
+    reader.advance(start + 2.6, at=start + 3.7)  # more than one interval away: the regular tick instead
+    assert reader.next_sample == pytest.approx(start + 3.6)
+    reader.advance(start + 3.6, at=start + 3.5)  # already past
+    assert reader.next_sample == pytest.approx(start + 4.6) and not reader.timed
+
+
+def test_a_timed_sample_waits_for_a_late_turn_but_never_past_one_interval() -> None:
+    reader = reader_for(Camera("t", "rtsp://cam/t"), with_interval(1.0))
+    start = reader.origin
+    reader.advance(start + 1.0, at=start + 1.6)
+    assert reader.timed
+    assert reader.postpone(start + 1.6, start + 1.8)  # the turn runs late: sample later
+    assert reader.next_sample == pytest.approx(start + 1.8) and reader.timed
+    assert not reader.postpone(start + 1.8, start + 1.805)  # close enough: sample now
+    assert reader.postpone(start + 1.8, None)  # the turn went (or is beyond reach): the regular schedule
+    assert reader.next_sample == pytest.approx(start + 2.0) and not reader.timed
+    reader.advance(start + 2.0)
+    assert not reader.postpone(start + 3.0, None)  # one interval since the last sample: sample now
+    assert not reader.timed  # a regular sample, not one timed to a turn
+
+
+def test_a_timed_sample_is_looked_at_again_one_pace_before_it() -> None:
+    reader = reader_for(Camera("t", "rtsp://cam/t"), with_interval(1.0))
+    start = reader.origin
+    reader.advance(start + 1.0, at=start + 1.6, pace=0.2)
+    assert reader.next_sample == pytest.approx(start + 1.4) and reader.origin == pytest.approx(start + 1.6)
+    assert reader.postpone(start + 1.4, start + 1.5, pace=0.2)  # the queue ran early: one pace is too close
+    assert reader.next_sample == pytest.approx(start + 1.5)
+    assert not reader.postpone(start + 1.5, start + 1.5, pace=0.2)
+
+
 def test_a_new_rate_applies_from_the_next_sample_without_a_new_reader() -> None:
     slow_camera = Camera("c", "rtsp://cam/c", detect_fps=0.1)
     reader = reader_for(slow_camera, with_interval(1.8))

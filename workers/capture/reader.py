@@ -23,6 +23,11 @@ from workers.capture.timings import CaptureTimings
 
 log = logging.getLogger(__name__)
 
+SUBMIT_SMOOTHING = 0.2
+"""Weight of the newest sample's submit time in ``CameraReader.submit_s``."""
+POSTPONE_MIN_S = 0.01
+"""A sample timed to a turn is taken when due unless the turn moved it at least this much later."""
+
 
 class EventSink(Protocol):
     """``infra.emitter.Emitter``, or a stand-in."""
@@ -160,6 +165,14 @@ class CameraReader:
         self.attempts: deque[float] = deque(maxlen=100)
         """Monotonic times of connection attempts (observable for tests and diagnostics)."""
         self.last_sampled = 0
+        self.submit_s = 0.0
+        """Smoothed seconds a sample takes to reach the detector's slot (encode, store, offer)."""
+        self.late_s = 0.0
+        """Smoothed seconds a sample timed to a turn is taken after its time (the sampler was busy)."""
+        self.last_sample_at = 0.0
+        """``time.monotonic()`` of the last sample."""
+        self.timed = False
+        """Whether ``next_sample`` is timed to the camera's detector turn (checked again when it is due)."""
         self._default_interval_s = settings.capture.frame_interval_s
         self._schedule = threading.Lock()
         self.interval = camera.detect_interval_s(self._default_interval_s)
@@ -186,10 +199,50 @@ class CameraReader:
         )
         self._thread.start()
 
-    def advance(self, now: float) -> None:
-        """Schedule the sample after one taken at about ``now``: the next tick of the schedule, missed ones skipped."""
+    def advance(self, now: float, at: float | None = None, pace: float = 0.0) -> None:
+        """Schedule the sample after one taken at about ``now``: the next tick of the schedule, missed ones
+        skipped; or ``at`` (timed to the camera's detector turn, within one interval), from which the
+        schedule then runs, looked at again one ``pace`` (the time between turns) before it."""
         with self._schedule:
-            self.next_sample = next_tick(self.origin, self.interval, now)
+            self.last_sample_at = now
+            self.timed = at is not None and now < at <= now + self.interval
+            if at is not None and self.timed:
+                self._wake_for(now, at, pace)
+            else:
+                self.next_sample = next_tick(self.origin, self.interval, now)
+
+    def postpone(self, now: float, at: float | None, pace: float = 0.0) -> bool:
+        """A sample timed to a turn is due (or its check), and the turn, forecast again, wants its sample at
+        ``at`` (None: the regular schedule, one interval after the last sample): True if that is later, and
+        rescheduled; False if the sample should be taken now."""
+        with self._schedule:
+            target = at if at is not None else self.last_sample_at + self.interval
+            self.timed = at is not None
+            if target <= now + POSTPONE_MIN_S:
+                return False
+            if self.timed:
+                self._wake_for(now, target, pace)
+            else:
+                self.origin = self.next_sample = target
+            return True
+
+    def _wake_for(self, now: float, at: float, pace: float) -> None:
+        """Sample at ``at``, but look at the turn again one ``pace`` before, when that is still to come: the
+        forecast is closer then (one turn fewer ahead), and the sample may move."""
+        self.origin = at
+        check = at - pace
+        self.next_sample = check if check > now + POSTPONE_MIN_S else at
+
+    def note_late(self, seconds: float) -> None:
+        """Fold how late a sample timed to a turn was taken (the sampler busy with other cameras) into ``late_s``."""
+        self.late_s += SUBMIT_SMOOTHING * (max(seconds, 0.0) - self.late_s)
+
+    def note_submit(self, seconds: float) -> None:
+        """Fold the time one sample took from the reader's frame to the detector's slot into ``submit_s``."""
+        if self.submit_s == 0.0:
+            self.submit_s = seconds
+        else:
+            self.submit_s += SUBMIT_SMOOTHING * (seconds - self.submit_s)
 
     def retime(self, camera: Camera) -> None:
         """Take ``camera`` (the same source; only its detection rate changed) without reconnecting: a new

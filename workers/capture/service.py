@@ -2,9 +2,10 @@
 
 Threads: a control loop (registry changes via pub/sub plus a periodic re-read, lease renewal), one
 sampler (each camera at its own detection rate, ``1 / detectFps``, else every ``capture.frame_interval_s``,
-on a drift-free schedule) and one reader per claimed camera that overwrites a single latest-frame slot, so
-frames are never queued in memory. A camera whose detection rate alone changes keeps its connection and
-takes the new rate from its next sample.
+on a drift-free schedule; under overload a sample moves earlier, to just before the camera's detector
+turn) and one reader per claimed camera that overwrites a single latest-frame slot, so frames are never
+queued in memory. A camera whose detection rate alone changes keeps its connection and takes the new
+rate from its next sample.
 Several capture processes share the cameras through expiring Redis leases (``workers.capture.leases``).
 """
 
@@ -24,13 +25,14 @@ import redis
 
 from infra import celery_names
 from infra.camera_registry import CameraRegistry
-from infra.frame_store import CapturedFrame, FrameStore
+from infra.frame_store import CapturedFrame, FrameStore, Offer
 from infra.host_resolver import resolve_host
 from traffic.cameras import Camera
 from traffic.errors import CameraError
 from traffic.evidence import FrameRing
 from traffic.imaging import encode_jpeg, image_size, preview_jpeg
 from traffic.settings import Settings
+from traffic.turn_timing import TurnForecast, turn_sample_time
 from traffic.url_policy import check_camera_url, policy_of
 from workers.capture.clips import ClipCutter
 from workers.capture.leases import Leases, default_owner_id, fair_share
@@ -330,32 +332,75 @@ class CaptureService:
     # ----------------------------------------------------------------- sampling
 
     def _sample_loop(self) -> None:
-        """Sample every running camera on its own drift-free schedule, at its own rate."""
+        """Sample every running camera on its own drift-free schedule, at its own rate (timed to its detector
+        turns under overload)."""
         while not self._stop.is_set():
             now = time.monotonic()
             readers = self._running().values()
             for reader in readers:
                 if reader.next_sample <= now:
-                    self._sample_guarded(reader, now)
-                    reader.advance(time.monotonic())
+                    if reader.timed:
+                        if self._postponed(reader):
+                            continue
+                        reader.note_late(time.monotonic() - reader.origin)
+                    at, pace = self._sample_guarded(reader, now)
+                    reader.advance(time.monotonic(), at, pace)
             upcoming = min((r.next_sample for r in self._running().values()), default=now + 0.25)
             self._stop.wait(min(max(upcoming - time.monotonic(), 0.0), 0.25))
 
-    def _sample_guarded(self, reader: CameraReader, now: float) -> None:
-        """Sample one camera; a failure is logged and never stops the other cameras."""
+    def _sample_guarded(self, reader: CameraReader, now: float) -> tuple[float | None, float]:
+        """Sample one camera (see ``_sample``); a failure is logged and never stops the other cameras."""
         try:
-            self._sample(reader, now)
+            return self._sample(reader, now)
         except Exception:  # one camera's failure (Redis, broker, encoder) must not stop the sampler
             log.exception("camera %s: sampling failed", reader.camera.camera_id)
+            return None, 0.0
 
-    def _sample(self, reader: CameraReader, now: float) -> None:
-        """Submit the camera's latest frame if it is new; report the camera offline if frames stopped."""
+    def _sample(self, reader: CameraReader, now: float) -> tuple[float | None, float]:
+        """Submit the camera's latest frame if it is new; report the camera offline if frames stopped.
+
+        Returns when to take the next sample (``time.monotonic()``) if it should be timed to the camera's
+        detector turn rather than to the regular schedule (``capture.turn_timing``), with the time between
+        turns (the turn is looked at again that long before its sample): under overload the
+        queued turns are taken in order at a steady pace whatever the cameras' sampling phase, so the turn
+        clock tells when the camera's turn is due (``Offer.turn``), and a sample just before it reaches the
+        detector fresh instead of up to one interval old. Samples only move earlier than the regular
+        schedule: no gap between two samples exceeds the interval.
+        """
         frame = reader.slot.newer_than(reader.last_sampled)
         if frame is None:
             self._check_stale(reader, now)
-            return
+            return None, 0.0
         reader.last_sampled = frame.seq
-        self._submit_frame(reader.camera, frame, reader.interval)
+        started = time.monotonic()
+        offer = self._submit_frame(reader.camera, frame, reader.interval, timed=reader.timed)
+        done = time.monotonic()
+        if offer is None:
+            return None, 0.0
+        reader.note_submit(done - started)
+        if offer.outcome != "waiting" or offer.turn is None or not self.settings.capture.turn_timing:
+            return None, 0.0
+        return self._turn_sample_time(reader, offer.turn, done), offer.turn.pace
+
+    def _postponed(self, reader: CameraReader) -> bool:
+        """A sample timed to the camera's turn (or its check) is due: whether the turn, forecast again now
+        (fewer turns ahead, so closer), wants it later (then it is rescheduled) or is gone (the regular
+        schedule)."""
+        try:
+            turn = self._frames.turn(reader.camera.camera_id)
+        except redis.RedisError as exc:
+            log.warning("camera %s: could not read its detector turn: %s", reader.camera.camera_id, exc)
+            return False
+        if turn is None:
+            return reader.postpone(time.monotonic(), None)
+        at = self._turn_sample_time(reader, turn, reader.last_sample_at)
+        return reader.postpone(time.monotonic(), at, turn.pace)
+
+    def _turn_sample_time(self, reader: CameraReader, turn: TurnForecast, last_sample: float) -> float | None:
+        """When to sample for ``turn`` (``time.monotonic()``), or None for the regular schedule."""
+        now, wall = time.monotonic(), time.time()
+        turn_at = now + (turn.sample_at(wall, reader.submit_s + reader.late_s) - wall)
+        return turn_sample_time(last_sample, reader.interval, turn_at)
 
     def _check_stale(self, reader: CameraReader, now: float) -> None:
         """Report an online camera offline when its reader has delivered nothing for too long."""
@@ -364,8 +409,9 @@ class CaptureService:
         if reader.reporter.is_online and last is not None and now - last > stale_after:
             reader.reporter.offline(f"no frames for {stale_after:.0f} s")
 
-    def _submit_frame(self, camera: Camera, frame: Frame, interval_s: float) -> str | None:
-        """Store the frame and offer it to the detector; its id, or None if dropped (too many in flight).
+    def _submit_frame(self, camera: Camera, frame: Frame, interval_s: float, *, timed: bool = False) -> Offer | None:
+        """Store the frame and offer it to the detector; the offer, or None if dropped (too many in flight).
+        ``timed``: the sample was timed to the camera's detector turn (counted as ``samples_timed``).
 
         A camera keeps at most one detector task waiting: while it waits, each newer frame takes the waiting
         frame's place (``FrameStore.offer``), so under overload every camera gets its turn and the frame a
@@ -388,7 +434,7 @@ class CaptureService:
             jpeg=encode_jpeg(frame.image, cfg.jpeg_quality),
             preview=b"" if self.settings.privacy.blur else preview_jpeg(frame.image),
         )
-        self._frames.admit(captured, ttl_s=cfg.frame_ttl_s, fps=self._fps(camera_id, frame.captured_at))
+        self._frames.admit(captured, ttl_s=cfg.frame_ttl_s, fps=self._fps(camera_id, frame.captured_at), timed=timed)
         lost_after_s = self._task_lost_after_s(interval_s)
         offer = self._frames.offer(captured, max_in_flight=cfg.max_in_flight, task_lost_after_s=lost_after_s)
         if offer.outcome == "dropped_inflight":
@@ -397,7 +443,7 @@ class CaptureService:
             if offer.shed is not None:
                 log.warning("camera %s: its waiting detector task never started; sending another", camera_id)
             self._send_detect(captured)
-        return captured.frame_id
+        return offer
 
     def _task_lost_after_s(self, interval_s: float) -> float:
         """A waiting detector task not started after this long is taken as lost: past Redis's redelivery time
