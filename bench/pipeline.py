@@ -9,9 +9,16 @@ blocks of ten frames alternating with the same ten frames sent through the pipel
 overhead is its first ``detection_result`` latency minus its own bare time of the block just before,
 so a drift of the machine's speed over the run (other load, CPU frequency) does not count as overhead.
 
+The bare loop runs back to back, but the worker's model waits between the frames sent one at a time
+(for the previous frame's final result), and an inference backend's threads are slower to start after
+a wait (OpenVINO on this 2-core CPU: 21 ms a predict back to back, 32-34 ms after 100 ms idle). So a
+second bare block after each pipeline block runs each frame after the same wait as the worker's model
+had before it (its ``received`` stamp minus the previous frame's ``detected``): the overhead over that
+loop is the queue's own, without the backend's wake-up (``overhead_idle_matched_ms_*``).
+
     python -m bench.pipeline [--quick] [--frames N]
 
-Last line: ``overhead_ms_p50=… chord_emit_ms_p50=… frames=…``
+Last line: ``overhead_ms_p50=… overhead_idle_matched_ms_p50=… chord_emit_ms_p50=… frames=…``
 """
 
 from __future__ import annotations
@@ -71,11 +78,16 @@ def bare_detector() -> UltralyticsDetector:
     return detector
 
 
-def bare_inference_ms(detector: UltralyticsDetector, images: Sequence[Image]) -> list[float]:
-    """Per-frame time of ``detector.detect`` alone on decoded frames (after a one-frame warm-up)."""
+def bare_inference_ms(
+    detector: UltralyticsDetector, images: Sequence[Image], idle_s: Sequence[float] | None = None
+) -> list[float]:
+    """Per-frame time of ``detector.detect`` alone on decoded frames (after a one-frame warm-up); with
+    ``idle_s``, each frame's detect starts that long after the previous one ended."""
     detector.detect(images[0])
     times = []
-    for image in images:
+    for i, image in enumerate(images):
+        if idle_s is not None:
+            time.sleep(max(0.0, idle_s[i]))
         started = time.perf_counter()
         detector.detect(image)
         times.append((time.perf_counter() - started) * 1000)
@@ -107,34 +119,57 @@ def _measure(
     """Alternate blocks of bare inference and frames sent one by one; collect the latencies."""
     listener = Listener(stack.redis_url)
     bare: list[float] = []
+    idle: dict[int, float] = {}
+    """Frame index → seconds the worker's model was idle before it (the frame's received stamp minus the
+    previous frame's detected stamp)."""
+    over_matched: list[float] = []
+    matched: list[float] = []
+    previous_detected = 0.0
     try:
         for _, jpeg in frames[:3]:  # warm up: the worker loads its model on the first frame
-            listener.wait_final(stack.inject_frame("warm", jpeg), 120)
+            warm = stack.inject_frame("warm", jpeg)
+            listener.wait_final(warm, 120)
+            previous_detected = _timings(stack, warm).get("detected", 0.0)
         overhead, first_ms, chord_emit, queue_ms, worker_ms, own, track_ms = [], [], [], [], [], [], []
+        firsts: dict[int, float] = {}
         for i, (_, jpeg) in enumerate(frames):
             if i % BLOCK == 0:
                 bare += bare_inference_ms(detector, images[i : i + BLOCK])
             sent = time.time()
             frame_id = stack.inject_frame("bench", jpeg)
-            if not listener.wait_final(frame_id, 60):
+            if listener.wait_final(frame_id, 60):
+                first = (listener.first[frame_id] - sent) * 1000
+                firsts[i] = first
+                first_ms.append(first)
+                worker_ms.append(listener.process_ms[frame_id])
+                overhead.append(first - bare[i])
+                stamps = _timings(stack, frame_id)
+                queue_ms.append((stamps["received"] - sent) * 1000)
+                track_ms.append(stamps.get("track_s", 0.0) * 1000)
+                own.append(first - stamps["analyse_s"] * 1000)
+                if previous_detected:
+                    idle[i] = stamps["received"] - previous_detected
+                previous_detected = stamps.get("detected", 0.0)
+                timings = {k: v for k, v in stamps.items() if k.startswith("assessed:")}
+                if timings:
+                    chord_emit.append((listener.final[frame_id] - max(timings.values())) * 1000)
+            else:
                 print(f"frame {frame_id}: no final result within 60 s")
-                continue
-            first = (listener.first[frame_id] - sent) * 1000
-            first_ms.append(first)
-            worker_ms.append(listener.process_ms[frame_id])
-            overhead.append(first - bare[i])
-            stamps = _timings(stack, frame_id)
-            queue_ms.append((stamps["received"] - sent) * 1000)
-            track_ms.append(stamps.get("track_s", 0.0) * 1000)
-            own.append(first - stamps["analyse_s"] * 1000)
-            timings = {k: v for k, v in stamps.items() if k.startswith("assessed:")}
-            if timings:
-                chord_emit.append((listener.final[frame_id] - max(timings.values())) * 1000)
+                previous_detected = 0.0
+            if i % BLOCK == BLOCK - 1 or i == len(frames) - 1:
+                block = [j for j in range(i - i % BLOCK, i + 1) if j in idle]
+                if block:
+                    times = bare_inference_ms(detector, [images[j] for j in block], [idle[j] for j in block])
+                    matched += times
+                    over_matched += [firsts[j] - t for j, t in zip(block, times, strict=True)]
     finally:
         listener.close()
     print(summary("bare inference, in blocks beside the idle stack", bare))
     print(summary("frame -> first detection_result", first_ms))
     print(summary("overhead over bare inference", overhead))
+    print(summary("the worker's model idle before each frame", [t * 1000 for t in idle.values()]))
+    print(summary("bare inference, each after the same idle time", matched))
+    print(summary("overhead over bare inference after the same idle time", over_matched))
     print(summary("  in the worker: decode + detect + group (processTime)", worker_ms))
     print(summary("overhead over the worker's own detect + group time", own))
     print(summary("  of which: sent -> detector received the frame", queue_ms))
@@ -144,6 +179,9 @@ def _measure(
     return {
         "overhead_ms_p50": percentile(overhead, 50),
         "overhead_ms_p90": percentile(overhead, 90),
+        "overhead_idle_matched_ms_p50": percentile(over_matched, 50),
+        "overhead_idle_matched_ms_p90": percentile(over_matched, 90),
+        "idle_ms_p50": percentile([t * 1000 for t in idle.values()], 50),
         "overhead_excl_worker_inference_ms_p50": percentile(own, 50),
         "track_ms_p50": percentile(track_ms, 50),
         "chord_emit_ms_p50": percentile(chord_emit, 50),

@@ -20,6 +20,8 @@ from traffic.turn_timing import TurnForecast, forecast
 
 KEEP_AFTER_DEADLINE_S = 120.0
 """Frame records outlive the deadline this long, for late chords and the dead-letter replay."""
+FINAL_MARK = "1"
+"""A frame's final mark once its result is stored and sent (a finaliser's claim reads ``claimed``)."""
 FINAL_CLAIM_S = 15.0
 """How long a finaliser holds a frame's claim before the sweeper may try again (publishing takes ms)."""
 META_GRACE_S = 60.0
@@ -180,6 +182,16 @@ class Offer:
     turn: TurnForecast | None = None
     """With ``waiting``, when a worker re-queued the camera's turn: how far that turn is (None until the
     queue's clock has a pace: two turns taken)."""
+
+
+@dataclass(frozen=True)
+class DetectionInputs:
+    """What the detector loads for a taken frame: its capture metadata and JPEG (None once expired), and
+    whether the frame is final already (a task delivered again after its frame was finalised)."""
+
+    meta: FrameMeta | None
+    jpeg: bytes | None
+    final: bool = False
 
 
 @dataclass(frozen=True)
@@ -378,8 +390,9 @@ class FrameStore:
         fields = {as_text(k): as_text(v) for k, v in raw.items()}
         return FrameMeta(fields["camera_id"], float(fields["captured_at"]), float(fields["deadline"]))
 
-    def load_many_for_detection(self, frame_ids: Sequence[str]) -> list[tuple[FrameMeta | None, bytes | None]]:
-        """Each frame's meta and JPEG, in order, in one round trip, stamping when the detector received them."""
+    def load_many_for_detection(self, frame_ids: Sequence[str]) -> list[DetectionInputs]:
+        """Each frame's meta, JPEG and final mark, in order, in one round trip, stamping when the detector
+        received them."""
         if not frame_ids:
             return []
         pipe = self._r.pipeline(transaction=False)
@@ -387,17 +400,19 @@ class FrameStore:
         for frame_id in frame_ids:
             pipe.hgetall(redis_keys.frame_meta(frame_id))
             pipe.get(redis_keys.frame_image(frame_id))
+            pipe.get(redis_keys.frame_final(frame_id))
             pipe.hset(redis_keys.frame_timings(frame_id), "received", now)
             pipe.expire(redis_keys.frame_timings(frame_id), 600)
         replies = pipe.execute()
-        loaded: list[tuple[FrameMeta | None, bytes | None]] = []
+        loaded: list[DetectionInputs] = []
         for i in range(len(frame_ids)):
-            raw, data = replies[4 * i], replies[4 * i + 1]
+            raw, data, final = replies[5 * i : 5 * i + 3]
             meta = None
             if raw:
                 fields = {as_text(k): as_text(v) for k, v in raw.items()}
                 meta = FrameMeta(fields["camera_id"], float(fields["captured_at"]), float(fields["deadline"]))
-            loaded.append((meta, as_bytes(data) if data is not None else None))
+            image = as_bytes(data) if data is not None else None
+            loaded.append(DetectionInputs(meta, image, final is not None and as_text(final) == FINAL_MARK))
         return loaded
 
     def keep_image_until(self, frame_id: str, until: float) -> None:
@@ -528,13 +543,18 @@ class FrameStore:
         one round trip; None when it may not.
 
         The claim is a lease: a finaliser that dies (or loses Redis) before :meth:`confirm_final`
-        leaves the frame pending, and once the lease lapses the deadline sweeper finalises it.
+        leaves the frame pending, and once the lease lapses the deadline sweeper finalises it. A frame final
+        for good leaves the sweeper's set here too: a detector task delivered again after the frame was
+        finalised may have put it back.
         """
         pipe = self._r.pipeline(transaction=False)
         _queue_claim(pipe, frame_id)
+        pipe.get(redis_keys.frame_final(frame_id))
         pipe.hgetall(redis_keys.frame_verdicts(frame_id))
-        claimed, raw = pipe.execute()
+        claimed, mark, raw = pipe.execute()
         if not claimed:
+            if mark is not None and as_text(mark) == FINAL_MARK:
+                self._r.zrem(redis_keys.FRAMES_PENDING, frame_id)
             return None
         return [verdict_from_json(json.loads(v)) for v in raw.values()]
 
@@ -575,7 +595,7 @@ class FrameStore:
     def confirm_final(self, frame_id: str, deadline: float) -> None:
         """The frame's result is stored and sent: it is final for good and leaves the sweeper's set."""
         pipe = self._r.pipeline(transaction=True)
-        pipe.set(redis_keys.frame_final(frame_id), "1", px=_ttl_ms(deadline))
+        pipe.set(redis_keys.frame_final(frame_id), FINAL_MARK, px=_ttl_ms(deadline))
         pipe.zrem(redis_keys.FRAMES_PENDING, frame_id)
         pipe.execute()
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from infra import celery_names
-from infra.frame_store import FrameMeta, FrameStore, Taken, as_text
+from infra.frame_store import DetectionInputs, FrameStore, Taken, as_text
 from traffic import redis_keys
 from traffic.analysis import FrameAnalysis, analyse_frames
 from traffic.analytics import MotionUpdate
@@ -159,10 +159,10 @@ def _prepare(
         if t.frame_id is None:
             outcomes[index] = FrameOutcome(tasks[index].camera_id, "idle")
     ready: list[_Loaded] = []
-    for (index, t), (meta, jpeg) in zip(found, loaded, strict=True):
+    for (index, t), inputs in zip(found, loaded, strict=True):
         task = tasks[index]
         held.append((task.camera_id, t.frame_id or ""))
-        frame = _load(ctx, store, index, task, t, meta, jpeg)
+        frame = _load(ctx, store, index, task, t, inputs)
         if isinstance(frame, FrameOutcome):
             outcomes[index] = frame
         else:
@@ -259,11 +259,16 @@ def _load(
     index: int,
     task: FrameTask,
     taken: Taken,
-    meta: FrameMeta | None,
-    jpeg: bytes | None,
+    inputs: DetectionInputs,
 ) -> _Loaded | FrameOutcome:
-    """The frame's inputs as loaded; frames replaced, expired or past their deadline are dropped and counted."""
+    """The frame's inputs as loaded; frames replaced, expired or past their deadline are dropped and counted;
+    a frame final already (its task delivered again: a worker lost the broker before acknowledging it) is
+    left alone, so it is neither shown pending again nor assessed twice."""
     camera_id, frame_id = task.camera_id, taken.frame_id or ""
+    meta, jpeg = inputs.meta, inputs.jpeg
+    if inputs.final:
+        log.info("frame %s of camera %s is final already: its task was delivered again; skipped", frame_id, camera_id)
+        return FrameOutcome(camera_id, "duplicate")
     now = time.time()
     if taken.how == "own" and meta is None and now < task.captured_at + ctx.settings.capture.frame_deadline_s:
         # A task whose frame was shed (counted then) after a newer task replaced it: nothing left to do.

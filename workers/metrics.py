@@ -41,8 +41,9 @@ class FrameOutcome:
 
     camera_id: str
     status: str
-    """``detected``, ``dropped_age``, ``error``, ``superseded`` (its frame was replaced by a newer one) or
-    ``idle`` (the camera's turn came and no newer frame was waiting)."""
+    """``detected``, ``dropped_age``, ``error``, ``superseded`` (its frame was replaced by a newer one),
+    ``idle`` (the camera's turn came and no newer frame was waiting) or ``duplicate`` (its frame was final
+    already: the task was delivered again)."""
     latency_s: float = 0.0
     objects: Mapping[str, int] = field(default_factory=dict)
     groups: int = 0

@@ -146,3 +146,22 @@ def test_a_frame_the_detector_finalises_is_stored_stamped_and_claimed_at_once(ct
     assert verdict is not None and verdict.max_risk_level is RiskLevel.LOW
     assert store.save_detected(record, [reused], {"decode_s": 0.001}) is None  # a redelivery: claimed already
     assert finalise(ctx, "f-det", by="detector") is None
+
+
+def test_a_final_frame_put_back_in_the_pending_set_leaves_it_at_the_next_finaliser(ctx: WorkerContext) -> None:
+    # A detector task delivered again after its frame was final (its worker lost the broker before the
+    # acknowledgement) saves the frame as pending again; the chord or sweeper that then finds it final
+    # removes it, instead of leaving it pending until its record expires.
+    store = FrameStore(ctx.redis)
+    record = _frame(ctx, "f-again", time.time(), judged=True)
+    assert finalise(ctx, "f-again", by="chord") is not None
+    assert ctx.redis.zscore(redis_keys.FRAMES_PENDING, "f-again") is None
+    FrameStore(ctx.redis).save(record, {}, (), pending=True)  # what the second delivery would write
+    assert ctx.redis.zscore(redis_keys.FRAMES_PENDING, "f-again") is not None
+    assert finalise(ctx, "f-again", by="deadline") is None  # final already: not published twice
+    assert ctx.redis.zscore(redis_keys.FRAMES_PENDING, "f-again") is None
+    # A frame merely claimed (its finaliser at work) stays pending: the claim may lapse.
+    _frame(ctx, "f-claimed", time.time(), judged=True)
+    assert store.claim_final_with_verdicts("f-claimed") == []
+    assert finalise(ctx, "f-claimed", by="deadline") is None
+    assert ctx.redis.zscore(redis_keys.FRAMES_PENDING, "f-claimed") is not None

@@ -168,14 +168,17 @@ def test_a_batch_takes_and_loads_each_cameras_frame_in_one_round_trip_as_one_by_
     taken = store.take_many(turns, keep_s=45, queue="gpu", contended=True)
     assert taken == [Taken("a2", "waiting", "turn-a"), Taken("b1", "waiting", "turn-b"), Taken("c1", "own")]
     loaded = store.load_many_for_detection(["a2", "b1", "c1"])
-    assert [jpeg for _, jpeg in loaded] == [b"jpeg:a2", b"jpeg:b1", b"jpeg:c1"]
-    assert [meta.camera_id if meta else None for meta, _ in loaded] == ["cam-a", "cam-b", "cam-c"]
-    captured = [meta.captured_at if meta else None for meta, _ in loaded]
+    assert [i.jpeg for i in loaded] == [b"jpeg:a2", b"jpeg:b1", b"jpeg:c1"]
+    assert [i.meta.camera_id if i.meta else None for i in loaded] == ["cam-a", "cam-b", "cam-c"]
+    captured = [i.meta.captured_at if i.meta else None for i in loaded]
     assert captured == [a2.captured_at, b1.captured_at, own.captured_at]
     assert all("received" in store.timings(f) for f in ("a2", "b1", "c1"))
-    # Redelivered, the batch takes the same frames again.
+    assert not any(i.final for i in loaded)
+    # Redelivered, the batch takes the same frames again; one of them was finalised in between.
+    store.confirm_final("b1", time.time() + 45)
     again = store.take_many(turns, keep_s=45, queue="gpu", contended=True)
     assert [t.frame_id for t in again] == ["a2", "b1", "c1"] and [t.how for t in again][:2] == ["redelivered"] * 2
+    assert [i.final for i in store.load_many_for_detection(["a2", "b1", "c1"])] == [False, True, False]
     assert store.take_many([], keep_s=45, queue="gpu") == [] and store.load_many_for_detection([]) == []
 
 

@@ -165,6 +165,32 @@ def test_frames_without_groups_are_final_at_once(stack: Stack, client: EventClie
     assert final["assessment"] == "skipped" and final["trafficGroups"] == []
 
 
+def test_a_detect_task_delivered_again_after_its_frame_is_final_changes_nothing(
+    stack: Stack, client: EventClient
+) -> None:
+    import numpy as np
+
+    from traffic.imaging import encode_jpeg
+
+    wait_until_idle(stack)
+    client.call("subscribe", {"cameraIds": ["again-cam"]})
+    at = time.time()
+    frame_id = stack.inject_frame("again-cam", bus_jpeg(), captured_at=at)
+    client.wait_for(result_for(frame_id, "complete", "partial", "unavailable"), 60)
+    wait_until_idle(stack)
+    shown = [d for _, e, d in list(client.events) if e == "detection_result" and d.get("frameId") == frame_id]
+    detected = int(stack.redis.hget(redis_keys.camera_stats("again-cam"), "detected") or 0)
+    # The broker hands the task out again, as after a worker lost it before acknowledging it; a frame
+    # sent after it is detected after it (or beside it, in one batch).
+    stack.celery.send_task(celery_names.DETECT_FRAME, args=["again-cam", frame_id, at], queue=celery_names.GPU_QUEUE)
+    later = stack.inject_frame("again-cam", encode_jpeg(np.zeros((360, 640, 3), dtype=np.uint8)))
+    client.wait_for(result_for(later, "skipped"), 60)
+    wait_until_idle(stack)
+    again = [d for _, e, d in list(client.events) if e == "detection_result" and d.get("frameId") == frame_id]
+    assert again == shown, "the final frame was shown again"
+    assert int(stack.redis.hget(redis_keys.camera_stats("again-cam"), "detected") or 0) == detected + 1
+
+
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of a ``/metrics`` page, by name and sorted labels."""
     import requests

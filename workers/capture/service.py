@@ -388,7 +388,7 @@ class CaptureService:
         schedule)."""
         try:
             turn = self._frames.turn(reader.camera.camera_id)
-        except redis.RedisError as exc:
+        except Exception as exc:  # Redis down, or a clock it cannot read: the sample is taken now
             log.warning("camera %s: could not read its detector turn: %s", reader.camera.camera_id, exc)
             return False
         if turn is None:
