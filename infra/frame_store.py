@@ -180,8 +180,8 @@ class Offer:
     outcome: str
     shed: str | None = None
     turn: TurnForecast | None = None
-    """With ``waiting``, when a worker re-queued the camera's turn: how far that turn is (None until the
-    queue's clock has a pace: two turns taken)."""
+    """With ``waiting``: how far the camera's queued turn is (None until the queue's turn clock has a pace,
+    after two takes)."""
 
 
 @dataclass(frozen=True)
