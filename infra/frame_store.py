@@ -206,11 +206,17 @@ class Taken:
 
 def _forecast(ticket: Any, clock: Sequence[Any]) -> TurnForecast | None:
     """A turn's forecast from its ticket and the queue's clock (``count``, ``last``, ``pace``, ``jitter``, ``run``)."""
-    if ticket is None or len(clock) < 3 or any(v is None for v in clock[:3]):
+    count, last, pace, jitter, run = clock
+    if ticket is None or count is None or last is None or pace is None:
         return None
-    count, last, pace = int(as_text(clock[0])), float(as_text(clock[1])), float(as_text(clock[2]))
-    jitter, run = (float(as_text(v)) if v is not None else None for v in (*clock[3:5], None, None)[:2])
-    return forecast(int(as_text(ticket)), count, last, pace, jitter or 0.0, int(run or 1))
+    return forecast(
+        int(as_text(ticket)),
+        int(as_text(count)),
+        float(as_text(last)),
+        float(as_text(pace)),
+        float(as_text(jitter)) if jitter is not None else 0.0,
+        int(as_text(run)) if run is not None else 1,
+    )
 
 
 def as_text(value: bytes | str) -> str:
