@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -326,6 +326,14 @@ class FrameStore:
         if not turns:
             return []
         pipe = self._r.pipeline(transaction=False)
+        self._queue_takes(pipe, turns, keep_s, queue, contended)
+        return [self._taken(reply) for reply in pipe.execute()]
+
+    @staticmethod
+    def _queue_takes(
+        pipe: Any, turns: Sequence[tuple[str, str, str]], keep_s: float, queue: str, contended: bool
+    ) -> None:
+        """Queue one take script per (camera id, frame id, next turn id), in order."""
         now, keep_ms = repr(time.time()), max(1000, int(keep_s * 1000))
         for camera_id, frame_id, next_turn in turns:
             # EVAL, not the registered script: in a pipeline, redis-py asks SCRIPT EXISTS first (a round trip).
@@ -344,11 +352,72 @@ class FrameStore:
                 TURN_SMOOTHING,
                 len(turns),
             )
-        taken: list[Taken] = []
-        for reply in pipe.execute():
-            frame = as_text(reply[0]) if reply[0] is not None else None
-            taken.append(Taken(frame, as_text(reply[1]), as_text(reply[2]) if len(reply) > 2 else None))
-        return taken
+
+    @staticmethod
+    def _taken(reply: Sequence[Any]) -> Taken:
+        """One take script's reply."""
+        frame = as_text(reply[0]) if reply[0] is not None else None
+        return Taken(frame, as_text(reply[1]), as_text(reply[2]) if len(reply) > 2 else None)
+
+    @staticmethod
+    def _queue_inputs(pipe: Any, frame_id: str) -> None:
+        """Queue the reads of a frame's detection inputs (three replies, ``_inputs``)."""
+        pipe.hgetall(redis_keys.frame_meta(frame_id))
+        pipe.get(redis_keys.frame_image(frame_id))
+        pipe.get(redis_keys.frame_final(frame_id))
+
+    @staticmethod
+    def _inputs(raw: Any, data: Any, final: Any) -> DetectionInputs:
+        """A frame's detection inputs from the replies of ``_queue_inputs``."""
+        meta = None
+        if raw:
+            fields = {as_text(k): as_text(v) for k, v in raw.items()}
+            meta = FrameMeta(fields["camera_id"], float(fields["captured_at"]), float(fields["deadline"]))
+        image = as_bytes(data) if data is not None else None
+        return DetectionInputs(meta, image, final is not None and as_text(final) == FINAL_MARK)
+
+    def take_and_load(
+        self, turns: Sequence[tuple[str, str, str]], *, keep_s: float, queue: str, contended: bool = False
+    ) -> list[tuple[Taken, DetectionInputs | None]]:
+        """:meth:`take_many`, and each taken frame's inputs (None when nothing was taken), in one round trip
+        when each task takes the frame it was sent for (a system keeping up), else in two.
+
+        The frame a task names is read with its take; a task that takes another frame (its camera's newer
+        frame, a turn's) has that one read after. Nothing is stamped: the caller stamps ``received``.
+        """
+        if not turns:
+            return []
+        pipe = self._r.pipeline(transaction=False)
+        self._queue_takes(pipe, turns, keep_s, queue, contended)
+        for _, frame_id, _ in turns:
+            self._queue_inputs(pipe, frame_id)
+        replies = pipe.execute()
+        taken = [self._taken(reply) for reply in replies[: len(turns)]]
+        inputs: list[DetectionInputs | None] = []
+        again: list[int] = []
+        for i, ((_, frame_id, _), t) in enumerate(zip(turns, taken, strict=True)):
+            if t.frame_id == frame_id:
+                at = len(turns) + 3 * i
+                inputs.append(self._inputs(*replies[at : at + 3]))
+            else:
+                inputs.append(None)
+                if t.frame_id is not None:
+                    again.append(i)
+        if again:
+            pipe = self._r.pipeline(transaction=False)
+            for i in again:
+                self._queue_inputs(pipe, taken[i].frame_id or "")
+            replies = pipe.execute()
+            for n, i in enumerate(again):
+                inputs[i] = self._inputs(*replies[3 * n : 3 * n + 3])
+        return list(zip(taken, inputs, strict=True))
+
+    @staticmethod
+    def stamp_received(pipe: Any, received: Mapping[str, float]) -> None:
+        """Queue on ``pipe`` the ``received`` stamp of each frame (frame id → when the detector took it)."""
+        for frame_id, at in received.items():
+            pipe.hset(redis_keys.frame_timings(frame_id), "received", repr(at))
+            pipe.expire(redis_keys.frame_timings(frame_id), 600)
 
     def turn(self, camera_id: str, queue: str = GPU_QUEUE) -> TurnForecast | None:
         """How far the camera's re-queued detector turn is now (None: no turn re-queued, or no pace yet)."""
@@ -402,24 +471,11 @@ class FrameStore:
         if not frame_ids:
             return []
         pipe = self._r.pipeline(transaction=False)
-        now = repr(time.time())
         for frame_id in frame_ids:
-            pipe.hgetall(redis_keys.frame_meta(frame_id))
-            pipe.get(redis_keys.frame_image(frame_id))
-            pipe.get(redis_keys.frame_final(frame_id))
-            pipe.hset(redis_keys.frame_timings(frame_id), "received", now)
-            pipe.expire(redis_keys.frame_timings(frame_id), 600)
+            self._queue_inputs(pipe, frame_id)
+        self.stamp_received(pipe, dict.fromkeys(frame_ids, time.time()))
         replies = pipe.execute()
-        loaded: list[DetectionInputs] = []
-        for i in range(len(frame_ids)):
-            raw, data, final = replies[5 * i : 5 * i + 3]
-            meta = None
-            if raw:
-                fields = {as_text(k): as_text(v) for k, v in raw.items()}
-                meta = FrameMeta(fields["camera_id"], float(fields["captured_at"]), float(fields["deadline"]))
-            image = as_bytes(data) if data is not None else None
-            loaded.append(DetectionInputs(meta, image, final is not None and as_text(final) == FINAL_MARK))
-        return loaded
+        return [self._inputs(*replies[3 * i : 3 * i + 3]) for i in range(len(frame_ids))]
 
     def keep_image_until(self, frame_id: str, until: float) -> None:
         """Keep the frame's JPEG until ``until`` (epoch s) at least: a frame waiting for the model may raise an
@@ -432,20 +488,36 @@ class FrameStore:
         return as_bytes(data) if data is not None else None
 
     def save(
-        self, record: FrameRecord, crops: dict[int, bytes], reused: Iterable[GroupVerdict], *, pending: bool = False
+        self,
+        record: FrameRecord,
+        crops: dict[int, bytes],
+        reused: Iterable[GroupVerdict],
+        *,
+        pending: bool = False,
+        also: Callable[[Any], None] | None = None,
     ) -> None:
-        """Store the detector record, crops and reused verdicts (and register a pending frame) at once."""
+        """Store the detector record, crops and reused verdicts (and register a pending frame) at once; ``also``
+        queues the caller's own writes in the same transaction."""
         pipe = self._r.pipeline(transaction=True)
+        if also is not None:
+            also(pipe)
         self._queue_record(pipe, record, crops, reused, pending=pending)
         pipe.execute()
 
     def save_detected(
-        self, record: FrameRecord, reused: Iterable[GroupVerdict], durations: dict[str, float]
+        self,
+        record: FrameRecord,
+        reused: Iterable[GroupVerdict],
+        durations: dict[str, float],
+        *,
+        also: Callable[[Any], None] | None = None,
     ) -> list[GroupVerdict] | None:
-        """A frame the detector finalises itself, in one transaction: :meth:`save` (nothing pending),
+        """A frame the detector finalises itself, in one transaction: :meth:`save` (nothing pending, ``also``),
         :meth:`detected`, and :meth:`claim_final_with_verdicts` (None: finalised already, a redelivery)."""
         frame_id = record.frame_id
         pipe = self._r.pipeline(transaction=True)
+        if also is not None:
+            also(pipe)
         self._queue_record(pipe, record, {}, reused, pending=False)
         self._queue_detected(pipe, record.camera_id, frame_id, record.deadline, durations)
         _queue_claim(pipe, frame_id)

@@ -12,10 +12,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from infra import celery_names
 from infra.frame_store import DetectionInputs, FrameStore, Taken, as_text
+from infra.tracker_states import Hold, Tracked
 from traffic import redis_keys
 from traffic.analysis import FrameAnalysis, analyse_frames
 from traffic.analytics import MotionUpdate
@@ -153,15 +154,13 @@ def _prepare(
     held: list[tuple[str, str]] = []
     longest_side = ctx.settings.detector.imgsz if _scaled_decode(ctx) else 0
     taken = _take(ctx, store, [tasks[i] for i in indexes], send_turn, contended)
-    found = [(index, t) for index, t in zip(indexes, taken, strict=True) if t.frame_id is not None]
-    loaded = store.load_many_for_detection([t.frame_id or "" for _, t in found])
-    for index, t in zip(indexes, taken, strict=True):
-        if t.frame_id is None:
-            outcomes[index] = FrameOutcome(tasks[index].camera_id, "idle")
     ready: list[_Loaded] = []
-    for (index, t), inputs in zip(found, loaded, strict=True):
+    for index, (t, inputs) in zip(indexes, taken, strict=True):
         task = tasks[index]
-        held.append((task.camera_id, t.frame_id or ""))
+        if t.frame_id is None or inputs is None:
+            outcomes[index] = FrameOutcome(task.camera_id, "idle")
+            continue
+        held.append((task.camera_id, t.frame_id))
         frame = _load(ctx, store, index, task, t, inputs)
         if isinstance(frame, FrameOutcome):
             outcomes[index] = frame
@@ -214,35 +213,107 @@ def _finish(
     outcomes: list[FrameOutcome | None],
     held: set[tuple[str, str]],
 ) -> None:
-    """Wait for one predict, then track and route each of its frames; errors stay with their frames."""
+    """Wait for one predict, then track and route each of its frames; errors stay with their frames.
+
+    While the predict runs, what its frames will need from Redis is read (``_read_ahead``); after, each
+    frame's tracker state is stored once its first result is out."""
+    ahead = _read_ahead(ctx, store, predict)
     try:
-        analyses, analyse_s = predict.future.result()
-    except DetectorError as exc:
-        for d in predict.decoded:
-            outcomes[d.frame.index] = _detect_error(store, d.frame, exc)
-        return
-    for d, analysis in zip(predict.decoded, analyses, strict=True):
-        frame = d.frame
-        tracked, reset, motion, track_s = _track(ctx, frame, analysis)
-        timing = _Timing(d.decode_s, analyse_s, len(predict.decoded), track_s)
-        outcome = _route(ctx, store, frame, d.image, tracked, timing, start_assessment, motion)
-        outcomes[frame.index] = replace(outcome, tracker_reset=reset)
-        held.discard((frame.camera_id, frame.frame_id))  # routed: off the camera's in-flight cap
+        try:
+            analyses, analyse_s = predict.future.result()
+        except DetectorError as exc:
+            for d in predict.decoded:
+                outcomes[d.frame.index] = _detect_error(store, d.frame, exc)
+            return
+        for d, analysis in zip(predict.decoded, analyses, strict=True):
+            frame = d.frame
+            step = _track(ctx, frame, analysis, ahead.holds.pop(frame.index, None))
+            commit = (
+                _Once(functools.partial(ctx.tracker_states.commit, step.tracked)) if step.tracked is not None else None
+            )
+            try:
+                timing = _Timing(d.decode_s, analyse_s, len(predict.decoded), step.seconds)
+                outcome = _route(
+                    ctx,
+                    store,
+                    frame,
+                    d.image,
+                    step.analysis,
+                    timing,
+                    start_assessment,
+                    step.motion,
+                    gate_reads=ahead.gate.get(frame.index),
+                    shown=commit,
+                )
+            finally:
+                if commit is not None:
+                    commit()
+            outcomes[frame.index] = replace(outcome, tracker_reset=step.reset)
+            held.discard((frame.camera_id, frame.frame_id))  # routed: off the camera's in-flight cap
+    finally:
+        for hold in ahead.holds.values():  # frames that failed, or were never tracked
+            ctx.tracker_states.release(hold)
+
+
+class _Once:
+    """Calls a function the first time it is called, then never again."""
+
+    def __init__(self, call: Callable[[], None]) -> None:
+        self._call: Callable[[], None] | None = call
+
+    def __call__(self) -> None:
+        call, self._call = self._call, None
+        if call is not None:
+            call()
+
+
+@dataclass(frozen=True)
+class _Ahead:
+    """What was read for a predict's frames while it ran, by frame index (a camera's first frame in it only:
+    a later one needs the state the first leaves): the camera's tracker lock, and the gate's state."""
+
+    holds: dict[int, Hold]
+    gate: dict[int, GateReads]
+
+
+def _read_ahead(ctx: WorkerContext, store: FrameStore, predict: _Predict) -> _Ahead:
+    """One round trip while the predict runs: its frames' ``received`` stamps, and for each camera's first
+    frame its tracker lock (tracking on) and the gate's state; none of it waits for the detections."""
+    firsts: dict[str, int] = {}
+    for d in predict.decoded:
+        firsts.setdefault(d.frame.camera_id, d.frame.index)
+    pipe = ctx.redis.pipeline(transaction=False)
+    store.stamp_received(pipe, {d.frame.frame_id: d.frame.received for d in predict.decoded})
+    stamps = len(pipe)
+    tracking = ctx.settings.tracking.enabled
+    holding = {i: ctx.tracker_states.hold(pipe, camera_id) for camera_id, i in firsts.items()} if tracking else {}
+    received = {d.frame.index: d.frame.received for d in predict.decoded}
+    for camera_id, i in firsts.items():
+        queue_gate_reads(pipe, camera_id, received[i])
+    replies = pipe.execute()[stamps:]
+    holds: dict[int, Hold] = {}
+    for n, (i, held) in enumerate(holding.items()):
+        hold = held(replies[3 * n : 3 * n + 3])
+        if hold is not None:
+            holds[i] = hold
+    replies = replies[3 * len(holding) :]
+    gate = {i: GateReads(*replies[GATE_READS * n : GATE_READS * (n + 1)]) for n, i in enumerate(firsts.values())}
+    return _Ahead(holds, gate)
 
 
 def _take(
     ctx: WorkerContext, store: FrameStore, tasks: Sequence[FrameTask], send_turn: SendTurn, contended: bool
-) -> list[Taken]:
-    """The frame each task works on (None: nothing newer was waiting), in one round trip; queues the cameras'
-    next turns.
+) -> list[tuple[Taken, DetectionInputs | None]]:
+    """The frame each task works on (None: nothing newer was waiting) and its inputs, in one round trip when
+    each task takes the frame it names; queues the cameras' next turns.
 
     ``contended``: the batch holds several cameras' tasks, which left the queue when the worker buffered
     them; the next turn is queued as it would be were they still waiting there.
     """
     deadline_s = ctx.settings.capture.frame_deadline_s
     turns = [(t.camera_id, t.frame_id, f"{t.camera_id}-{uuid.uuid4().hex[:12]}") for t in tasks]
-    taken = store.take_many(turns, keep_s=deadline_s, queue=celery_names.GPU_QUEUE, contended=contended)
-    for task, t in zip(tasks, taken, strict=True):
+    taken = store.take_and_load(turns, keep_s=deadline_s, queue=celery_names.GPU_QUEUE, contended=contended)
+    for task, (t, _) in zip(tasks, taken, strict=True):
         if t.next_turn is None:
             continue
         try:
@@ -298,17 +369,34 @@ class _Timing:
     track_s: float = 0.0
 
 
-def _track(
-    ctx: WorkerContext, frame: _Loaded, analysis: FrameAnalysis
-) -> tuple[FrameAnalysis, str | None, MotionUpdate | None, float]:
-    """The frame's detections with their camera's track ids (frames are applied in capture order), why the
-    camera's tracking started again if it did, the analytics' update, and the seconds it took."""
+@dataclass(frozen=True)
+class _TrackStep:
+    """A frame's detections with their camera's track ids, and what tracking it did."""
+
+    analysis: FrameAnalysis
+    reset: str | None
+    """Why the camera's tracking started again, if it did."""
+    motion: MotionUpdate | None
+    seconds: float
+    tracked: Tracked | None
+    """The tracker's step, whose state ``TrackerStates.commit`` stores (None: tracking is off)."""
+
+
+def _track(ctx: WorkerContext, frame: _Loaded, analysis: FrameAnalysis, hold: Hold | None) -> _TrackStep:
+    """The frame's detections with their camera's track ids (frames are applied in capture order), under
+    the camera's lock (``hold``: taken already); the state is stored later (``TrackerStates.commit``)."""
     if not ctx.settings.tracking.enabled:
-        return analysis, None, None, 0.0
+        return _TrackStep(analysis, None, None, 0.0, None)
     started = time.perf_counter()
     camera_id = frame.camera_id
     tracked = ctx.tracker_states.track(
-        camera_id, frame.captured_at, analysis.detections, lambda: ctx.new_motion(camera_id), analysis.image_size
+        camera_id,
+        frame.captured_at,
+        analysis.detections,
+        lambda: ctx.new_motion(camera_id),
+        analysis.image_size,
+        hold=hold,
+        defer=True,
     )
     if tracked.reset is not None and tracked.reset != "new":
         log.warning("camera %s: tracking started again (%s)", frame.camera_id, tracked.reset)
@@ -316,7 +404,7 @@ def _track(
     if tracked.epoch is not None:
         groups = keyed_groups(groups, tracked.detections, tracked.epoch)
     analysis = replace(analysis, detections=tracked.detections, groups=groups, tracking_epoch=tracked.epoch)
-    return analysis, tracked.reset, tracked.motion, time.perf_counter() - started
+    return _TrackStep(analysis, tracked.reset, tracked.motion, time.perf_counter() - started, tracked)
 
 
 def _detect_error(store: FrameStore, frame: _Loaded, exc: Exception) -> FrameOutcome:
@@ -335,12 +423,17 @@ def _route(
     timing: _Timing,
     start_assessment: StartAssessment,
     motion: MotionUpdate | None = None,
+    *,
+    gate_reads: GateReads | None = None,
+    shown: Callable[[], None] | None = None,
 ) -> FrameOutcome:
-    """Gate, store, emit and hand one detected frame's groups to assessment (or finalise it)."""
+    """Gate, store, emit and hand one detected frame's groups to assessment (or finalise it); ``shown`` is
+    called once the frame's first result is out (``gate_reads``: the gate's state, read already)."""
     camera_id, frame_id, deadline = frame.camera_id, frame.frame_id, frame.deadline
     process_time = timing.decode_s + timing.analyse_s
     contexts = [analysis.context(g) for g in analysis.groups]
-    decision, wire_id = gate_groups(ctx, camera_id, contexts, frame.received, urgent_groups(analysis, motion))
+    urgent = urgent_groups(analysis, motion)
+    decision, wire_id, gate_writes = gate(ctx, camera_id, contexts, frame.received, urgent, reads=gate_reads)
     keep_privacy_boxes(ctx, camera_id, analysis, frame.captured_at)
     publish_private_frame(ctx, store, frame_id, camera_id, image, analysis)
     record = _record(ctx, frame_id, camera_id, wire_id, frame.captured_at, deadline, analysis, process_time, decision)
@@ -350,12 +443,14 @@ def _route(
     if decision.assess:
         # Stored and registered with the deadline sweeper before browsers hear "pending", so a frame
         # announced as pending gets a final result even if Redis fails right after.
-        store.save(record, {}, reused, pending=True)
+        store.save(record, {}, reused, pending=True, also=gate_writes)
         if evidence_store(ctx) is not None:
             store.keep_image_until(frame_id, deadline + EVIDENCE_GRACE_S)  # the snapshot of an alert it may raise
         # Then the fast path: browsers see boxes and groups while the crops are cut and judged.
         payload = frame_result(record, None, Assessment.PENDING)
         ctx.emitter.detection_result(camera_id, payload, captured_at=frame.captured_at)
+        if shown is not None:
+            shown()
         groups = {g.index: g for g in analysis.groups}
         quality = ctx.settings.grouping.crop_jpeg_quality
         crops = {i: crop_jpeg(image.full, groups[i].bbox, quality) for i in decision.assess}
@@ -365,11 +460,13 @@ def _route(
         store.count(camera_id, "assessed_groups", len(decision.assess))
     else:
         # Nothing to assess: stored, stamped and claimed for finalising in one transaction.
-        claimed = store.save_detected(record, reused, durations)
+        claimed = store.save_detected(record, reused, durations, also=gate_writes)
         if claimed is None:
             log.info("frame %s was final already (a redelivery); not finalised again", frame_id)
         else:
             finalise(ctx, frame_id, by="detector", record=record, claimed=claimed)
+        if shown is not None:
+            shown()
     if motion is not None and analysis.tracking_epoch is not None:
         # After the frame's result is out: counts, rule-based alerts and traffic_stats hold no verdict back.
         publish_motion(ctx, camera_id, wire_id, frame_id, frame.captured_at, analysis, motion)
@@ -416,19 +513,65 @@ def _record(
     )
 
 
-def gate_groups(
-    ctx: WorkerContext, camera_id: str, contexts: Sequence[GroupContext], now: float, urgent: frozenset[int]
-) -> tuple[GateDecision, str | int]:
-    """Cooldown, unchanged-scene reuse and per-minute budget; also the camera's wire id (same round trip)."""
-    settings = ctx.settings
-    minute = int(now // 60)
-    pipe = ctx.redis.pipeline(transaction=False)
+class GateReads(NamedTuple):
+    """A camera's gate state for the minute of one time, as read from Redis (``queue_gate_reads``'s replies)."""
+
+    cooling: Any
+    used: Any
+    """Calls to the model this minute so far."""
+    recent: Any
+    camera: Any
+    unserved: Any
+
+
+GATE_READS = 5
+"""Replies of ``queue_gate_reads``."""
+
+
+def queue_gate_reads(pipe: Any, camera_id: str, now: float) -> None:
+    """Queue the reads of the camera's gate state for the minute of ``now`` (``GATE_READS`` replies)."""
     pipe.exists(redis_keys.camera_cooldown(camera_id))
-    pipe.get(redis_keys.camera_budget(camera_id, minute))
+    pipe.get(redis_keys.camera_budget(camera_id, int(now // 60)))
     pipe.hgetall(redis_keys.camera_recent_verdicts(camera_id))
     pipe.hget(redis_keys.CAMERAS, camera_id)
     pipe.hgetall(redis_keys.camera_unserved_changes(camera_id))
-    cooling, used, recent_raw, camera_raw, unserved_raw = pipe.execute()
+
+
+def gate_groups(
+    ctx: WorkerContext, camera_id: str, contexts: Sequence[GroupContext], now: float, urgent: frozenset[int]
+) -> tuple[GateDecision, str | int]:
+    """Cooldown, unchanged-scene reuse and per-minute budget; also the camera's wire id (same round trip),
+    the gate's state written at once."""
+    decision, wire_id, writes = gate(ctx, camera_id, contexts, now, urgent)
+    pipe = ctx.redis.pipeline(transaction=False)
+    writes(pipe)
+    if len(pipe):
+        pipe.execute()
+    return decision, wire_id
+
+
+GateWrites = Callable[[Any], None]
+"""Queues the gate's state changes on a pipeline."""
+
+
+def gate(
+    ctx: WorkerContext,
+    camera_id: str,
+    contexts: Sequence[GroupContext],
+    now: float,
+    urgent: frozenset[int],
+    *,
+    reads: GateReads | None = None,
+) -> tuple[GateDecision, str | int, GateWrites]:
+    """:func:`gate_groups`, leaving the state's changes to the caller (queued with the frame's record, in
+    the same transaction); no round trip when the state was read ahead for ``now`` (``reads``)."""
+    settings = ctx.settings
+    minute = int(now // 60)
+    if reads is None:
+        pipe = ctx.redis.pipeline(transaction=False)
+        queue_gate_reads(pipe, camera_id, now)
+        reads = GateReads(*pipe.execute())
+    cooling, used, recent_raw, camera_raw, unserved_raw = reads
     # Cooldown and budget ration calls to the paid model; the offline rules assessor needs neither.
     rationed = ctx.llm is not None
     recent = _recent(recent_raw)
@@ -447,24 +590,24 @@ def gate_groups(
     )
     # Every call remembers a new signature: forget the ones no rule will reuse, and corrupt entries.
     forget = [*decision.forget, *({as_text(field) for field in recent_raw} - recent.keys())]
-    pipe = ctx.redis.pipeline(transaction=False)
-    if forget:
-        pipe.hdel(redis_keys.camera_recent_verdicts(camera_id), *forget)
     unserved_name = redis_keys.camera_unserved_changes(camera_id)
     stale = [*decision.forget_unserved, *({as_text(k) for k in unserved_raw} - _unserved(unserved_raw).keys())]
-    if stale:
-        pipe.hdel(unserved_name, *stale)
-    if decision.unserved:
-        pipe.hset(unserved_name, mapping=dict.fromkeys(decision.unserved, repr(now)))
-        pipe.expire(unserved_name, int(settings.pipeline.dedupe_window_s * 2) + 1)
-    if decision.assess and rationed:
-        if settings.llm.cooldown_s > 0:
-            pipe.set(redis_keys.camera_cooldown(camera_id), "1", px=int(settings.llm.cooldown_s * 1000))
-        pipe.incrby(redis_keys.camera_budget(camera_id, minute), len(decision.assess))
-        pipe.expire(redis_keys.camera_budget(camera_id, minute), 120)
-    if len(pipe):
-        pipe.execute()
-    return decision, wire_id_of(camera_id, camera_raw)
+
+    def writes(pipe: Any) -> None:
+        if forget:
+            pipe.hdel(redis_keys.camera_recent_verdicts(camera_id), *forget)
+        if stale:
+            pipe.hdel(unserved_name, *stale)
+        if decision.unserved:
+            pipe.hset(unserved_name, mapping=dict.fromkeys(decision.unserved, repr(now)))
+            pipe.expire(unserved_name, int(settings.pipeline.dedupe_window_s * 2) + 1)
+        if decision.assess and rationed:
+            if settings.llm.cooldown_s > 0:
+                pipe.set(redis_keys.camera_cooldown(camera_id), "1", px=int(settings.llm.cooldown_s * 1000))
+            pipe.incrby(redis_keys.camera_budget(camera_id, minute), len(decision.assess))
+            pipe.expire(redis_keys.camera_budget(camera_id, minute), 120)
+
+    return decision, wire_id_of(camera_id, camera_raw), writes
 
 
 def _recent(raw: dict[Any, Any]) -> dict[str, RecentVerdict]:

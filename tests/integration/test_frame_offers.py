@@ -182,6 +182,35 @@ def test_a_batch_takes_and_loads_each_cameras_frame_in_one_round_trip_as_one_by_
     assert store.take_many([], keep_s=45, queue="gpu") == [] and store.load_many_for_detection([]) == []
 
 
+def test_take_and_load_reads_the_frame_a_task_names_with_its_take_and_any_other_frame_after(
+    redis_client: redis.Redis,
+) -> None:
+    # Three tasks: one sent for a frame since replaced (it takes the newer one, read after the take), one sent
+    # for the frame it takes (read with the take), one whose camera had nothing newer (idle: nothing read).
+    store = FrameStore(redis_client)
+    a1, a2 = admitted(store, "cam-a", "a1"), admitted(store, "cam-a", "a2")
+    assert offer(store, a1) == Offer("send") and offer(store, a2) == Offer("waiting", shed="a1")
+    b1 = admitted(store, "cam-b", "b1")
+    assert offer(store, b1) == Offer("send")
+    turns = [("cam-a", "a1", "turn-a"), ("cam-b", "b1", "turn-b"), ("cam-c", "turn-c0", "turn-c")]
+    redis_client.hset(redis_keys.camera_waiting("cam-c"), mapping={"origin": "turn-c0"})  # a turn, no frame
+    loaded = store.take_and_load(turns, keep_s=45, queue="gpu", contended=False)
+    assert [t for t, _ in loaded] == [Taken("a2", "waiting"), Taken("b1", "waiting"), Taken(None, "none")]
+    (_, a), (_, b), (_, idle) = loaded
+    assert a is not None and a.jpeg == b"jpeg:a2" and a.meta is not None and a.meta.captured_at == a2.captured_at
+    assert b is not None and b.jpeg == b"jpeg:b1" and b.meta is not None and b.meta.camera_id == "cam-b"
+    assert idle is None
+    assert not any(store.timings(f) for f in ("a2", "b1"))  # the caller stamps "received", not the load
+    # Delivered again after b1 was finalised: the same frames, b1 marked final.
+    store.confirm_final("b1", time.time() + 45)
+    again = store.take_and_load(turns[:2], keep_s=45, queue="gpu")
+    assert [(t.frame_id, t.how, i.final if i else None) for t, i in again] == [
+        ("a2", "redelivered", False),
+        ("b1", "redelivered", True),
+    ]
+    assert store.take_and_load([], keep_s=45, queue="gpu") == []
+
+
 def test_a_requeued_turn_has_a_ticket_on_the_queues_turn_clock(redis_client: redis.Redis) -> None:
     store = FrameStore(redis_client)
     clock = redis_keys.turn_clock("gpu")

@@ -60,6 +60,11 @@ def test_identities_outlive_the_worker_and_a_lost_state_starts_a_new_epoch(stack
     second = detected(stack, "cam-t")
     confirmed = ids(second)
     assert None not in confirmed and len(set(confirmed)) == len(confirmed)
+    # The worker takes the camera's tracker lock while a frame is detected and lets go once its result is
+    # out (its state stored): none is left held between frames (a lost one would lapse only after 5 s).
+    lock = redis_keys.camera_tracker_lock("cam-t")
+    wait_until(lambda: not stack.redis.exists(lock), 2, "the camera's tracker lock to be released")
+    assert float(stack.redis.hget(redis_keys.camera_tracker("cam-t"), "at") or 0) == second.captured_at
 
     stack.group.kill("gpu")
     stack.start("gpu")
