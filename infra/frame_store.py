@@ -404,12 +404,8 @@ class FrameStore:
                 if t.frame_id is not None:
                     again.append(i)
         if again:
-            pipe = self._r.pipeline(transaction=False)
-            for i in again:
-                self._queue_inputs(pipe, taken[i].frame_id or "")
-            replies = pipe.execute()
-            for n, i in enumerate(again):
-                inputs[i] = self._inputs(*replies[3 * n : 3 * n + 3])
+            for i, loaded in zip(again, self._load_inputs([taken[i].frame_id or "" for i in again]), strict=True):
+                inputs[i] = loaded
         return list(zip(taken, inputs, strict=True))
 
     @staticmethod
@@ -468,12 +464,17 @@ class FrameStore:
     def load_many_for_detection(self, frame_ids: Sequence[str]) -> list[DetectionInputs]:
         """Each frame's meta, JPEG and final mark, in order, in one round trip, stamping when the detector
         received them."""
+        return self._load_inputs(frame_ids, received_at=time.time())
+
+    def _load_inputs(self, frame_ids: Sequence[str], received_at: float | None = None) -> list[DetectionInputs]:
+        """Each frame's detection inputs in one round trip (and its ``received`` stamp, when given)."""
         if not frame_ids:
             return []
         pipe = self._r.pipeline(transaction=False)
         for frame_id in frame_ids:
             self._queue_inputs(pipe, frame_id)
-        self.stamp_received(pipe, dict.fromkeys(frame_ids, time.time()))
+        if received_at is not None:
+            self.stamp_received(pipe, dict.fromkeys(frame_ids, received_at))
         replies = pipe.execute()
         return [self._inputs(*replies[3 * i : 3 * i + 3]) for i in range(len(frame_ids))]
 

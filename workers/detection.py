@@ -279,17 +279,16 @@ class _Ahead:
 def _read_ahead(ctx: WorkerContext, store: FrameStore, predict: _Predict) -> _Ahead:
     """One round trip while the predict runs: its frames' ``received`` stamps, and for each camera's first
     frame its tracker lock (tracking on) and the gate's state; none of it waits for the detections."""
-    firsts: dict[str, int] = {}
+    firsts: dict[str, _Loaded] = {}
     for d in predict.decoded:
-        firsts.setdefault(d.frame.camera_id, d.frame.index)
+        firsts.setdefault(d.frame.camera_id, d.frame)
     pipe = ctx.redis.pipeline(transaction=False)
     store.stamp_received(pipe, {d.frame.frame_id: d.frame.received for d in predict.decoded})
     stamps = len(pipe)
     tracking = ctx.settings.tracking.enabled
-    holding = {i: ctx.tracker_states.hold(pipe, camera_id) for camera_id, i in firsts.items()} if tracking else {}
-    received = {d.frame.index: d.frame.received for d in predict.decoded}
-    for camera_id, i in firsts.items():
-        queue_gate_reads(pipe, camera_id, received[i])
+    holding = {f.index: ctx.tracker_states.hold(pipe, f.camera_id) for f in firsts.values()} if tracking else {}
+    for frame in firsts.values():
+        queue_gate_reads(pipe, frame.camera_id, frame.received)
     replies = pipe.execute()[stamps:]
     holds: dict[int, Hold] = {}
     for n, (i, held) in enumerate(holding.items()):
@@ -297,7 +296,7 @@ def _read_ahead(ctx: WorkerContext, store: FrameStore, predict: _Predict) -> _Ah
         if hold is not None:
             holds[i] = hold
     replies = replies[3 * len(holding) :]
-    gate = {i: GateReads(*replies[GATE_READS * n : GATE_READS * (n + 1)]) for n, i in enumerate(firsts.values())}
+    gate = {f.index: GateReads(*replies[GATE_READS * n : GATE_READS * (n + 1)]) for n, f in enumerate(firsts.values())}
     return _Ahead(holds, gate)
 
 
