@@ -5,13 +5,36 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from flask_socketio import SocketIO
 
+from infra.socketio_packets import emit_message
 from traffic import redis_keys
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """An emit to be queued on a Redis pipeline, so it goes out in the same round trip (or transaction) as
+    the writes it announces: a browser that hears of a result can read it back at once, and an emit costs no
+    round trip of its own."""
+
+    channel: str
+    packet: str
+    """The message-queue packet, as python-socketio's manager publishes it."""
+    on_sent: Callable[[], None] | None = None
+
+    def queue(self, pipe: Any) -> None:
+        """Queue the publish on ``pipe``."""
+        pipe.publish(self.channel, self.packet)
+
+    def sent(self) -> None:
+        """Tell the emitter the pipeline ran (the broadcast metric is recorded then)."""
+        if self.on_sent is not None:
+            self.on_sent()
 
 
 class Emitter:
@@ -37,6 +60,23 @@ class Emitter:
     def detection_result(self, camera_id: str, data: dict[str, Any], *, captured_at: float) -> None:
         """Send a ``detection_result`` to the camera's room; its frame's age at broadcast is measured."""
         self.to_camera(camera_id, "detection_result", data)
+        self._broadcast_done(data, captured_at)
+
+    def detection_result_broadcast(self, camera_id: str, data: dict[str, Any], *, captured_at: float) -> Broadcast:
+        """A ``detection_result`` to the camera's room, to queue beside the writes of the result it carries
+        (``Broadcast.queue``, then ``Broadcast.sent`` once the pipeline ran: the frame-age metric)."""
+        manager = self._sio.server.manager
+        message = emit_message(
+            "detection_result", data, room=redis_keys.camera_room(camera_id), host_id=manager.host_id
+        )
+        return Broadcast(
+            manager.channel,
+            manager.json.dumps(message),
+            lambda: self._broadcast_done(data, captured_at),
+        )
+
+    def _broadcast_done(self, data: dict[str, Any], captured_at: float) -> None:
+        """A ``detection_result`` went out: its frame's age at broadcast, by stage."""
         if self._on_broadcast is not None:
             stage = "fast" if data.get("assessment") == "pending" else "final"
             self._on_broadcast(stage, time.time() - captured_at)

@@ -648,10 +648,12 @@ class FrameStore:
         ttl_s: float,
         counter: str,
         read_hashes: Sequence[str] = (),
+        also: Callable[[Any], None] | None = None,
     ) -> tuple[bool, list[dict[Any, Any]]]:
         """A final result in one round trip: the camera's latest result unless a newer frame's result is
         already there (whether it was stored comes back first), the ``final`` stamp, the camera's
-        ``counter``; and the hashes named in ``read_hashes``, read alongside (the camera's alerts)."""
+        ``counter``; ``also`` queues the caller's own commands after those (the result's broadcast); and the
+        hashes named in ``read_hashes``, read alongside (the camera's alerts)."""
         pipe = self._r.pipeline(transaction=False)
         # EVAL, not the registered script: in a pipeline, redis-py asks SCRIPT EXISTS first (a round trip).
         pipe.eval(
@@ -665,6 +667,8 @@ class FrameStore:
         )
         self._stamp(pipe, frame_id, "final", deadline)
         pipe.hincrby(redis_keys.camera_stats(camera_id), counter, 1)
+        if also is not None:
+            also(pipe)
         writes = len(pipe)
         for name in read_hashes:
             pipe.hgetall(name)

@@ -5,6 +5,8 @@ which sends each emit as a JSON object ``{"method": "emit", "event", "data": [pa
 "room", …}`` on the channel ``redis_keys.SOCKETIO_CHANNEL``. That shape is python-socketio's internal
 format, not a public API: ``tests/unit/test_socketio_packets.py`` checks it against the installed
 version (pinned in requirements.txt) with a real emitter, so an upgrade that changes it fails there.
+``emit_message`` writes the same shape, for an emit queued on a Redis pipeline beside the writes it
+announces (``infra.emitter.Broadcast``); the same tests compare it with the library's own packet.
 """
 
 from __future__ import annotations
@@ -23,6 +25,22 @@ class EmitPacket:
     """The first (usually only) argument of the emit; None when it had none."""
     room: str | None
     namespace: str = "/"
+
+
+def emit_message(event: str, data: Any, *, room: str, host_id: str, namespace: str = "/") -> dict[str, Any]:
+    """The message python-socketio's ``PubSubManager.emit`` publishes for an emit of one JSON argument to a room
+    (no callback, no binary attachment), before its manager serialises it."""
+    return {
+        "method": "emit",
+        "event": event,
+        "data": [data],
+        "binary": False,
+        "namespace": namespace,
+        "room": room,
+        "skip_sid": None,
+        "callback": None,
+        "host_id": host_id,
+    }
 
 
 def read_emit(raw: bytes | str | None) -> EmitPacket | None:

@@ -165,7 +165,11 @@ class Stack:
         frame_id = f"{camera_id}-{uuid.uuid4().hex[:12]}"
         at = time.time() if captured_at is None else captured_at
         FrameStore(self.redis).put(frame_id, camera_id, jpeg, captured_at=at, deadline=at + deadline_s)
-        self.celery.send_task(celery_names.DETECT_FRAME, args=[camera_id, frame_id, at], queue=celery_names.GPU_QUEUE)
+        # Sent as the capture service sends it: no result is awaited (a result subscription per frame would
+        # cost a round trip the real pipeline does not pay).
+        self.celery.send_task(
+            celery_names.DETECT_FRAME, args=[camera_id, frame_id, at], queue=celery_names.GPU_QUEUE, ignore_result=True
+        )
         return frame_id
 
     def stop(self) -> None:

@@ -440,14 +440,16 @@ def _route(
     durations = {"decode_s": timing.decode_s, "analyse_s": timing.analyse_s, "batch": float(timing.batch)}
     durations["track_s"] = timing.track_s
     if decision.assess:
-        # Stored and registered with the deadline sweeper before browsers hear "pending", so a frame
-        # announced as pending gets a final result even if Redis fails right after.
-        store.save(record, {}, reused, pending=True, also=gate_writes)
+        # The fast path: browsers see boxes and groups while the crops are cut and judged. "Pending" goes
+        # out in the transaction that stores the frame and registers it with the deadline sweeper, so a
+        # frame announced as pending gets a final result even if Redis fails right after.
+        pending = ctx.emitter.detection_result_broadcast(
+            camera_id, frame_result(record, None, Assessment.PENDING), captured_at=frame.captured_at
+        )
+        store.save(record, {}, reused, pending=True, also=_queued(gate_writes, pending.queue))
+        pending.sent()
         if evidence_store(ctx) is not None:
             store.keep_image_until(frame_id, deadline + EVIDENCE_GRACE_S)  # the snapshot of an alert it may raise
-        # Then the fast path: browsers see boxes and groups while the crops are cut and judged.
-        payload = frame_result(record, None, Assessment.PENDING)
-        ctx.emitter.detection_result(camera_id, payload, captured_at=frame.captured_at)
         if shown is not None:
             shown()
         groups = {g.index: g for g in analysis.groups}
@@ -480,6 +482,16 @@ def _route(
         batch=timing.batch,
         motion=motion_counts(motion),
     )
+
+
+def _queued(*writes: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Queues each of ``writes`` on the same pipeline, in order."""
+
+    def queue(pipe: Any) -> None:
+        for write in writes:
+            write(pipe)
+
+    return queue
 
 
 def _record(

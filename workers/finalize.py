@@ -83,6 +83,8 @@ def publish(ctx: WorkerContext, store: FrameStore, record: FrameRecord, verdict:
     """Store the result as the camera's latest (if newest), update alerts, emit both."""
     payload = frame_result(record, verdict, verdict.assessment)
     payload["finalisedBy"] = by
+    # The result goes out in the round trip that stores it as the camera's latest.
+    broadcast = ctx.emitter.detection_result_broadcast(record.camera_id, payload, captured_at=record.captured_at)
     newest, (alerts_raw,) = store.store_final(
         record.camera_id,
         record.frame_id,
@@ -92,8 +94,9 @@ def publish(ctx: WorkerContext, store: FrameStore, record: FrameRecord, verdict:
         ttl_s=ctx.settings.pipeline.latest_ttl_s,
         counter=f"final_{verdict.assessment.value}",
         read_hashes=[redis_keys.camera_alerts(record.camera_id)],
+        also=broadcast.queue,
     )
-    ctx.emitter.detection_result(record.camera_id, payload, captured_at=record.captured_at)
+    broadcast.sent()
     record_metric("final", by, verdict.assessment.value)
     # A frame the model judged brings news even when frames detected after it were final sooner (the
     # detector runs faster than the model answers): its verdicts raise and update alerts all the same.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -10,14 +11,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from infra import celery_names
 from infra.dead_letters import DeadLetters
+from infra.socketio_packets import read_emit
 from stack.demo import make_demo_clip
 from stack.harness import API_KEY, EventClient, Stack, bus_jpeg, result_for, running_stack
 from stack.provider_sim import ProviderSimulator, SimConfig, SimKey
 from traffic import redis_keys
+from traffic.imaging import encode_jpeg
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -163,6 +167,40 @@ def test_frames_without_groups_are_final_at_once(stack: Stack, client: EventClie
     frame_id = stack.inject_frame("empty-cam", encode_jpeg(np.zeros((360, 640, 3), dtype=np.uint8)))
     _, final = client.wait_for(result_for(frame_id, "skipped", "complete"), 60)
     assert final["assessment"] == "skipped" and final["trafficGroups"] == []
+
+
+def test_a_result_is_stored_by_the_time_it_is_heard(stack: Stack) -> None:
+    # Each detection_result is published in the round trip that stores what it announces: a listener that
+    # reads Redis the moment it hears one finds the frame's record (pending: registered with the deadline
+    # sweeper) or the camera's latest result (final).
+    wait_until_idle(stack)
+    pubsub = stack.redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(redis_keys.SOCKETIO_CHANNEL)
+    try:
+        people = stack.inject_frame("heard-cam", bus_jpeg())
+        empty = stack.inject_frame("heard-empty", encode_jpeg(np.zeros((360, 640, 3), dtype=np.uint8)))
+        seen: dict[tuple[str, str], tuple[bool, ...]] = {}
+        deadline = time.monotonic() + 90
+        while len(seen) < 3 and time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.5)
+            packet = read_emit(message["data"]) if message else None
+            if packet is None or packet.event != "detection_result" or packet.data["frameId"] not in (people, empty):
+                continue
+            frame_id, stage = packet.data["frameId"], packet.data["assessment"]
+            latest = stack.redis.get(redis_keys.camera_latest(packet.data["cameraId"]))
+            seen[(frame_id, stage)] = (
+                bool(stack.redis.exists(redis_keys.frame_analysis(frame_id))),
+                stack.redis.zscore(redis_keys.FRAMES_PENDING, frame_id) is not None,
+                latest is not None and json.loads(latest)["frameId"] == frame_id,
+            )
+    finally:
+        pubsub.close()
+    stages = {key[1] for key in seen if key[0] == people}
+    assert "pending" in stages and stages - {"pending"}, f"results heard: {sorted(seen)}"
+    final = next(stage for stage in stages if stage != "pending")
+    assert seen[(people, "pending")][:2] == (True, True)
+    assert seen[(people, final)][2] is True
+    assert seen[(empty, "skipped")] == (True, False, True)
 
 
 def test_a_detect_task_delivered_again_after_its_frame_is_final_changes_nothing(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from importlib.metadata import version
 from pathlib import Path
 
@@ -50,6 +52,37 @@ def test_a_real_emit_is_read_back_with_event_payload_and_room(redis_client: redi
         EmitPacket("detection_result", payload, redis_keys.camera_room("7"), "/"),
         EmitPacket("key_alert", {"keyId": "k1"}, redis_keys.ALERTS_ROOM, "/"),
     ]
+
+
+@pytest.mark.integration
+def test_a_queued_broadcast_is_the_packet_the_library_publishes(redis_client: redis.Redis, redis_url: str) -> None:
+    # Broadcast writes python-socketio's packet itself (to publish it on a pipeline beside the writes it
+    # announces): it must be the very packet the library's own emit sends, so every web server reads it.
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(redis_keys.SOCKETIO_CHANNEL)
+    heard: list[tuple[str, float]] = []
+    emitter = Emitter(redis_url, on_broadcast=lambda stage, age: heard.append((stage, age)))
+    payload = {"cameraId": 7, "frameId": "f-1", "assessment": "pending", "groups": [{"index": 0}]}
+    emitter.to_camera("7", "detection_result", payload)
+    broadcast = emitter.detection_result_broadcast("7", payload, captured_at=time.time() - 2.0)
+    assert heard == [], "nothing is recorded before the pipeline ran"
+    pipe = redis_client.pipeline(transaction=True)
+    pipe.set("beside-the-broadcast", "1")
+    broadcast.queue(pipe)
+    pipe.execute()
+    broadcast.sent()
+    raw: list[bytes] = []
+    for _ in range(50):
+        message = pubsub.get_message(timeout=0.1)
+        if message:
+            raw.append(message["data"])
+        if len(raw) == 2:
+            break
+    pubsub.close()
+    library, queued = (json.loads(r) for r in raw)
+    assert queued == library
+    assert read_emit(raw[1]) == EmitPacket("detection_result", payload, redis_keys.camera_room("7"), "/")
+    assert [stage for stage, _ in heard] == ["fast"] and 2.0 <= heard[0][1] < 10.0
 
 
 @pytest.mark.parametrize(
