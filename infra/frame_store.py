@@ -481,7 +481,12 @@ class FrameStore:
     def keep_image_until(self, frame_id: str, until: float) -> None:
         """Keep the frame's JPEG until ``until`` (epoch s) at least: a frame waiting for the model may raise an
         alert, whose snapshot is drawn on it, later than the capture TTL."""
-        self._r.eval(_EXTEND_TO, 1, redis_keys.frame_image(frame_id), int(until * 1000))
+        self.queue_keep_image(self._r, frame_id, until)
+
+    @staticmethod
+    def queue_keep_image(pipe: Any, frame_id: str, until: float) -> None:
+        """:meth:`keep_image_until`, queued on ``pipe`` (or run, given a client)."""
+        pipe.eval(_EXTEND_TO, 1, redis_keys.frame_image(frame_id), int(until * 1000))
 
     def image(self, frame_id: str) -> bytes | None:
         """The frame's JPEG, or None once it expired."""

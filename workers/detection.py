@@ -446,10 +446,12 @@ def _route(
         pending = ctx.emitter.detection_result_broadcast(
             camera_id, frame_result(record, None, Assessment.PENDING), captured_at=frame.captured_at
         )
-        store.save(record, {}, reused, pending=True, also=_queued(gate_writes, pending.queue))
+        writes = [gate_writes, pending.queue]
+        if evidence_store(ctx) is not None:  # the frame is the snapshot of an alert it may raise
+            kept_until = deadline + EVIDENCE_GRACE_S
+            writes.append(functools.partial(store.queue_keep_image, frame_id=frame_id, until=kept_until))
+        store.save(record, {}, reused, pending=True, also=_queued(*writes))
         pending.sent()
-        if evidence_store(ctx) is not None:
-            store.keep_image_until(frame_id, deadline + EVIDENCE_GRACE_S)  # the snapshot of an alert it may raise
         if shown is not None:
             shown()
         groups = {g.index: g for g in analysis.groups}

