@@ -57,11 +57,6 @@ class Emitter:
         """Send ``event`` to the camera's room."""
         self.emit(event, data, room=redis_keys.camera_room(camera_id))
 
-    def detection_result(self, camera_id: str, data: dict[str, Any], *, captured_at: float) -> None:
-        """Send a ``detection_result`` to the camera's room; its frame's age at broadcast is measured."""
-        self.to_camera(camera_id, "detection_result", data)
-        self._broadcast_done(data, captured_at)
-
     def detection_result_broadcast(self, camera_id: str, data: dict[str, Any], *, captured_at: float) -> Broadcast:
         """A ``detection_result`` to the camera's room, to queue beside the writes of the result it carries
         (``Broadcast.queue``, then ``Broadcast.sent`` once the pipeline ran: the frame-age metric)."""

@@ -3,7 +3,7 @@
 Emitters (``infra.emitter``, every web process) publish through python-socketio's ``RedisManager``,
 which sends each emit as a JSON object ``{"method": "emit", "event", "data": [payload], "namespace",
 "room", …}`` on the channel ``redis_keys.SOCKETIO_CHANNEL``. That shape is python-socketio's internal
-format, not a public API: ``tests/unit/test_socketio_packets.py`` checks it against the installed
+format, not a public API: ``tests/web/test_socketio_packets.py`` checks it against the installed
 version (pinned in requirements.txt) with a real emitter, so an upgrade that changes it fails there.
 ``emit_message`` writes the same shape, for an emit queued on a Redis pipeline beside the writes it
 announces (``infra.emitter.Broadcast``); the same tests compare it with the library's own packet.
