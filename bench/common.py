@@ -33,6 +33,22 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval that holds the true median with at least ``confidence``: the order
+    statistics ``j`` and ``n + 1 - j`` of the sample, ``j`` the largest rank with P(Binomial(n, 1/2) < j) at most
+    half the miss (no resampling, so the same values give the same interval); NaNs when too few values."""
+    n = len(values)
+    miss = (1.0 - confidence) / 2.0
+    below, rank = 0.0, 0
+    while rank < n and below + math.comb(n, rank) / 2.0**n <= miss:
+        below += math.comb(n, rank) / 2.0**n
+        rank += 1
+    if rank == 0:
+        return math.nan, math.nan
+    ordered = sorted(values)
+    return ordered[rank - 1], ordered[n - rank]
+
+
 def summary(name: str, values: Sequence[float], unit: str = "ms") -> str:
     """One human-readable line: p50, p90, mean, min, max."""
     if not values:
