@@ -13,8 +13,9 @@ The bare loop runs back to back, but the worker's model waits between the frames
 (for the previous frame's final result), and an inference backend's threads are slower to start after
 a wait (OpenVINO on this 2-core CPU: 21 ms a predict back to back, 32-34 ms after 100 ms idle). So a
 second bare block after each pipeline block runs each frame after the same wait as the worker's model
-had before it (its ``received`` stamp minus the previous frame's ``detected``): the overhead over that
-loop is the queue's own, without the backend's wake-up (``overhead_idle_matched_ms_*``).
+had before it (its ``received`` stamp minus the previous frame's ``detected``; at most
+``IDLE_REPLAY_CAP_S``): the overhead over that loop is the queue's own, without the backend's wake-up
+(``overhead_idle_matched_ms_*``).
 
     python -m bench.pipeline [--quick] [--frames N]
 
@@ -76,6 +77,13 @@ class Listener(DetectionResults):
 
 BLOCK = 10
 """Frames per alternating block of bare loop and pipeline."""
+
+IDLE_REPLAY_CAP_S = 1.0
+"""Longest idle time replayed before an idle-matched bare predict. A block's first frame waits for the
+bench's own loops of the block before; replayed in full, that wait would make the next block's first
+wait longer still, growing block by block (27 s by the sixth block, measured). The cost of a wait was
+measured growing up to 100 ms of it (OpenVINO: 21 ms a predict back to back, 32-34 ms after 100 ms
+idle); a second is well past that."""
 
 
 def bare_detector() -> UltralyticsDetector:
@@ -166,7 +174,8 @@ def _measure(
             if i % BLOCK == BLOCK - 1 or i == len(frames) - 1:
                 block = [j for j in range(i - i % BLOCK, i + 1) if j in idle]
                 if block:
-                    times = bare_inference_ms(detector, [images[j] for j in block], [idle[j] for j in block])
+                    waits = [min(idle[j], IDLE_REPLAY_CAP_S) for j in block]
+                    times = bare_inference_ms(detector, [images[j] for j in block], waits)
                     matched += times
                     over_matched += [firsts[j] - t for j, t in zip(block, times, strict=True)]
     finally:
