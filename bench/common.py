@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from fractions import Fraction
 from typing import Any
 
 import redis
@@ -38,10 +39,12 @@ def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[
     statistics ``j`` and ``n + 1 - j`` of the sample, ``j`` the largest rank with P(Binomial(n, 1/2) < j) at most
     half the miss (no resampling, so the same values give the same interval); NaNs when too few values."""
     n = len(values)
-    miss = (1.0 - confidence) / 2.0
-    below, rank = 0.0, 0
-    while rank < n and below + math.comb(n, rank) / 2.0**n <= miss:
-        below += math.comb(n, rank) / 2.0**n
+    miss = Fraction((1.0 - confidence) / 2.0)
+    # Exact: the binomial counts as integers over 2**n (a float 2.0**n overflows past 1023 values).
+    below, count, rank = 0, 1, 0  # count: C(n, rank)
+    while rank < n and Fraction(below + count, 2**n) <= miss:
+        below += count
+        count = count * (n - rank) // (rank + 1)
         rank += 1
     if rank == 0:
         return math.nan, math.nan

@@ -34,3 +34,10 @@ def test_too_few_values_for_the_confidence_give_no_interval() -> None:
     low, high = median_interval([3.0, 1.0, 2.0, 5.0, 4.0])  # 5 values: even the extremes miss 1/16 of the time
     assert math.isnan(low) and math.isnan(high)
     assert median_interval([1.0, 2.0, 3.0], confidence=0.5) == (1.0, 3.0)
+
+
+def test_a_long_run_gets_its_interval_too() -> None:
+    # 2,000 frames: the binomial counts exceed a float's range (2**2000); the ranks are those of the normal
+    # approximation, n/2 -/+ 1.96 sqrt(n)/2 (956 and 1045).
+    low, high = median_interval(list(range(1, 2001)))
+    assert abs(low - 956) <= 1 and abs(high - 1045) <= 1
