@@ -111,3 +111,46 @@ def test_boxes_found_on_a_smaller_decode_are_scaled_to_the_full_frame() -> None:
     (back,) = scaled(found, (641, 361), (1281, 721))
     assert back.bbox == pytest.approx((10 * 1281 / 641, 20 * 721 / 361, 30 * 1281 / 641, 40 * 721 / 361))
     assert (back.cls, back.confidence, back.track_id) == ("car", 0.9, 3)
+
+
+def _camera_jpeg() -> bytes:
+    """A demo frame as the capture service encodes it (1280x720, quality 85)."""
+    from stack.demo import demo_frames
+
+    return encode_jpeg(next(iter(demo_frames(1280, 720, per_image=1))), 85)
+
+
+def test_a_grayscale_jpeg_decodes_to_three_equal_channels() -> None:
+    gray = np.tile(np.arange(256, dtype=np.uint8), (64, 1))
+    ok, buffer = cv2.imencode(".jpg", gray)
+    assert ok
+    image = decode_jpeg(buffer.tobytes())
+    assert image.shape == (64, 256, 3)
+    assert np.array_equal(image[..., 0], image[..., 2])
+    assert np.array_equal(image, cv2.imdecode(buffer, cv2.IMREAD_COLOR))
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """``jpeg`` with an APP1 EXIF block right after its start marker that holds only an orientation tag."""
+    ifd = (1).to_bytes(2, "little") + (0x0112).to_bytes(2, "little") + (3).to_bytes(2, "little")
+    ifd += (1).to_bytes(4, "little") + orientation.to_bytes(2, "little") + bytes(2) + bytes(4)
+    tiff = b"II*\x00" + (8).to_bytes(4, "little") + ifd
+    body = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+def test_a_jpeg_turned_by_its_exif_orientation_decodes_turned() -> None:
+    turned = _with_exif_orientation(_jpeg(1280, 720), 6)  # 6: turned 90 degrees clockwise to view
+    assert jpeg_size(turned) == (1280, 720)
+    assert image_size(decode_jpeg(turned)) == (720, 1280)
+    image, size = decode_jpeg_at_least(turned, 640)
+    assert image_size(image) == (360, 640) and size == (720, 1280)
+
+
+def test_a_camera_frame_cut_short_is_a_typed_error_at_any_scale() -> None:
+    jpeg = _camera_jpeg()  # cut inside its scan data: libjpeg's "premature end" is an error, not a grey rest
+    cut = jpeg[: len(jpeg) * 6 // 10]
+    with pytest.raises(ImageError):
+        decode_jpeg(cut)
+    with pytest.raises(ImageError):
+        decode_jpeg_at_least(cut, 640)
