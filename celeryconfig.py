@@ -42,7 +42,11 @@ def celery_options(settings: Settings) -> dict[str, Any]:
         "unacked_restore_interval": 2.0,
         "unacked_restore_throttle": 1,
         "socket_keepalive": True,
-        "retry_on_timeout": True,
+        # No ``retry_on_timeout``: it gave every kombu connection one retry on a connection error, and on the
+        # pub/sub connection (control broadcasts) that retry reconnected and subscribed again inside kombu's
+        # read, on a socket the worker's event loop does not watch, then waited there for a broadcast: after
+        # a Redis restart an llm worker answered no ping for 40 s (tests/integration/test_consumer.py). Now
+        # the read fails and Celery's consumer reconnects as for any lost broker.
         "health_check_interval": 10,
     }
     return {
