@@ -19,8 +19,8 @@ from infra.detector_loading import packaged_detector_settings
 from infra.socketio_packets import read_emit
 from stack.demo import demo_frames
 from traffic import redis_keys
-from traffic.imaging import Image, encode_jpeg
-from traffic.settings import DetectorSettings
+from traffic.imaging import Image, encode_jpeg, preview_jpeg
+from traffic.settings import CaptureSettings, DetectorSettings
 from traffic.yolo_detector import UltralyticsDetector
 
 
@@ -89,6 +89,12 @@ def frame_set(count: int, width: int = 1280, height: int = 720) -> list[tuple[Im
     frames = list(demo_frames(width, height, per_image=max(1, count // 2)))
     chosen = [frames[i % len(frames)] for i in range(count)]
     return [(image, encode_jpeg(image, 85)) for image in chosen]
+
+
+def capture_previews(frames: Sequence[tuple[Image, bytes]]) -> list[bytes]:
+    """Each frame's preview as the capture service stores it beside the JPEG (the detector decodes it instead)."""
+    quality = CaptureSettings().jpeg_quality
+    return [preview_jpeg(image, quality) for image, _ in frames]
 
 
 def cycle(values: Iterable[float]) -> list[float]:

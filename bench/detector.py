@@ -11,7 +11,8 @@ every backend installed here (``torch``, ``onnx``, ``openvino``; ``tensorrt`` on
   worker (``<b>_bare_drift=``: the second run over the first).
 - batching: ``detect_many`` over the same frames interleaved across 8 "cameras" (each batch holds
   frames of different sources), batch sizes 1, 2, 4, 8 (and 16 on a GPU).
-- worker: the same N frames injected at once as a backlog (``Stack.inject_frame``) into a real
+- worker: the same N frames injected at once as a backlog (``Stack.inject_frame``, each JPEG with its
+  preview, as the capture service stores them: the worker decodes the preview) into a real
   ``celery -A workers worker -Q gpu -P solo -c 1`` running that backend (``TRAFFIC_DETECTOR_BACKEND``)
   at the default batch size, one predict at a time (``TRAFFIC_DETECTOR_BATCH`` unset: 8 on CUDA, on a
   CPU 4 with OpenVINO and 1 otherwise) and the gate at its defaults (``--assess-every-frame``: every group of every
@@ -53,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import finish, frame_set, summary
+from bench.common import capture_previews, finish, frame_set, summary
 from infra.camera_registry import CameraRegistry
 from infra.detector_loading import packaged_detector_settings
 from infra.frame_store import FrameStore
@@ -116,12 +117,15 @@ def batch_fps(detector: UltralyticsDetector, images: Sequence[Image], size: int)
     return len(images) / (time.perf_counter() - started)
 
 
-def worker_fps(stack: Stack, jpegs: Sequence[bytes], timeout: float) -> tuple[float, dict[str, list[float]], int]:
-    """Frames/s of the detector worker on a backlog of ``jpegs``; stage times and the frames it finished."""
+def worker_fps(
+    stack: Stack, stored: Sequence[tuple[bytes, bytes]], timeout: float
+) -> tuple[float, dict[str, list[float]], int]:
+    """Frames/s of the detector worker on a backlog of ``stored`` frames (each JPEG with its preview, as the
+    capture service stores them); stage times and the frames it finished."""
     store = FrameStore(stack.redis)
-    for jpeg in jpegs[:WARM_FRAMES]:  # the worker loads its model on its first frame
-        _wait_detected(store, [stack.inject_frame("warm", jpeg)], 180)
-    frame_ids = [stack.inject_frame("bench", jpeg) for jpeg in jpegs]
+    for jpeg, preview in stored[:WARM_FRAMES]:  # the worker loads its model on its first frame
+        _wait_detected(store, [stack.inject_frame("warm", jpeg, preview=preview)], 180)
+    frame_ids = [stack.inject_frame("bench", jpeg, preview=preview) for jpeg, preview in stored]
     _wait_detected(store, frame_ids, timeout)
     stamps = [store.timings(f) for f in frame_ids]
     done = sorted((s for s in stamps if "detected" in s), key=lambda s: s["received"])
@@ -167,6 +171,7 @@ def run(
     frames = frame_set(frame_count)
     jpegs = [jpeg for _, jpeg in frames]
     images = [decode_jpeg(jpeg) for jpeg in jpegs]
+    stored = list(zip(jpegs, capture_previews(frames), strict=True))
     resolved = resolve_device(device)
     cuda = resolved.startswith("cuda")
     chosen = list(backends) if backends else installed_backends(cuda)
@@ -185,14 +190,14 @@ def run(
     for backend in chosen:  # each backend's worker run between two bare loops
         results[backend] = measure_bare(backend, device, images, sizes)
         results[backend].worker = measure_worker(
-            backend, device, jpegs, results[backend].bare_fps, scaled_decode=scaled_decode, **gate
+            backend, device, stored, results[backend].bare_fps, scaled_decode=scaled_decode, **gate
         )
         results[backend].bare_after = bare_again(backend, device, images)
     batched = measure_worker(
-        auto, device, jpegs, results[auto].bare_fps, batch=batch, scaled_decode=scaled_decode, **gate
+        auto, device, stored, results[auto].bare_fps, batch=batch, scaled_decode=scaled_decode, **gate
     )
     piped = measure_worker(
-        auto, device, jpegs, results[auto].bare_fps, pipeline=pipeline, scaled_decode=scaled_decode, **gate
+        auto, device, stored, results[auto].bare_fps, pipeline=pipeline, scaled_decode=scaled_decode, **gate
     )
     report(results, sizes, cuda)
     print(
@@ -321,7 +326,7 @@ def gate_env(*, every_frame: bool) -> dict[str, str]:
 def measure_worker(
     backend: str,
     device: str,
-    jpegs: Sequence[bytes],
+    stored: Sequence[tuple[bytes, bytes]],
     bare: float,
     *,
     batch: int = 0,
@@ -329,7 +334,7 @@ def measure_worker(
     scaled_decode: bool = True,
     assess_every_frame: bool = False,
 ) -> WorkerRun:
-    """A real gpu worker on ``backend`` draining a backlog of ``jpegs`` (``batch`` 0: the default size;
+    """A real gpu worker on ``backend`` draining a backlog of ``stored`` frames (``batch`` 0: the default size;
     ``pipeline``: predicts lined up per delivery)."""
     with tempfile.TemporaryDirectory(prefix="bench-detector-") as tmp, LocalRedis(Path(tmp) / "redis") as server:
         env = stack_env(
@@ -347,7 +352,7 @@ def measure_worker(
         stack = Stack(server.url, Path(tmp), env)
         try:
             stack.start("gpu", "llm", "default")
-            fps, stages, done = worker_fps(stack, jpegs, timeout=60 + 10 * len(jpegs) / max(bare, 0.1))
+            fps, stages, done = worker_fps(stack, stored, timeout=60 + 10 * len(stored) / max(bare, 0.1))
             rss, peak = resident_mb(stack.group.pid("gpu"))
             stats = CameraRegistry(stack.redis).stats("bench")
         finally:

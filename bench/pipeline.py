@@ -40,7 +40,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import DetectionResults, finish, frame_set, median_interval, percentile, summary
+from bench.common import (
+    DetectionResults,
+    capture_previews,
+    finish,
+    frame_set,
+    median_interval,
+    percentile,
+    summary,
+)
 from infra.detector_loading import packaged_detector_settings
 from infra.frame_store import FrameStore
 from stack.harness import API_KEY, Stack, stack_env
@@ -129,10 +137,12 @@ def run(frame_count: int) -> dict[str, object]:
 
 
 def _measure(
-    stack: Stack, frames: Sequence[tuple[object, bytes]], detector: UltralyticsDetector, images: Sequence[Image]
+    stack: Stack, frames: Sequence[tuple[Image, bytes]], detector: UltralyticsDetector, images: Sequence[Image]
 ) -> dict[str, object]:
-    """Alternate blocks of bare inference and frames sent one by one; collect the latencies."""
+    """Alternate blocks of bare inference and frames sent one by one (each stored with its preview, as the
+    capture service stores it); collect the latencies."""
     listener = Listener(stack.redis_url)
+    previews = capture_previews(frames)
     bare: list[float] = []
     idle: dict[int, float] = {}
     """Frame index → seconds the worker's model was idle before it (the frame's received stamp minus the
@@ -141,8 +151,8 @@ def _measure(
     matched: list[float] = []
     previous_detected = 0.0
     try:
-        for _, jpeg in frames[:3]:  # warm up: the worker loads its model on the first frame
-            warm = stack.inject_frame("warm", jpeg)
+        for (_, jpeg), preview in zip(frames[:3], previews, strict=False):  # the worker loads its model first
+            warm = stack.inject_frame("warm", jpeg, preview=preview)
             listener.wait_final(warm, 120)
             previous_detected = _timings(stack, warm).get("detected", 0.0)
         overhead, first_ms, chord_emit, queue_ms, worker_ms, own, track_ms = [], [], [], [], [], [], []
@@ -151,7 +161,7 @@ def _measure(
             if i % BLOCK == 0:
                 bare += bare_inference_ms(detector, images[i : i + BLOCK])
             sent = time.time()
-            frame_id = stack.inject_frame("bench", jpeg)
+            frame_id = stack.inject_frame("bench", jpeg, preview=previews[i])
             if listener.wait_final(frame_id, 60):
                 first = (listener.first[frame_id] - sent) * 1000
                 firsts[i] = first

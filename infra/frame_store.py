@@ -28,6 +28,8 @@ META_GRACE_S = 60.0
 """Frame metadata outlives the frame's deadline by this much (for late finalisation)."""
 LATEST_FRAME_TTL_S = 60
 """The camera's most recent JPEG (the REST snapshot) is kept this long."""
+INPUT_REPLIES = 4
+"""Replies of the reads of one frame's detection inputs (meta, JPEG, final mark, preview)."""
 
 # The camera's waiting slot: ``origin`` names the frame its queued detector task was sent for, ``sent`` when,
 # ``frame`` the newest frame waiting for that task (absent right after a worker re-queued the camera's turn),
@@ -186,12 +188,14 @@ class Offer:
 
 @dataclass(frozen=True)
 class DetectionInputs:
-    """What the detector loads for a taken frame: its capture metadata and JPEG (None once expired), and
-    whether the frame is final already (a task delivered again after its frame was finalised)."""
+    """What the detector loads for a taken frame: its capture metadata, JPEG and preview (None once expired),
+    and whether the frame is final already (a task delivered again after its frame was finalised)."""
 
     meta: FrameMeta | None
     jpeg: bytes | None
     final: bool = False
+    preview: bytes | None = None
+    """The capture's preview, which the detector decodes instead of the frame where it is small enough."""
 
 
 @dataclass(frozen=True)
@@ -361,20 +365,22 @@ class FrameStore:
 
     @staticmethod
     def _queue_inputs(pipe: Any, frame_id: str) -> None:
-        """Queue the reads of a frame's detection inputs (three replies, ``_inputs``)."""
+        """Queue the reads of a frame's detection inputs (``INPUT_REPLIES`` replies, ``_inputs``)."""
         pipe.hgetall(redis_keys.frame_meta(frame_id))
         pipe.get(redis_keys.frame_image(frame_id))
         pipe.get(redis_keys.frame_final(frame_id))
+        pipe.get(redis_keys.frame_preview(frame_id))
 
     @staticmethod
-    def _inputs(raw: Any, data: Any, final: Any) -> DetectionInputs:
+    def _inputs(raw: Any, data: Any, final: Any, preview: Any) -> DetectionInputs:
         """A frame's detection inputs from the replies of ``_queue_inputs``."""
         meta = None
         if raw:
             fields = {as_text(k): as_text(v) for k, v in raw.items()}
             meta = FrameMeta(fields["camera_id"], float(fields["captured_at"]), float(fields["deadline"]))
         image = as_bytes(data) if data is not None else None
-        return DetectionInputs(meta, image, final is not None and as_text(final) == FINAL_MARK)
+        small = as_bytes(preview) if preview is not None else None
+        return DetectionInputs(meta, image, final is not None and as_text(final) == FINAL_MARK, small)
 
     def take_and_load(
         self, turns: Sequence[tuple[str, str, str]], *, keep_s: float, queue: str, contended: bool = False
@@ -397,8 +403,8 @@ class FrameStore:
         again: list[int] = []
         for i, ((_, frame_id, _), t) in enumerate(zip(turns, taken, strict=True)):
             if t.frame_id == frame_id:
-                at = len(turns) + 3 * i
-                inputs.append(self._inputs(*replies[at : at + 3]))
+                at = len(turns) + INPUT_REPLIES * i
+                inputs.append(self._inputs(*replies[at : at + INPUT_REPLIES]))
             else:
                 inputs.append(None)
                 if t.frame_id is not None:
@@ -433,11 +439,16 @@ class FrameStore:
         _, count, waiting = pipe.execute()
         return bool(waiting) or int(count) < max_in_flight
 
-    def put(self, frame_id: str, camera_id: str, jpeg: bytes, *, captured_at: float, deadline: float) -> None:
-        """Store a frame's JPEG and metadata only (no in-flight slot, latest frame or counters): test input."""
+    def put(
+        self, frame_id: str, camera_id: str, jpeg: bytes, *, captured_at: float, deadline: float, preview: bytes = b""
+    ) -> None:
+        """Store a frame's JPEG, preview (if any) and metadata only (no in-flight slot, latest frame or
+        counters): test input."""
         meta = _meta(camera_id, camera_id, captured_at, deadline)
         pipe = self._r.pipeline()
         pipe.set(redis_keys.frame_image(frame_id), jpeg, ex=120)
+        if preview:
+            pipe.set(redis_keys.frame_preview(frame_id), preview, ex=120)
         pipe.hset(redis_keys.frame_meta(frame_id), mapping=meta)
         pipe.expire(redis_keys.frame_meta(frame_id), 300)
         pipe.execute()
@@ -476,7 +487,7 @@ class FrameStore:
         if received_at is not None:
             self.stamp_received(pipe, dict.fromkeys(frame_ids, received_at))
         replies = pipe.execute()
-        return [self._inputs(*replies[3 * i : 3 * i + 3]) for i in range(len(frame_ids))]
+        return [self._inputs(*replies[INPUT_REPLIES * i : INPUT_REPLIES * (i + 1)]) for i in range(len(frame_ids))]
 
     def keep_image_until(self, frame_id: str, until: float) -> None:
         """Keep the frame's JPEG until ``until`` (epoch s) at least: a frame waiting for the model may raise an

@@ -158,13 +158,20 @@ class Stack:
         raise AssertionError(f"workers {wanted} did not answer within {timeout} s")
 
     def inject_frame(
-        self, camera_id: str, jpeg: bytes, *, deadline_s: float = 45.0, captured_at: float | None = None
+        self,
+        camera_id: str,
+        jpeg: bytes,
+        *,
+        deadline_s: float = 45.0,
+        captured_at: float | None = None,
+        preview: bytes = b"",
     ) -> str:
-        """Store a frame as the capture service does and send it to the detector (captured now, or at
-        ``captured_at``: a test can space a camera's frames as a camera would, whatever the wall clock)."""
+        """Store a frame (and its ``preview``, if given) as the capture service does and send it to the
+        detector (captured now, or at ``captured_at``: a test can space a camera's frames as a camera would,
+        whatever the wall clock)."""
         frame_id = f"{camera_id}-{uuid.uuid4().hex[:12]}"
         at = time.time() if captured_at is None else captured_at
-        FrameStore(self.redis).put(frame_id, camera_id, jpeg, captured_at=at, deadline=at + deadline_s)
+        FrameStore(self.redis).put(frame_id, camera_id, jpeg, captured_at=at, deadline=at + deadline_s, preview=preview)
         # Sent as the capture service sends it: no result is awaited (a result subscription per frame would
         # cost a round trip the real pipeline does not pay).
         self.celery.send_task(

@@ -65,17 +65,31 @@ def decode_jpeg_at_least(data: bytes, longest_side: int) -> tuple[Image, tuple[i
     """
     size = jpeg_size(data)
     if size is not None:
-        for factor, flag in _SCALED_READS:
-            if max(size) // factor >= longest_side:
-                image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
-                if image is None:
-                    break
+        factor, flag = _scaled_read(size, longest_side)
+        if flag is not None:
+            image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+            if image is not None:
                 width, height = size
                 if image.shape[0] > image.shape[1] and width > height:  # turned by its EXIF orientation
                     width, height = height, width
                 return np.ascontiguousarray(image, dtype=np.uint8), (width, height)
     image = decode_jpeg(data)
     return image, image_size(image)
+
+
+def scaled_decode_size(size: tuple[int, int], longest_side: int) -> tuple[int, int]:
+    """The (width, height) ``decode_jpeg_at_least`` gives a JPEG of ``size`` (libjpeg rounds a scaled side up)."""
+    factor, _ = _scaled_read(size, longest_side)
+    return -(-size[0] // factor), -(-size[1] // factor)
+
+
+def _scaled_read(size: tuple[int, int], longest_side: int) -> tuple[int, int | None]:
+    """The smallest JPEG scale whose longer side still reaches ``longest_side``, and its OpenCV read flag
+    (None: full size)."""
+    for factor, flag in _SCALED_READS:
+        if max(size) // factor >= longest_side:
+            return factor, flag
+    return 1, None
 
 
 def encode_jpeg(image: Image, quality: int = 85) -> bytes:
@@ -122,14 +136,16 @@ def resize(image: Image, width: int, height: int) -> Image:
 PREVIEW_WIDTH = 640
 """Dashboard tiles get this width: a camera wall never shows a 1280-wide tile, so events stay small."""
 PREVIEW_QUALITY = 70
+"""The quality of a preview no detector reads (a blurred one); capture encodes its previews at the frame's own
+quality, as the detector reads them (``traffic.frame_image``)."""
 
 
-def preview_jpeg(image: Image) -> bytes:
+def preview_jpeg(image: Image, quality: int = PREVIEW_QUALITY) -> bytes:
     """A small JPEG of the frame for dashboard tiles (at most ``PREVIEW_WIDTH`` wide)."""
     width, height = image_size(image)
     if width > PREVIEW_WIDTH:
         image = resize(image, PREVIEW_WIDTH, max(1, round(height * PREVIEW_WIDTH / width)))
-    return encode_jpeg(image, PREVIEW_QUALITY)
+    return encode_jpeg(image, quality)
 
 
 def blur_boxes(image: Image, boxes: list[BBox], *, margin: float = 0.1) -> Image:

@@ -56,8 +56,9 @@ class DetectorSettings:
     frames): the last predict's frames are routed while the next one runs; 1: one after the other (the
     default: on a CPU whose cores inference already fills it gains nothing, measured)."""
     scaled_decode: bool = True
-    """Decode each frame's JPEG at the smallest DCT scale (1/2, 1/4, 1/8) whose longer side still reaches
-    ``imgsz``, and at full size only for crops; boxes are reported in full-frame coordinates."""
+    """Decode for the detector the capture's preview where it is large enough, else each frame's JPEG at the
+    smallest DCT scale (1/2, 1/4, 1/8) whose longer side still reaches ``imgsz``; the frame at full size only
+    for crops; boxes are reported in full-frame coordinates."""
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ class _Loaded:
     deadline: float
     received: float
     jpeg: bytes
+    preview: bytes | None = None
 
 
 def detect_and_route(
@@ -187,7 +188,7 @@ def _decode(frame: _Loaded, longest_side: int) -> _Decoded | ImageError:
     """The frame decoded for the detector (``longest_side`` 0: whole), or why it could not be."""
     started = time.perf_counter()
     try:
-        image = FrameImage.decode(frame.jpeg, longest_side)
+        image = FrameImage.decode(frame.jpeg, longest_side, frame.preview)
     except ImageError as exc:
         return exc
     return _Decoded(frame, image, time.perf_counter() - started)
@@ -362,7 +363,7 @@ def _load(
         store.count(camera_id, "dropped_age")
         log.info("frame %s dropped: %s", frame_id, "expired" if meta is None or jpeg is None else "past its deadline")
         return FrameOutcome(camera_id, "dropped_age")
-    return _Loaded(index, camera_id, frame_id, captured_at, deadline, now, jpeg)
+    return _Loaded(index, camera_id, frame_id, captured_at, deadline, now, jpeg, inputs.preview)
 
 
 def _scaled_decode(ctx: WorkerContext) -> bool:

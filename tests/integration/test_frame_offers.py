@@ -15,10 +15,13 @@ pytestmark = pytest.mark.integration
 LOST_AFTER_S = 30.0
 
 
-def admitted(store: FrameStore, camera_id: str, name: str, *, captured_at: float | None = None) -> CapturedFrame:
-    """A frame stored as the capture service stores it."""
+def admitted(
+    store: FrameStore, camera_id: str, name: str, *, captured_at: float | None = None, preview: bool = True
+) -> CapturedFrame:
+    """A frame stored as the capture service stores it (without a preview: as it does with privacy blur on)."""
     at = time.time() if captured_at is None else captured_at
-    frame = CapturedFrame(name, camera_id, camera_id, at, at + 45.0, 4, 4, b"jpeg:" + name.encode(), b"preview")
+    small = b"preview:" + name.encode() if preview else b""
+    frame = CapturedFrame(name, camera_id, camera_id, at, at + 45.0, 4, 4, b"jpeg:" + name.encode(), small)
     store.admit(frame, ttl_s=30.0, fps=0.0)
     return frame
 
@@ -163,12 +166,13 @@ def test_a_batch_takes_and_loads_each_cameras_frame_in_one_round_trip_as_one_by_
     assert offer(store, a1) == Offer("send") and offer(store, a2) == Offer("waiting", shed="a1")
     b1 = admitted(store, "cam-b", "b1")
     assert offer(store, b1) == Offer("send")
-    own = admitted(store, "cam-c", "c1")
+    own = admitted(store, "cam-c", "c1", preview=False)
     turns = [("cam-a", "a1", "turn-a"), ("cam-b", "b1", "turn-b"), ("cam-c", "c1", "turn-c")]
     taken = store.take_many(turns, keep_s=45, queue="gpu", contended=True)
     assert taken == [Taken("a2", "waiting", "turn-a"), Taken("b1", "waiting", "turn-b"), Taken("c1", "own")]
     loaded = store.load_many_for_detection(["a2", "b1", "c1"])
     assert [i.jpeg for i in loaded] == [b"jpeg:a2", b"jpeg:b1", b"jpeg:c1"]
+    assert [i.preview for i in loaded] == [b"preview:a2", b"preview:b1", None]  # the detector decodes previews
     assert [i.meta.camera_id if i.meta else None for i in loaded] == ["cam-a", "cam-b", "cam-c"]
     captured = [i.meta.captured_at if i.meta else None for i in loaded]
     assert captured == [a2.captured_at, b1.captured_at, own.captured_at]
@@ -199,6 +203,7 @@ def test_take_and_load_reads_the_frame_a_task_names_with_its_take_and_any_other_
     (_, a), (_, b), (_, idle) = loaded
     assert a is not None and a.jpeg == b"jpeg:a2" and a.meta is not None and a.meta.captured_at == a2.captured_at
     assert b is not None and b.jpeg == b"jpeg:b1" and b.meta is not None and b.meta.camera_id == "cam-b"
+    assert (a.preview, b.preview) == (b"preview:a2", b"preview:b1")  # read after the take, and with it
     assert idle is None
     assert not any(store.timings(f) for f in ("a2", "b1"))  # the caller stamps "received", not the load
     # Delivered again after b1 was finalised: the same frames, b1 marked final.

@@ -21,7 +21,7 @@ from stack.demo import make_demo_clip
 from stack.harness import API_KEY, EventClient, Stack, bus_jpeg, result_for, running_stack
 from stack.provider_sim import ProviderSimulator, SimConfig, SimKey
 from traffic import redis_keys
-from traffic.imaging import encode_jpeg
+from traffic.imaging import decode_jpeg, encode_jpeg
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -167,6 +167,29 @@ def test_frames_without_groups_are_final_at_once(stack: Stack, client: EventClie
     frame_id = stack.inject_frame("empty-cam", encode_jpeg(np.zeros((360, 640, 3), dtype=np.uint8)))
     _, final = client.wait_for(result_for(frame_id, "skipped", "complete"), 60)
     assert final["assessment"] == "skipped" and final["trafficGroups"] == []
+
+
+def test_the_detector_reads_the_capture_preview_and_gives_boxes_in_the_frames_coordinates(
+    stack: Stack, client: EventClient
+) -> None:
+    # The capture service stores a 640-wide preview beside each frame, and the detector decodes it instead of
+    # the frame where it is no larger than the frame's own scaled decode. Here the two differ on purpose: the
+    # frame is blank, its preview the photo with people, so what is found shows which one was read.
+    bus = decode_jpeg(bus_jpeg())
+    height, width = bus.shape[:2]
+    blank = encode_jpeg(np.zeros((2 * height, 2 * width, 3), dtype=np.uint8))
+    client.call("subscribe", {"cameraIds": ["preview-cam"]})
+    with_preview = stack.inject_frame("preview-cam", blank, preview=encode_jpeg(bus, 85))
+    _, first = client.wait_for(lambda e, d: e == "detection_result" and d.get("frameId") == with_preview, 60)
+    people = [o for o in first["detectedObjects"] if o["class"] == "person"]
+    assert len(people) >= 2, first["detectedObjects"]
+    assert (first["imageWidth"], first["imageHeight"]) == (2 * width, 2 * height)
+    assert max(o["bbox"][2] for o in people) > width  # scaled from the preview to the frame's coordinates
+    assert all(0 <= o["bbox"][0] < o["bbox"][2] <= 2 * width for o in people)
+    client.wait_for(result_for(with_preview, "complete", "partial", "unavailable", "skipped"), 60)
+    without = stack.inject_frame("preview-cam", blank)  # no preview (privacy blur on): the frame itself
+    _, final = client.wait_for(result_for(without, "skipped", "complete"), 60)
+    assert final["detectedObjects"] == [] and (final["imageWidth"], final["imageHeight"]) == (2 * width, 2 * height)
 
 
 def test_a_result_is_stored_by_the_time_it_is_heard(stack: Stack) -> None:

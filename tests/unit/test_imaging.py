@@ -8,8 +8,18 @@ import pytest
 
 from traffic.analysis import scaled
 from traffic.errors import ImageError
-from traffic.frame_image import FrameImage
-from traffic.imaging import crop, crop_jpeg, decode_jpeg, decode_jpeg_at_least, encode_jpeg, image_size, jpeg_size
+from traffic.frame_image import FrameImage, preview_for_detection
+from traffic.imaging import (
+    crop,
+    crop_jpeg,
+    decode_jpeg,
+    decode_jpeg_at_least,
+    encode_jpeg,
+    image_size,
+    jpeg_size,
+    preview_jpeg,
+    scaled_decode_size,
+)
 from traffic.models import Detection
 
 
@@ -154,3 +164,86 @@ def test_a_camera_frame_cut_short_is_a_typed_error_at_any_scale() -> None:
         decode_jpeg(cut)
     with pytest.raises(ImageError):
         decode_jpeg_at_least(cut, 640)
+
+
+@pytest.mark.parametrize(
+    ("size", "longest"),
+    [
+        ((1280, 720), 640),
+        ((1281, 721), 640),
+        ((1920, 1080), 640),
+        ((5120, 2880), 640),
+        ((640, 360), 640),
+        ((720, 1280), 640),
+    ],
+)
+def test_the_scaled_decode_size_is_the_size_the_scaled_decode_gives(size: tuple[int, int], longest: int) -> None:
+    image, _ = decode_jpeg_at_least(_jpeg(*size), longest)
+    assert scaled_decode_size(size, longest) == image_size(image)
+
+
+def _blue(width: int, height: int) -> bytes:
+    """A JPEG unlike ``_jpeg``'s: which of a frame and its preview was decoded shows in the pixels."""
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    image[:] = (255, 0, 0)
+    return encode_jpeg(image, 90)
+
+
+def _is_blue(image: np.ndarray) -> bool:
+    return bool(abs(int(image[..., 0].mean()) - 255) < 10 and image[..., 2].mean() < 10)
+
+
+@pytest.mark.parametrize(
+    ("size", "preview"),
+    [((1280, 720), (640, 360)), ((1920, 1080), (640, 360)), ((1281, 721), (640, 360)), ((810, 1080), (640, 853))],
+)
+def test_a_frame_is_detected_on_its_preview_where_that_is_no_larger_than_its_own_scaled_decode(
+    size: tuple[int, int], preview: tuple[int, int]
+) -> None:
+    image = FrameImage.decode(_jpeg(*size), 640, _blue(*preview))
+    assert image_size(image.for_detection) == preview and _is_blue(image.for_detection)
+    assert image.size == size  # boxes are given in the frame's coordinates
+    assert image_size(image.full) == size and not _is_blue(image.full)  # crops come from the frame itself
+
+
+@pytest.mark.parametrize(
+    ("size", "preview", "longest", "why"),
+    [
+        ((1280, 720), (640, 360), 1280, "too small for the detector"),
+        ((1280, 720), (640, 480), 640, "another aspect: not the same picture"),
+        ((720, 1280), (640, 1138), 640, "more pixels than the frame's half-scale decode"),
+        ((640, 360), (640, 360), 320, "no smaller than the frame's quarter-scale decode"),
+    ],
+)
+def test_a_preview_that_would_not_serve_the_detector_as_well_is_passed_over(
+    size: tuple[int, int], preview: tuple[int, int], longest: int, why: str
+) -> None:
+    image = FrameImage.decode(_jpeg(*size), longest, _blue(*preview))
+    assert not _is_blue(image.for_detection), why
+    assert image_size(image.for_detection) == scaled_decode_size(size, longest) and image.size == size
+
+
+@pytest.mark.parametrize(
+    "preview",
+    [
+        b"",
+        b"not a jpeg",
+        _blue(640, 360)[:400],  # cut inside its scan data
+        _with_exif_orientation(_blue(360, 640), 6),  # turned by its EXIF orientation: 640x360 to view
+    ],
+    ids=["none", "garbage", "cut-short", "exif-turned"],
+)
+def test_a_missing_or_broken_preview_falls_back_to_the_frame(preview: bytes) -> None:
+    assert preview_for_detection(_jpeg(1280, 720), preview, 640) is None
+    image = FrameImage.decode(_jpeg(1280, 720), 640, preview)
+    assert image_size(image.for_detection) == (640, 360) and not _is_blue(image.for_detection)
+
+
+def test_a_captured_preview_is_detected_on_and_looks_like_the_frame() -> None:
+    frame = decode_jpeg(_camera_jpeg())
+    preview = preview_jpeg(frame, 85)
+    decoded, size = decode_jpeg_at_least(_camera_jpeg(), 640)
+    image = FrameImage.decode(_camera_jpeg(), 640, preview)
+    assert image.size == size == (1280, 720) and image_size(image.for_detection) == image_size(decoded)
+    difference = np.abs(image.for_detection.astype(np.int16) - decoded.astype(np.int16))
+    assert float(difference.mean()) < 3.0  # the same picture, within JPEG noise
