@@ -47,14 +47,14 @@ class FrameImage:
 
 def preview_for_detection(jpeg: bytes, preview: bytes, longest_side: int) -> tuple[Image, tuple[int, int]] | None:
     """The frame's preview decoded, and the frame's (width, height), where the preview serves a detector
-    letterboxing to ``longest_side``: its longer side reaches ``longest_side``, it has no more pixels than the
-    frame's own scaled decode would, and it shows the same picture (the same aspect, the same turn). Else None:
-    the frame itself is decoded. A preview costs a third of the frame's scaled decode: a 640x360 JPEG against
-    the whole 1280x720 bitstream, which libjpeg reads in full at any scale.
+    letterboxing to ``longest_side``: its longer side reaches ``longest_side``, it is smaller than the frame
+    and has no more pixels than the frame's own scaled decode would, and it shows the same picture (the same
+    aspect, the same turn). Else None: the frame itself is decoded. A preview costs half the frame's scaled
+    decode: a 640x360 JPEG against the whole 1280x720 bitstream, which libjpeg reads in full at any scale.
     """
     full, small = jpeg_size(jpeg), jpeg_size(preview)
-    if full is None or small is None or max(small) < longest_side:
-        return None
+    if full is None or small is None or max(small) < longest_side or max(small) >= max(full):
+        return None  # too small for the detector, or the frame's own size (a small camera's): the frame itself
     scaled = scaled_decode_size(full, longest_side)
     if small[0] * small[1] > scaled[0] * scaled[1]:
         return None

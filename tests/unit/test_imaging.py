@@ -213,6 +213,7 @@ def test_a_frame_is_detected_on_its_preview_where_that_is_no_larger_than_its_own
         ((1280, 720), (640, 480), 640, "another aspect: not the same picture"),
         ((720, 1280), (640, 1138), 640, "more pixels than the frame's half-scale decode"),
         ((640, 360), (640, 360), 320, "no smaller than the frame's quarter-scale decode"),
+        ((640, 360), (640, 360), 640, "the frame's own size: crops would come from a copy"),
     ],
 )
 def test_a_preview_that_would_not_serve_the_detector_as_well_is_passed_over(

@@ -433,7 +433,7 @@ class CaptureService:
             height=height,
             jpeg=encode_jpeg(frame.image, cfg.jpeg_quality),
             # At the frame's own quality: the detector decodes the preview instead of the frame where it is
-            # large enough (traffic.frame_image), in a third of the time.
+            # large enough (traffic.frame_image), in half the time.
             preview=b"" if self.settings.privacy.blur else preview_jpeg(frame.image, cfg.jpeg_quality),
         )
         self._frames.admit(captured, ttl_s=cfg.frame_ttl_s, fps=self._fps(camera_id, frame.captured_at), timed=timed)
