@@ -28,16 +28,16 @@ from typing import Any
 
 import socketio
 
-from bench.common import finish, frame_set, percentile, summary
+from bench.common import capture_preview, finish, frame_set, percentile, summary
 from infra.detector_loading import packaged_detector_settings
 from infra.emitter import Emitter
 from stack.processes import ProcessGroup, python_module
 from stack.redis_server import LocalRedis, free_port
 from stack.supervisor import wait_for_web
 from traffic.analysis import FrameAnalysis, analyse_detections, analyse_frame
-from traffic.imaging import Image, crop_jpeg, encode_jpeg, preview_jpeg
+from traffic.imaging import Image, crop_jpeg, encode_jpeg
 from traffic.models import Assessment, Detection, FrameVerdict, GroupVerdict, RiskLevel, VerdictStatus
-from traffic.settings import CaptureSettings, DetectorSettings, GroupingSettings
+from traffic.settings import DetectorSettings, GroupingSettings
 from traffic.wire import detection_result
 from traffic.yolo_detector import UltralyticsDetector
 
@@ -145,7 +145,7 @@ def bytes_per_tick(samples: list[Sample]) -> tuple[float, float]:
     ours, old = [], []
     for analysis, image, pending, final in samples:
         events = len(json.dumps(pending)) + len(json.dumps(final))
-        ours.append(events + len(preview_jpeg(image, CaptureSettings().jpeg_quality)))  # as capture encodes it
+        ours.append(events + len(capture_preview(image)))
         frame64 = len(base64.b64encode(encode_jpeg(image, 90))) + len("data:image/jpeg;base64,")
         crops64 = sum(len(base64.b64encode(crop_jpeg(image, g.bbox, 90))) for g in analysis.groups)
         old.append(2 * frame64 + crops64 + len(json.dumps(final)))

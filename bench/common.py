@@ -91,10 +91,9 @@ def frame_set(count: int, width: int = 1280, height: int = 720) -> list[tuple[Im
     return [(image, encode_jpeg(image, 85)) for image in chosen]
 
 
-def capture_previews(frames: Sequence[tuple[Image, bytes]]) -> list[bytes]:
-    """Each frame's preview as the capture service stores it beside the JPEG (the detector decodes it instead)."""
-    quality = CaptureSettings().jpeg_quality
-    return [preview_jpeg(image, quality) for image, _ in frames]
+def capture_preview(image: Image) -> bytes:
+    """The frame's preview as the capture service stores it beside the JPEG (the detector decodes it instead)."""
+    return preview_jpeg(image, CaptureSettings().jpeg_quality)
 
 
 def cycle(values: Iterable[float]) -> list[float]:

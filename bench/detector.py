@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import capture_previews, finish, frame_set, summary
+from bench.common import capture_preview, finish, frame_set, summary
 from infra.camera_registry import CameraRegistry
 from infra.detector_loading import packaged_detector_settings
 from infra.frame_store import FrameStore
@@ -171,7 +171,7 @@ def run(
     frames = frame_set(frame_count)
     jpegs = [jpeg for _, jpeg in frames]
     images = [decode_jpeg(jpeg) for jpeg in jpegs]
-    stored = list(zip(jpegs, capture_previews(frames), strict=True))
+    stored = [(jpeg, capture_preview(image)) for image, jpeg in frames]
     resolved = resolve_device(device)
     cuda = resolved.startswith("cuda")
     chosen = list(backends) if backends else installed_backends(cuda)

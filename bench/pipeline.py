@@ -42,7 +42,7 @@ from typing import Any
 
 from bench.common import (
     DetectionResults,
-    capture_previews,
+    capture_preview,
     finish,
     frame_set,
     median_interval,
@@ -142,7 +142,7 @@ def _measure(
     """Alternate blocks of bare inference and frames sent one by one (each stored with its preview, as the
     capture service stores it); collect the latencies."""
     listener = Listener(stack.redis_url)
-    previews = capture_previews(frames)
+    previews = [capture_preview(image) for image, _ in frames]
     bare: list[float] = []
     idle: dict[int, float] = {}
     """Frame index → seconds the worker's model was idle before it (the frame's received stamp minus the
