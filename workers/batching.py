@@ -114,8 +114,11 @@ class BatchSizing(bootsteps.Step):  # type: ignore[misc]
 
 
 class TaskEvents:
-    """Flower's events for the messages of one batch: ``task-started`` once its first predict runs, then
-    ``task-succeeded`` (or ``task-failed``) for each."""
+    """Flower's events for the messages of one batch, sent once it has ended, in one message: a ``task-started``
+    per message (stamped when the batch began), then its ``task-succeeded`` (or ``task-failed``).
+
+    Not while the batch's predict runs: on a 2-core CPU the publish beside it made the predict 2-3 ms slower
+    (docs/DESIGN.md, "Why Flower's events of a batch go out once it has ended")."""
 
     def __init__(self, app: Any, requests: Sequence[Any]) -> None:
         self._app = app
@@ -123,24 +126,15 @@ class TaskEvents:
         self._enabled = bool(app.conf.worker_send_task_events) and bool(requests)
         self._hostname = getattr(requests[0], "hostname", None) if requests else None
         self._began = time.time()
-        self._started = False
         self._results: list[Any] = []
-
-    def started(self) -> None:
-        """Send the ``task-started`` events (stamped when the batch began), once: the worker calls this while
-        its first predict runs, so the publish costs the frames no time."""
-        if not self._started:
-            self._started = True
-            _send(self._app, self._enabled, self._hostname, self._started_events())
 
     def report(self, outcomes: Sequence[Any]) -> None:
         """The batch's outcomes, one per message in order (the ``result`` of each ``task-succeeded``)."""
         self._results.extend(outcomes)
 
     def ended(self, exc: BaseException | None) -> None:
-        """Send the closing events (with the ``task-started`` ones, if they are still due) in one message."""
-        events = [] if self._started else self._started_events()
-        self._started = True
+        """Send every message's ``task-started`` and closing event in one message."""
+        events = [("task-started", {"uuid": r.id, "timestamp": self._began}) for r in self._requests]
         if exc is not None:
             failed = {"exception": repr(exc), "traceback": ""}
             events += [("task-failed", {"uuid": r.id, **failed}) for r in self._requests]
@@ -153,10 +147,6 @@ class TaskEvents:
                 for r, result in zip(self._requests, results, strict=False)
             ]
         _send(self._app, self._enabled, self._hostname, events)
-
-    def _started_events(self) -> list[tuple[str, dict[str, Any]]]:
-        """One ``task-started`` per message, stamped when the batch began."""
-        return [("task-started", {"uuid": r.id, "timestamp": self._began}) for r in self._requests]
 
 
 @contextmanager

@@ -78,7 +78,6 @@ def detect_and_route(
     *,
     start_assessment: StartAssessment,
     send_turn: SendTurn,
-    on_predict: Callable[[], None] | None = None,
 ) -> list[FrameOutcome]:
     """Run the detector stage on a batch of tasks, one outcome each, in order.
 
@@ -88,7 +87,6 @@ def detect_and_route(
     it names: taken when the model is free for them, so no frame ages while another predict runs) and
     hands them over; then, while that predict runs, it tracks, gates, stores, emits and routes the ended
     predict's frames, each on its own, in the order of the tasks (a camera's frames stay in capture order).
-    ``on_predict`` is called each time a predict has been handed over (the task's events go out then).
     """
     outcomes: list[FrameOutcome | None] = [None] * len(tasks)
     held: set[tuple[str, str]] = set()
@@ -104,8 +102,6 @@ def detect_and_route(
                 outcomes[index] = outcome
             held.update(frames.held)
             previous, running = running, _submit(ctx, frames.decoded)
-            if running is not None and on_predict is not None:
-                on_predict()
             if previous is not None:
                 _finish(ctx, store, previous, start_assessment, outcomes, held)
         if running is not None:
@@ -211,9 +207,9 @@ def _submit(ctx: WorkerContext, decoded: list[_Decoded]) -> _Predict | None:
         return analyses, time.perf_counter() - started
 
     future = ctx.inference.submit(predict)
-    # Let the predict start before this thread goes on to Flower's events and the read-ahead: their Python
-    # held the GIL the woken inference thread needed, and the predict started 0.9-1.0 ms after its submit
-    # (0.1 ms when waited for). The inference thread is idle here (the previous predict has ended).
+    # Let the predict start before this thread goes on to the read-ahead: its Python held the GIL the woken
+    # inference thread needed, and the predict started 0.9-1.0 ms after its submit (0.1 ms when waited for).
+    # The inference thread is idle here (the previous predict has ended).
     running.wait(PREDICT_START_WAIT_S)
     return _Predict(decoded, future)
 

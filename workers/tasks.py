@@ -61,9 +61,7 @@ def detect_frame(requests: Sequence[SimpleRequest]) -> list[FrameOutcome]:
     store = FrameStore(ctx.redis)
     with task_events(app, requests) as events:
         tasks = [FrameTask(*_frame_args(r.args, r.kwargs)) for r in requests]
-        outcomes = detect_and_route(
-            ctx, store, tasks, start_assessment=_start_chord, send_turn=_send_turn, on_predict=events.started
-        )
+        outcomes = detect_and_route(ctx, store, tasks, start_assessment=_start_chord, send_turn=_send_turn)
         events.report(outcomes)
     return outcomes
 

@@ -112,11 +112,13 @@ def test_frames_of_several_cameras_share_one_predict_and_each_keeps_its_own_resu
             assert latest is not None and frame_id.encode() in latest
             assert stack.redis.hget(redis_keys.camera_stats(f"cam-{i}"), "detected") == b"1"
         # Flower still sees every message start and succeed, though one task ran them all: started when the
-        # batch began (sent while its predict ran), succeeded after the frame was done.
+        # batch began, succeeded after the frame was done; both go out once the batch has ended (none while
+        # its predict runs), so they reach Flower after every frame of the batch was routed.
         for i, frame_id in enumerate(frames):
             wait_until(lambda i=i: events.started_and_succeeded(f"'cam-{i}'"), 30, f"cam-{i}'s task events")
             started, succeeded = events.times(f"'cam-{i}'")
             assert started <= timings[frame_id]["received"] <= timings[frame_id]["detected"] <= succeeded
+            assert events.started_arrival(f"'cam-{i}'") >= max(timings[f]["detected"] for f in frames)
     finally:
         events.close()
 
@@ -161,6 +163,8 @@ class TaskEvents:
 
     def __init__(self, stack: Stack) -> None:
         self.started: dict[str, float] = {}
+        self.started_at: dict[str, float] = {}
+        """Task id → when its ``task-started`` event reached this receiver."""
         self.succeeded: dict[str, tuple[str, float]] = {}
         self._connection = stack.celery.connection()
         self._receiver = stack.celery.events.Receiver(
@@ -179,6 +183,7 @@ class TaskEvents:
             pass
 
     def _started(self, event: dict[str, Any]) -> None:
+        self.started_at[event["uuid"]] = time.time()
         self.started[event["uuid"]] = float(event["timestamp"])
 
     def _succeeded(self, event: dict[str, Any]) -> None:
@@ -192,6 +197,11 @@ class TaskEvents:
         """When the task whose result mentions ``text`` started and succeeded, as its events say."""
         (task_id,) = [task_id for task_id, (result, _) in self.succeeded.items() if text in result]
         return self.started[task_id], self.succeeded[task_id][1]
+
+    def started_arrival(self, text: str) -> float:
+        """When the ``task-started`` event of the task whose result mentions ``text`` reached this receiver."""
+        (task_id,) = [task_id for task_id, (result, _) in self.succeeded.items() if text in result]
+        return self.started_at[task_id]
 
     def close(self) -> None:
         self._receiver.should_stop = True
