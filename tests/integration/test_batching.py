@@ -195,13 +195,17 @@ class TaskEvents:
 
     def times(self, text: str) -> tuple[float, float]:
         """When the task whose result mentions ``text`` started and succeeded, as its events say."""
-        (task_id,) = [task_id for task_id, (result, _) in self.succeeded.items() if text in result]
+        task_id = self._task_id(text)
         return self.started[task_id], self.succeeded[task_id][1]
 
     def started_arrival(self, text: str) -> float:
         """When the ``task-started`` event of the task whose result mentions ``text`` reached this receiver."""
+        return self.started_at[self._task_id(text)]
+
+    def _task_id(self, text: str) -> str:
+        """The one succeeded task whose result mentions ``text``."""
         (task_id,) = [task_id for task_id, (result, _) in self.succeeded.items() if text in result]
-        return self.started_at[task_id]
+        return task_id
 
     def close(self) -> None:
         self._receiver.should_stop = True
